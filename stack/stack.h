@@ -1,0 +1,246 @@
+// The libshake TCP/IPv4 stack: a sans-IO engine.
+//
+// Frames, time and socket calls go in; frames, readiness changes and the next deadline come out.
+// The stack never reads a clock, makes a syscall, starts a thread or touches a global: the host
+// (io/ in production, a test or simulator otherwise) owns all of that.
+//
+// Usage, in a host loop:
+//   shake::Stack stack(config, memory_resource);
+//   for (;;) {
+//     for (each received frame) stack.Receive(now, frame, sink);
+//     Instant next = stack.Poll(now, sink);   // timers and queued output
+//     sleep until a frame arrives, an application call is made, or `next`
+//   }
+// Socket calls (Connect, Send, Close, ...) only change state and queue work; the next Poll sends
+// what they queued. All memory comes from the memory_resource passed in, so a host may place the
+// whole stack in shared memory.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory_resource>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "stack/base/addr.h"
+#include "stack/base/result.h"
+#include "stack/base/seqnum.h"
+#include "stack/base/time.h"
+#include "stack/counters.h"
+#include "stack/ip/reassembly.h"
+
+namespace shake {
+
+// Where the stack writes outgoing frames. The io engine hands out slots in its transmit batch;
+// tests collect frames in a vector.
+class FrameSink {
+ public:
+  virtual ~FrameSink() = default;
+  // A buffer for one frame of up to `max_len` bytes, or an empty span when the device cannot take
+  // more now (the stack counts Drop::kTxFull and relies on retransmission).
+  virtual std::span<std::byte> Acquire(size_t max_len) = 0;
+  // Sends the first `len` bytes of the span last returned by Acquire.
+  virtual void Commit(size_t len) = 0;
+};
+
+// The RFC 9293 states, in the RFC's order.
+enum class TcpState : uint8_t {
+  kClosed,
+  kListen,
+  kSynSent,
+  kSynReceived,
+  kEstablished,
+  kFinWait1,
+  kFinWait2,
+  kCloseWait,
+  kClosing,
+  kLastAck,
+  kTimeWait,
+};
+inline constexpr size_t kTcpStateCount = 11;
+// "SYN-SENT", "TIME-WAIT", ... as RFC 9293 spells them.
+std::string_view StateName(TcpState s);
+
+enum class LinkMode : uint8_t {
+  kIp,        // frames are bare IPv4 packets (a TUN device without packet information)
+  kEthernet,  // frames are Ethernet II; the stack answers ARP for its address
+};
+
+struct TcpConfig {
+  size_t send_buffer = 1 << 20;  // bytes, per connection; memory is used only as data is queued
+  size_t recv_buffer = 1 << 20;
+  bool sack = true;
+  bool timestamps = true;
+  bool window_scaling = true;
+  Duration rto_initial = Duration::Seconds(1);  // RFC 6298 (2.1)
+  Duration rto_min = Duration::Millis(200);      // Linux's TCP_RTO_MIN
+  Duration rto_max = Duration::Seconds(120);     // Linux's TCP_RTO_MAX
+  int syn_retries = 6;                           // Linux tcp_syn_retries
+  int synack_retries = 5;                        // Linux tcp_synack_retries
+  int data_retries = 15;                         // Linux tcp_retries2
+  Duration delayed_ack = Duration::Millis(40);   // Linux's TCP_DELACK_MIN
+  Duration time_wait = Duration::Seconds(60);    // 2*MSL, as Linux's TCP_TIMEWAIT_LEN
+  Duration fin_wait2_timeout = Duration::Seconds(60);  // Linux tcp_fin_timeout
+  Duration keepalive_time = Duration::Seconds(7200);
+  Duration keepalive_interval = Duration::Seconds(75);
+  int keepalive_probes = 9;
+  Duration challenge_ack_interval = Duration::Millis(500);  // Linux tcp_invalid_ratelimit
+  int default_backlog_limit = 4096;                          // Linux somaxconn
+  uint16_t ephemeral_low = 32768;                            // Linux ip_local_port_range
+  uint16_t ephemeral_high = 60999;
+};
+
+struct StackConfig {
+  LinkMode link = LinkMode::kIp;
+  Ipv4Addr addr;
+  int prefix_len = 24;
+  std::optional<Ipv4Addr> gateway;
+  MacAddr mac;          // kEthernet only
+  uint16_t mtu = 1500;  // IP MTU of the device
+  TcpConfig tcp;
+  ReassemblyLimits reassembly;
+  Duration arp_cache_ttl = Duration::Seconds(60);
+  std::array<uint8_t, 16> isn_secret{};  // RFC 6528's secret key; the host fills it from its RNG
+  uint64_t seed = 0;                     // ephemeral port order and timestamp offsets
+};
+
+using SocketId = uint32_t;
+inline constexpr SocketId kNoSocket = 0;
+
+// Readiness bits, with poll(2)'s meanings; the shim maps them to POLL*/EPOLL* values.
+namespace ready {
+inline constexpr uint32_t kReadable = 1u << 0;    // data, EOF, a pending connection, or an error
+inline constexpr uint32_t kWritable = 1u << 1;    // send buffer space in a connected state
+inline constexpr uint32_t kError = 1u << 2;       // a pending error (SO_ERROR)
+inline constexpr uint32_t kHangup = 1u << 3;      // both directions are shut (POLLHUP)
+inline constexpr uint32_t kReadHangup = 1u << 4;  // the peer sent FIN (POLLRDHUP)
+}  // namespace ready
+
+// Per-socket options, mirroring the SOL_SOCKET and IPPROTO_TCP options the shim supports.
+struct SocketOptions {
+  bool no_delay = false;       // TCP_NODELAY
+  bool cork = false;           // TCP_CORK
+  bool keepalive = false;      // SO_KEEPALIVE
+  Duration keepalive_time;     // TCP_KEEPIDLE; zero means the stack's default
+  Duration keepalive_interval; // TCP_KEEPINTVL; zero means the stack's default
+  int keepalive_probes = 0;    // TCP_KEEPCNT; zero means the stack's default
+  Duration user_timeout;       // TCP_USER_TIMEOUT; zero means none
+  bool linger = false;         // SO_LINGER on/off
+  Duration linger_time;        // SO_LINGER l_linger; linger with zero time aborts on close
+  size_t send_buffer = 0;      // SO_SNDBUF; zero means the stack's default
+  size_t recv_buffer = 0;      // SO_RCVBUF; zero means the stack's default
+  uint16_t max_segment = 0;    // TCP_MAXSEG; zero means derived from the MTU
+  bool reuse_addr = false;     // SO_REUSEADDR
+  bool reuse_port = false;     // SO_REUSEPORT
+  bool quick_ack = false;      // TCP_QUICKACK
+  int syn_count = 0;           // TCP_SYNCNT; zero means the stack's default
+};
+
+// What getsockname/getpeername/SO_ERROR/FIONREAD/SIOCOUTQ/TCP_INFO need.
+struct SocketInfo {
+  TcpState state = TcpState::kClosed;
+  Endpoint local;
+  Endpoint remote;
+  int pending_error = 0;      // SO_ERROR, not cleared by Info()
+  size_t readable_bytes = 0;  // FIONREAD
+  size_t unsent_bytes = 0;    // SIOCOUTQ: queued and not yet acknowledged
+  size_t send_space = 0;
+  bool listening = false;
+  uint16_t mss = 0;           // effective send MSS
+  Duration srtt;
+  Duration rttvar;
+  Duration rto;
+  uint32_t cwnd = 0;          // in bytes
+  uint32_t ssthresh = 0;
+  uint8_t snd_wscale = 0;
+  uint8_t rcv_wscale = 0;
+  bool sack_enabled = false;
+  bool timestamps_enabled = false;
+  uint64_t retransmits = 0;
+};
+
+// One connection event, for `shake trace` and tests. Only delivered when an observer is set.
+struct TraceEvent {
+  enum class Kind : uint8_t { kSegmentIn, kSegmentOut, kStateChange, kDrop };
+  Kind kind = Kind::kSegmentIn;
+  Instant time;
+  FourTuple tuple;
+  TcpState from = TcpState::kClosed;  // kStateChange
+  TcpState to = TcpState::kClosed;
+  uint8_t flags = 0;  // segments
+  SeqNum seq;
+  SeqNum ack;
+  uint32_t len = 0;
+  uint32_t window = 0;
+  bool retransmit = false;
+  Drop drop = Drop::kNone;
+};
+
+class StackObserver {
+ public:
+  virtual ~StackObserver() = default;
+  // The socket's readiness may have changed; call Readiness(id) for the new value.
+  virtual void OnReadiness(SocketId /*id*/) {}
+  virtual void OnTrace(const TraceEvent& /*event*/) {}
+};
+
+class Stack {
+ public:
+  Stack(const StackConfig& config, std::pmr::memory_resource* memory);
+  ~Stack();
+  Stack(const Stack&) = delete;
+  Stack& operator=(const Stack&) = delete;
+
+  const StackConfig& config() const;
+
+  // ---- Frames ----------------------------------------------------------------------------
+  // One received frame (Ethernet or IPv4 per LinkMode). Replies that need no connection state
+  // (ARP, ICMP echo, RST for no connection) and a connection's immediate answers go to `out`.
+  // `checksum_trusted`: the device vouches for the transport checksum (e.g. a veth frame with a
+  // partial checksum), so it is not verified.
+  void Receive(Instant now, std::span<const std::byte> frame, FrameSink& out,
+               bool checksum_trusted = false);
+  // Runs due timers and sends output queued by socket calls. Returns the next deadline.
+  Instant Poll(Instant now, FrameSink& out);
+  Instant NextDeadline() const;
+
+  // ---- Sockets ---------------------------------------------------------------------------
+  Result<SocketId> Open();
+  Result0 Bind(SocketId s, Endpoint local);  // port 0: an ephemeral port
+  Result0 Listen(SocketId s, int backlog);
+  // A connection from the accept queue, or EAGAIN.
+  Result<SocketId> Accept(SocketId listener);
+  // Starts an active open; returns EINPROGRESS (or an immediate error). Completion shows as
+  // writability, failure as kError with pending_error set.
+  Result0 Connect(Instant now, SocketId s, Endpoint remote);
+  // Queues up to data.size() bytes; EAGAIN when the send buffer is full, EPIPE after shutdown
+  // or once the connection is gone. `more`: MSG_MORE, hold a partial segment for more data.
+  Result<size_t> Send(SocketId s, std::span<const std::byte> data, bool more = false);
+  // Reads up to buf.size() bytes; 0 at end of stream; EAGAIN when nothing is there yet.
+  Result<size_t> Recv(SocketId s, std::span<std::byte> buf, bool peek = false);
+  Result0 Shutdown(Instant now, SocketId s, bool read, bool write);
+  // Releases the socket id. The connection may live on (FIN-WAIT, TIME-WAIT), or be reset when
+  // unread data remains or linger is zero, as RFC 9293 and Linux do.
+  void Close(Instant now, SocketId s);
+
+  Result0 SetOptions(SocketId s, const SocketOptions& options);
+  Result<SocketOptions> GetOptions(SocketId s) const;
+  Result<SocketInfo> Info(SocketId s) const;
+  // SO_ERROR: returns and clears the pending error.
+  int TakeError(SocketId s);
+  uint32_t Readiness(SocketId s) const;
+
+  void SetObserver(StackObserver* observer);
+
+  const Counters& counters() const;
+  // Connections (not listeners) in each state, including orphans in FIN-WAIT and TIME-WAIT.
+  std::array<size_t, kTcpStateCount> ConnectionsByState() const;
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
+}  // namespace shake
