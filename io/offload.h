@@ -1,0 +1,46 @@
+// Software fallbacks for the offloads a veth uses: completing a partial checksum and splitting a
+// TCP/IPv4 GSO super-frame into MTU-sized segments, as the kernel reports them in the
+// virtio_net_hdr that PACKET_VNET_HDR puts before each frame (see packet(7), virtio spec 5.1.6).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "io/device.h"
+
+namespace shake::io {
+
+// The fields of struct virtio_net_hdr, decoded (native little-endian on the packet socket).
+struct VnetHeader {
+  static constexpr size_t kSize = 10;
+  static constexpr uint8_t kNeedsCsum = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
+  static constexpr uint8_t kDataValid = 2;  // VIRTIO_NET_HDR_F_DATA_VALID
+  static constexpr uint8_t kGsoNone = 0;
+  static constexpr uint8_t kGsoTcpv4 = 1;
+  static constexpr uint8_t kGsoEcn = 0x80;
+
+  uint8_t flags = 0;
+  uint8_t gso_type = 0;
+  uint16_t hdr_len = 0;
+  uint16_t gso_size = 0;
+  uint16_t csum_start = 0;
+  uint16_t csum_offset = 0;
+
+  static VnetHeader Parse(std::span<const std::byte> b);
+  void Emit(std::span<std::byte> b) const;
+};
+
+// Stores the Internet checksum of frame[start:] at frame[start+offset], as a device completing
+// CHECKSUM_PARTIAL would. The field holds the pseudo-header sum on entry. False if out of range.
+bool CompletePartialChecksum(std::span<std::byte> frame, size_t start, size_t offset);
+
+// Splits an Ethernet+IPv4+TCP super-frame into segments of at most `mss` payload bytes, each with
+// correct IP length, id, checksum and TCP sequence, flags and checksum. `scratch` is reused.
+// Returns false (and emits nothing) if the frame is not TCP/IPv4 over Ethernet (or IP when
+// `l2_len` is 0).
+bool SegmentTcp(std::span<const std::byte> frame, size_t l2_len, uint16_t mss,
+                std::vector<std::byte>& scratch, FrameReceiver& out);
+
+}  // namespace shake::io
