@@ -1,0 +1,178 @@
+#include "tests/conformance/linux_backend.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "tests/conformance/posix_calls.h"
+
+namespace conformance {
+
+const std::vector<std::pair<std::string, std::string>> kLinuxSysctls = {
+    {"ipv6/conf/all/disable_ipv6", "1"},   // no IPv6 chatter on the TUN device
+    {"ipv6/conf/default/disable_ipv6", "1"},
+    {"ipv4/tcp_timestamps", "1"},
+    {"ipv4/tcp_sack", "1"},
+    {"ipv4/tcp_dsack", "1"},
+    {"ipv4/tcp_window_scaling", "1"},
+    {"ipv4/tcp_ecn", "0"},
+    {"ipv4/tcp_syn_retries", "6"},
+    {"ipv4/tcp_synack_retries", "5"},
+    {"ipv4/tcp_retries2", "15"},
+    {"ipv4/tcp_fin_timeout", "60"},
+    {"ipv4/tcp_keepalive_time", "7200"},
+    {"ipv4/tcp_keepalive_intvl", "75"},
+    {"ipv4/tcp_keepalive_probes", "9"},
+    {"ipv4/tcp_syncookies", "0"},           // a full queue drops SYNs, as libshake does
+    {"ipv4/tcp_early_retrans", "0"},        // no tail loss probes: RTO timing is exact
+    {"ipv4/tcp_comp_sack_nr", "0"},         // every out-of-order segment is SACKed at once
+    {"ipv4/tcp_no_metrics_save", "1"},      // no RTT cache between connections
+    {"ipv4/tcp_autocorking", "0"},
+    {"ipv4/tcp_rfc1337", "0"},
+    {"ipv4/tcp_invalid_ratelimit", "500"},
+    {"ipv4/tcp_challenge_ack_limit", "1000"},
+    {"ipv4/tcp_rmem", "4096 131072 6291456"},
+    {"ipv4/tcp_wmem", "4096 16384 4194304"},
+    {"ipv4/ip_local_port_range", "32768 60999"},
+};
+
+namespace {
+
+constexpr const char* kTunName = "shk0";
+
+int64_t MonotonicNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+class LinuxBackend : public Backend {
+ public:
+  explicit LinuxBackend(int tun) : tun_(tun), epoch_(MonotonicNs()) {}
+  ~LinuxBackend() override { close(tun_); }
+
+  std::string name() const override { return "linux"; }
+  int64_t Now() override { return MonotonicNs() - epoch_; }
+  CallResult Execute(const Call& call) override { return ExecutePosix(call); }
+
+  void Inject(const std::vector<uint8_t>& packet) override {
+    // A TUN write hands the packet to the kernel's receive path; a short write is a bug here.
+    const ssize_t n = write(tun_, packet.data(), packet.size());
+    if (n != static_cast<ssize_t>(packet.size())) {
+      std::fprintf(stderr, "linux backend: TUN write failed: %s\n", std::strerror(errno));
+    }
+  }
+
+  std::optional<std::vector<uint8_t>> ReadPacket(int64_t deadline_ns) override {
+    std::vector<uint8_t> buf(65536);
+    for (;;) {
+      const ssize_t n = read(tun_, buf.data(), buf.size());
+      if (n > 0) {
+        buf.resize(static_cast<size_t>(n));
+        return buf;
+      }
+      const int64_t left = deadline_ns - Now();
+      if (left <= 0) return std::nullopt;
+      timespec ts{static_cast<time_t>(left / 1000000000), static_cast<long>(left % 1000000000)};
+      pollfd p{tun_, POLLIN, 0};
+      ppoll(&p, 1, &ts, nullptr);
+    }
+  }
+
+ private:
+  int tun_;
+  int64_t epoch_;
+};
+
+bool WriteFile(const std::string& path, const std::string& value, std::string* err) {
+  std::ofstream f(path);
+  f << value;
+  f.flush();
+  if (!f) {
+    *err = "cannot set " + path + " to '" + value + "'";
+    return false;
+  }
+  return true;
+}
+
+bool IfIoctl(int sock, unsigned long req, ifreq* ifr, const char* what, std::string* err) {
+  if (ioctl(sock, req, ifr) != 0) {
+    *err = std::string(what) + " on " + kTunName + ": " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+void SetAddr(sockaddr* sa, uint32_t host_order) {
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(host_order);
+  std::memcpy(sa, &sin, sizeof sin);
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> CreateLinuxBackend(SetupError* error) {
+  if (unshare(CLONE_NEWNET) != 0) {
+    error->skip = errno == EPERM;
+    error->reason = std::string("unshare(CLONE_NEWNET) failed: ") + std::strerror(errno) +
+                    " (the linux backend needs root or CAP_SYS_ADMIN+CAP_NET_ADMIN)";
+    return nullptr;
+  }
+  std::string err;
+  for (const auto& [path, value] : kLinuxSysctls) {
+    if (!WriteFile("/proc/sys/net/" + path, value, &err)) {
+      error->reason = err;
+      return nullptr;
+    }
+  }
+  const int tun = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (tun < 0) {
+    error->skip = errno == ENOENT || errno == EACCES || errno == EPERM || errno == ENODEV;
+    error->reason = std::string("cannot open /dev/net/tun: ") + std::strerror(errno);
+    return nullptr;
+  }
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, kTunName, IFNAMSIZ - 1);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  if (ioctl(tun, TUNSETIFF, &ifr) != 0) {
+    error->reason = std::string("TUNSETIFF: ") + std::strerror(errno);
+    close(tun);
+    return nullptr;
+  }
+  const int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  bool ok = sock >= 0;
+  if (ok) {
+    SetAddr(&ifr.ifr_addr, kLocalAddr);
+    ok = IfIoctl(sock, SIOCSIFADDR, &ifr, "SIOCSIFADDR", &err);
+  }
+  if (ok) {
+    SetAddr(&ifr.ifr_netmask, ~uint32_t{0} << (32 - kPrefixLen));
+    ok = IfIoctl(sock, SIOCSIFNETMASK, &ifr, "SIOCSIFNETMASK", &err);
+  }
+  if (ok) ok = IfIoctl(sock, SIOCGIFFLAGS, &ifr, "SIOCGIFFLAGS", &err);
+  if (ok) {
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+    ok = IfIoctl(sock, SIOCSIFFLAGS, &ifr, "SIOCSIFFLAGS", &err);
+  }
+  if (sock >= 0) close(sock);
+  if (!ok) {
+    error->reason = err.empty() ? std::string("socket: ") + std::strerror(errno) : err;
+    close(tun);
+    return nullptr;
+  }
+  return std::make_unique<LinuxBackend>(tun);
+}
+
+}  // namespace conformance
