@@ -1,1 +1,1113 @@
-// placeholder: being written
+#include "stack/stack.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <unordered_map>
+#include <vector>
+
+#include "stack/base/siphash.h"
+#include "stack/tcp/tcb.h"
+#include "stack/wire/arp.h"
+#include "stack/wire/checksum.h"
+#include "stack/wire/ethernet.h"
+#include "stack/wire/icmp.h"
+#include "stack/wire/ipv4.h"
+#include "stack/wire/tcp.h"
+
+namespace shake {
+
+namespace flag = wire::tcpflag;
+
+std::string_view StateName(TcpState s) {
+  constexpr std::string_view kNames[] = {
+      "CLOSED",     "LISTEN",     "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
+      "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING",  "LAST-ACK",     "TIME-WAIT"};
+  return kNames[static_cast<size_t>(s)];
+}
+
+namespace {
+
+constexpr uint32_t kIndexBits = 20;
+constexpr uint32_t kIndexMask = (1u << kIndexBits) - 1;
+constexpr size_t kMaxPendingPerNeighbor = 4;
+constexpr Duration kArpRetry = Duration::Seconds(1);
+
+struct TupleHash {
+  uint64_t seed = 0;
+  size_t operator()(const FourTuple& t) const {
+    uint64_t x = (uint64_t{t.local.addr.value()} << 32 | t.remote.addr.value()) ^ seed;
+    x ^= (uint64_t{t.local.port} << 16 | t.remote.port) * 0x9e3779b97f4a7c15ull;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return static_cast<size_t>(x);
+  }
+};
+
+struct HeapEntry {
+  Instant when;
+  uint32_t index;
+  uint32_t generation;
+  bool operator>(const HeapEntry& o) const { return when > o.when; }
+};
+
+struct Neighbor {
+  MacAddr mac;
+  bool resolved = false;
+  Instant expires;
+  Instant last_request = Instant::FromNanos(std::numeric_limits<int64_t>::min() / 2);
+  std::pmr::vector<std::pmr::vector<std::byte>> pending;
+  explicit Neighbor(std::pmr::memory_resource* mem) : pending(mem) {}
+};
+
+// Linux's icmp_err_convert for destination-unreachable codes: errno and whether it is fatal.
+struct IcmpErr {
+  int error;
+  bool hard;
+};
+IcmpErr ConvertUnreachable(uint8_t code) {
+  switch (code) {
+    case 0: return {ENETUNREACH, false};
+    case 1: return {EHOSTUNREACH, false};
+    case 2: return {ENOPROTOOPT, true};
+    case 3: return {ECONNREFUSED, true};
+    case 5: return {EOPNOTSUPP, false};
+    case 6: case 9: case 11: return {ENETUNREACH, true};
+    case 7: return {EHOSTDOWN, true};
+    case 8: return {ENONET, true};
+    case 10: case 12: case 13: return {EHOSTUNREACH, true};
+    default: return {EHOSTUNREACH, false};
+  }
+}
+
+// A FrameSink that stages one frame in memory, for frames waiting on ARP.
+class BufferSink final : public FrameSink {
+ public:
+  explicit BufferSink(std::pmr::vector<std::byte>& buf) : buf_(buf) {}
+  std::span<std::byte> Acquire(size_t max_len) override {
+    buf_.resize(max_len);
+    return buf_;
+  }
+  void Commit(size_t len) override { buf_.resize(len); }
+
+ private:
+  std::pmr::vector<std::byte>& buf_;
+};
+
+}  // namespace
+
+struct Stack::Impl final : TcpHost {
+  Impl(const StackConfig& c, std::pmr::memory_resource* m)
+      : config(c),
+        mem(m),
+        tcbs(m),
+        generations(m),
+        free_slots(m),
+        conns(64, TupleHash{c.seed}, m),
+        listeners(m),
+        bound_ports(m),
+        heap(m),
+        dirty(m),
+        zombies(m),
+        neighbors(m),
+        reassembler(m, c.reassembly, &stats) {}
+
+  ~Impl() override {
+    for (Tcb* t : tcbs) {
+      if (t != nullptr) Destroy(t);
+    }
+  }
+
+  StackConfig config;
+  std::pmr::memory_resource* mem;
+  Counters stats;
+  StackObserver* observer = nullptr;
+
+  std::pmr::vector<Tcb*> tcbs;  // slot -> control block
+  std::pmr::vector<uint32_t> generations;
+  std::pmr::vector<uint32_t> free_slots;
+  std::pmr::unordered_map<FourTuple, uint32_t, TupleHash> conns;
+  std::pmr::unordered_map<uint16_t, uint32_t> listeners;    // port -> slot
+  std::pmr::unordered_map<uint16_t, uint32_t> bound_ports;  // port -> explicit binds
+  std::pmr::vector<HeapEntry> heap;
+  std::pmr::vector<uint32_t> dirty;
+  std::pmr::vector<uint32_t> zombies;
+  std::pmr::unordered_map<uint32_t, Neighbor> neighbors;
+  Reassembler reassembler;
+  uint16_t ip_ident = 0;
+  Instant now_;  // the time of the call in progress, for TimestampClock users
+
+  // ---- TcpHost ----
+  const TcpConfig& tcp_config() const override { return config.tcp; }
+  Counters& counters() override { return stats; }
+  uint32_t TimestampClock(Instant now) const override {
+    return static_cast<uint32_t>(now.nanos() / 1000000);
+  }
+  bool Transmit(Instant now, Tcb& tcb, const wire::TcpHeader& h, size_t payload_offset,
+                size_t payload_len, bool retransmit, FrameSink& out) override;
+  void StateChanged(Instant now, Tcb& tcb, TcpState from) override;
+  void ReadinessChanged(Tcb& tcb) override;
+  bool CanEstablish(Tcb& tcb) override;
+
+  // ---- slots and ids ----
+  SocketId IdOf(const Tcb& t) const { return (t.generation << kIndexBits) | (t.index + 1); }
+  Tcb* Lookup(SocketId id) const {
+    const uint32_t slot = (id & kIndexMask);
+    if (slot == 0 || slot > tcbs.size()) return nullptr;
+    Tcb* t = tcbs[slot - 1];
+    if (t == nullptr || t->generation != (id >> kIndexBits) || !t->has_socket) return nullptr;
+    return t;
+  }
+  Tcb* Create() {
+    uint32_t slot;
+    if (!free_slots.empty()) {
+      slot = free_slots.back();
+      free_slots.pop_back();
+    } else {
+      if (tcbs.size() >= kIndexMask) return nullptr;
+      slot = static_cast<uint32_t>(tcbs.size());
+      tcbs.push_back(nullptr);
+      generations.push_back(0);
+    }
+    void* p = mem->allocate(sizeof(Tcb), alignof(Tcb));
+    Tcb* t = new (p) Tcb(*this, mem);
+    t->index = slot;
+    t->generation = generations[slot] & ((1u << (32 - kIndexBits)) - 1);
+    t->local_mss = static_cast<uint16_t>(config.mtu - 40);
+    tcbs[slot] = t;
+    return t;
+  }
+  void Destroy(Tcb* t) {
+    t->~Tcb();
+    mem->deallocate(t, sizeof(Tcb), alignof(Tcb));
+  }
+  void Free(Tcb* t) {
+    if (t->in_table) {
+      conns.erase(t->tuple);
+      t->in_table = false;
+    }
+    if (t->explicitly_bound) Unbind(t->tuple.local.port);
+    if (t->state() == TcpState::kListen) {
+      auto it = listeners.find(t->tuple.local.port);
+      if (it != listeners.end() && it->second == t->index) listeners.erase(it);
+    }
+    const uint32_t slot = t->index;
+    tcbs[slot] = nullptr;
+    generations[slot]++;
+    free_slots.push_back(slot);
+    Destroy(t);
+  }
+  void Unbind(uint16_t port) {
+    auto it = bound_ports.find(port);
+    if (it != bound_ports.end() && --it->second == 0) bound_ports.erase(it);
+  }
+  // An orphan that reached CLOSED is freed once the current call is done with it.
+  void MaybeReap(Tcb& t) {
+    if (t.state() == TcpState::kClosed && t.orphan() && !t.in_accept_queue && !t.dirty) {
+      t.dirty = true;  // marks it as already queued
+      zombies.push_back(t.index);
+    }
+  }
+  void ReapZombies() {
+    for (uint32_t slot : zombies) {
+      Tcb* t = tcbs[slot];
+      if (t != nullptr && t->state() == TcpState::kClosed && t->orphan() && !t->in_accept_queue)
+        Free(t);
+    }
+    zombies.clear();
+  }
+
+  void Reschedule(Tcb& t) {
+    const Instant when = t.NextDeadline();
+    if (when == t.scheduled) return;
+    t.scheduled = when;
+    if (when.is_never()) return;
+    heap.push_back({when, t.index, t.generation});
+    std::push_heap(heap.begin(), heap.end(), std::greater<>());
+  }
+  void MarkDirty(Tcb& t) {
+    if (t.dirty) return;
+    t.dirty = true;
+    dirty.push_back(t.index);
+  }
+
+  // ---- helpers ----
+  SeqNum Isn(Instant now, const FourTuple& tuple) const {
+    // RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 us clock.
+    std::byte buf[12];
+    wire::Store32(buf, 0, tuple.local.addr.value());
+    wire::Store32(buf, 4, tuple.remote.addr.value());
+    wire::Store16(buf, 8, tuple.local.port);
+    wire::Store16(buf, 10, tuple.remote.port);
+    const uint64_t f = SipHash24(config.isn_secret, buf);
+    return SeqNum(static_cast<uint32_t>(f) + static_cast<uint32_t>(now.nanos() / 4000));
+  }
+  uint32_t TsOffset(const FourTuple& tuple) const {
+    std::byte buf[13];
+    wire::Store32(buf, 0, tuple.remote.addr.value());
+    wire::Store32(buf, 4, tuple.local.addr.value());
+    wire::Store16(buf, 8, tuple.remote.port);
+    wire::Store16(buf, 10, tuple.local.port);
+    buf[12] = std::byte{0x75};  // a different input domain than the ISN's
+    return static_cast<uint32_t>(SipHash24(config.isn_secret, buf));
+  }
+  bool Routable(Ipv4Addr dst) const {
+    return dst.InSubnet(config.addr, config.prefix_len) || config.gateway.has_value();
+  }
+  void Trace(const TraceEvent& e) {
+    if (observer != nullptr) observer->OnTrace(e);
+  }
+
+  // ---- IP output ----
+  // Sends an IPv4 packet whose payload `fill` writes (it returns the payload length).
+  template <typename Fill>
+  bool SendIp(Instant now, Ipv4Addr dst, uint8_t protocol, size_t max_payload, Fill&& fill,
+              FrameSink& out);
+  bool WriteIpFrame(std::span<std::byte> frame_ip, Ipv4Addr dst, uint8_t protocol,
+                    size_t payload_len);
+
+  void SendArp(uint16_t op, MacAddr target_mac, Ipv4Addr target_ip, FrameSink& out,
+               MacAddr eth_dst);
+
+  // ---- input ----
+  void HandleIp(Instant now, wire::Bytes packet, FrameSink& out, bool trusted);
+  void HandleArp(Instant now, wire::Bytes payload, FrameSink& out);
+  void HandleIcmp(Instant now, const wire::Ipv4Header& ip, wire::Bytes payload, FrameSink& out);
+  void HandleTcp(Instant now, const wire::Ipv4Header& ip, wire::Bytes payload, FrameSink& out,
+                 bool trusted);
+  void HandleListen(Instant now, Tcb& listener, const FourTuple& tuple, const wire::TcpHeader& h,
+                    wire::Bytes payload, FrameSink& out, SeqNum iss_override, bool use_override);
+  void SendReset(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
+                 size_t payload_len, FrameSink& out);
+  bool SendTcpRaw(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
+                  const ByteQueue* data, size_t offset, size_t len, FrameSink& out);
+
+  // ---- ports ----
+  bool PortTaken(uint16_t port) const {
+    return listeners.contains(port) || bound_ports.contains(port);
+  }
+  Result<uint16_t> EphemeralPort(const Endpoint& remote) {
+    const TcpConfig& c = config.tcp;
+    const uint32_t range = uint32_t{c.ephemeral_high} - c.ephemeral_low + 1;
+    std::byte buf[6];
+    wire::Store32(buf, 0, remote.addr.value());
+    wire::Store16(buf, 4, remote.port);
+    const auto start = static_cast<uint32_t>(SipHash24(config.isn_secret, buf) + next_port_hint++);
+    for (uint32_t i = 0; i < range; ++i) {
+      const auto port = static_cast<uint16_t>(c.ephemeral_low + (start + i) % range);
+      if (PortTaken(port)) continue;
+      if (remote.port != 0 &&
+          conns.contains(FourTuple{Endpoint{config.addr, port}, remote}))
+        continue;
+      return port;
+    }
+    return Error(EADDRNOTAVAIL);
+  }
+  uint32_t next_port_hint = 0;
+};
+
+// ---- output ---------------------------------------------------------------------------------
+
+bool Stack::Impl::WriteIpFrame(std::span<std::byte> ip_frame, Ipv4Addr dst, uint8_t protocol,
+                               size_t payload_len) {
+  wire::Ipv4Header ip;
+  ip.total_len = static_cast<uint16_t>(wire::kIpv4MinHeaderLen + payload_len);
+  ip.ident = ip_ident++;
+  ip.dont_fragment = true;
+  ip.ttl = 64;
+  ip.protocol = protocol;
+  ip.src = config.addr;
+  ip.dst = dst;
+  wire::EmitIpv4(ip_frame, ip);
+  stats.ip_out++;
+  return true;
+}
+
+template <typename Fill>
+bool Stack::Impl::SendIp(Instant now, Ipv4Addr dst, uint8_t protocol, size_t max_payload,
+                         Fill&& fill, FrameSink& out) {
+  const size_t ip_len = wire::kIpv4MinHeaderLen + max_payload;
+  if (config.link == LinkMode::kIp) {
+    std::span<std::byte> buf = out.Acquire(ip_len);
+    if (buf.size() < ip_len) {
+      stats.CountDrop(Drop::kTxFull);
+      return false;
+    }
+    const size_t n = fill(buf.subspan(wire::kIpv4MinHeaderLen));
+    WriteIpFrame(buf, dst, protocol, n);
+    out.Commit(wire::kIpv4MinHeaderLen + n);
+    stats.frames_out++;
+    return true;
+  }
+  // Ethernet: find the next hop's MAC.
+  Ipv4Addr hop = dst;
+  if (!dst.InSubnet(config.addr, config.prefix_len)) {
+    if (!config.gateway) {
+      stats.CountDrop(Drop::kNoRoute);
+      return false;
+    }
+    hop = *config.gateway;
+  }
+  auto it = neighbors.find(hop.value());
+  if (it == neighbors.end()) it = neighbors.emplace(hop.value(), Neighbor(mem)).first;
+  Neighbor& n = it->second;
+  const size_t frame_len = wire::kEthernetHeaderLen + ip_len;
+  auto write = [&](std::span<std::byte> buf, MacAddr mac) {
+    wire::EmitEthernet(buf, {mac, config.mac, wire::kEtherTypeIpv4});
+    const size_t len = fill(buf.subspan(wire::kEthernetHeaderLen + wire::kIpv4MinHeaderLen));
+    WriteIpFrame(buf.subspan(wire::kEthernetHeaderLen), dst, protocol, len);
+    return wire::kEthernetHeaderLen + wire::kIpv4MinHeaderLen + len;
+  };
+  if (n.resolved) {
+    if (n.expires <= now && now - n.last_request >= kArpRetry) {
+      // Stale: keep using it while asking again (as Linux's STALE/PROBE states).
+      n.last_request = now;
+      SendArp(wire::kArpRequest, n.mac, hop, out, n.mac);
+    }
+    std::span<std::byte> buf = out.Acquire(frame_len);
+    if (buf.size() < frame_len) {
+      stats.CountDrop(Drop::kTxFull);
+      return false;
+    }
+    out.Commit(write(buf, n.mac));
+    stats.frames_out++;
+    return true;
+  }
+  // Unresolved: hold a few frames and ask.
+  if (n.pending.size() >= kMaxPendingPerNeighbor) {
+    n.pending.erase(n.pending.begin());
+    stats.CountDrop(Drop::kNoBuffer);
+  }
+  n.pending.emplace_back();
+  std::pmr::vector<std::byte>& staged = n.pending.back();
+  staged.resize(frame_len);
+  staged.resize(write(staged, MacAddr{}));
+  if (now - n.last_request >= kArpRetry) {
+    n.last_request = now;
+    SendArp(wire::kArpRequest, MacAddr{}, hop, out, MacAddr::Broadcast());
+  }
+  return true;
+}
+
+void Stack::Impl::SendArp(uint16_t op, MacAddr target_mac, Ipv4Addr target_ip, FrameSink& out,
+                          MacAddr eth_dst) {
+  const size_t len = wire::kEthernetHeaderLen + wire::kArpLen;
+  std::span<std::byte> buf = out.Acquire(std::max<size_t>(len, 60));
+  if (buf.size() < len) {
+    stats.CountDrop(Drop::kTxFull);
+    return;
+  }
+  wire::EmitEthernet(buf, {eth_dst, config.mac, wire::kEtherTypeArp});
+  wire::EmitArp(buf.subspan(wire::kEthernetHeaderLen),
+                {op, config.mac, config.addr, target_mac, target_ip});
+  // Pad to the Ethernet minimum.
+  const size_t padded = std::min<size_t>(std::max<size_t>(len, 60), buf.size());
+  std::fill(buf.begin() + static_cast<std::ptrdiff_t>(len),
+            buf.begin() + static_cast<std::ptrdiff_t>(padded), std::byte{0});
+  out.Commit(padded);
+  stats.arp_out++;
+  stats.frames_out++;
+}
+
+bool Stack::Impl::SendTcpRaw(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
+                             const ByteQueue* data, size_t offset, size_t len, FrameSink& out) {
+  const size_t hlen = wire::TcpHeaderLen(h.options);
+  const bool ok = SendIp(
+      now, tuple.remote.addr, wire::kProtoTcp, hlen + len,
+      [&](std::span<std::byte> seg) {
+        wire::EmitTcpHeader(seg, h);
+        if (len != 0) data->CopyOut(offset, seg.subspan(hlen, len));
+        wire::FillTcpChecksum(seg.first(hlen + len), tuple.local.addr, tuple.remote.addr);
+        return hlen + len;
+      },
+      out);
+  if (ok) {
+    stats.tcp_segments_out++;
+    if (observer != nullptr) {
+      TraceEvent e;
+      e.kind = TraceEvent::Kind::kSegmentOut;
+      e.time = now;
+      e.tuple = tuple;
+      e.flags = h.flags;
+      e.seq = h.seq;
+      e.ack = h.ack;
+      e.len = static_cast<uint32_t>(len);
+      e.window = h.window;
+      Trace(e);
+    }
+  }
+  return ok;
+}
+
+bool Stack::Impl::Transmit(Instant now, Tcb& tcb, const wire::TcpHeader& h, size_t payload_offset,
+                           size_t payload_len, bool retransmit, FrameSink& out) {
+  (void)retransmit;
+  return SendTcpRaw(now, tcb.tuple, h, &tcb.send_queue(), payload_offset, payload_len, out);
+}
+
+void Stack::Impl::SendReset(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
+                            size_t payload_len, FrameSink& out) {
+  if (h.has(flag::kRst)) return;  // never answer a reset with a reset
+  const wire::TcpHeader r = Tcb::ResetFor(h, payload_len);
+  if (SendTcpRaw(now, tuple, r, nullptr, 0, 0, out)) stats.tcp_resets_out++;
+}
+
+// ---- state changes --------------------------------------------------------------------------
+
+void Stack::Impl::StateChanged(Instant now, Tcb& tcb, TcpState from) {
+  const TcpState to = tcb.state();
+  if (observer != nullptr) {
+    TraceEvent e;
+    e.kind = TraceEvent::Kind::kStateChange;
+    e.time = now;
+    e.tuple = tcb.tuple;
+    e.from = from;
+    e.to = to;
+    Trace(e);
+  }
+  Tcb* parent = tcb.listener != 0 ? tcbs[tcb.listener - 1] : nullptr;
+  if (from == TcpState::kSynReceived && parent != nullptr) {
+    if (parent->syn_queue_len > 0) parent->syn_queue_len--;
+    if (to == TcpState::kEstablished || to == TcpState::kCloseWait) {
+      parent->accept_queue.push_back(tcb.index);
+      tcb.in_accept_queue = true;
+      ReadinessChanged(*parent);
+    } else {
+      tcb.listener = 0;
+    }
+  }
+  if (to == TcpState::kClosed) {
+    if (tcb.in_table) {
+      conns.erase(tcb.tuple);
+      tcb.in_table = false;
+    }
+    MaybeReap(tcb);
+  }
+}
+
+bool Stack::Impl::CanEstablish(Tcb& tcb) {
+  Tcb* parent = tcb.listener != 0 ? tcbs[tcb.listener - 1] : nullptr;
+  if (parent == nullptr) return true;
+  // Linux's sk_acceptq_is_full: full when more than `backlog` connections wait.
+  return parent->accept_queue.size() <= static_cast<size_t>(parent->backlog);
+}
+
+void Stack::Impl::ReadinessChanged(Tcb& tcb) {
+  if (observer != nullptr && tcb.has_socket) observer->OnReadiness(IdOf(tcb));
+}
+
+// ---- input ----------------------------------------------------------------------------------
+
+void Stack::Impl::HandleArp(Instant now, wire::Bytes payload, FrameSink& out) {
+  wire::ArpPacket p;
+  const Drop d = wire::ParseArp(payload, &p);
+  if (d != Drop::kNone) {
+    stats.CountDrop(d);
+    return;
+  }
+  stats.arp_in++;
+  const bool for_us = p.target_ip == config.addr;
+  auto it = neighbors.find(p.sender_ip.value());
+  // RFC 826: update an entry we have; add one only when the packet is addressed to us.
+  if (!p.sender_ip.is_unspecified() && !p.sender_mac.is_multicast() &&
+      (it != neighbors.end() || for_us)) {
+    if (it == neighbors.end()) it = neighbors.emplace(p.sender_ip.value(), Neighbor(mem)).first;
+    Neighbor& n = it->second;
+    n.mac = p.sender_mac;
+    n.resolved = true;
+    n.expires = now + config.arp_cache_ttl;
+    for (auto& frame : n.pending) {
+      std::copy(n.mac.b.begin(), n.mac.b.end(),
+                reinterpret_cast<uint8_t*>(frame.data()));  // the Ethernet destination
+      std::span<std::byte> buf = out.Acquire(frame.size());
+      if (buf.size() < frame.size()) {
+        stats.CountDrop(Drop::kTxFull);
+        continue;
+      }
+      std::copy(frame.begin(), frame.end(), buf.begin());
+      out.Commit(frame.size());
+      stats.frames_out++;
+    }
+    n.pending.clear();
+  }
+  if (for_us && p.op == wire::kArpRequest) {
+    SendArp(wire::kArpReply, p.sender_mac, p.sender_ip, out, p.sender_mac);
+  }
+}
+
+void Stack::Impl::HandleIp(Instant now, wire::Bytes packet, FrameSink& out, bool trusted) {
+  wire::Ipv4Header ip;
+  wire::Bytes payload;
+  Drop d = wire::ParseIpv4(packet, &ip, &payload);
+  if (d != Drop::kNone) {
+    stats.CountDrop(d);
+    return;
+  }
+  stats.ip_in++;
+  if (ip.dst != config.addr) {
+    stats.CountDrop(Drop::kNotForUs);
+    return;
+  }
+  if (ip.src == ip.dst) {
+    stats.CountDrop(Drop::kLand);
+    return;
+  }
+  if (ip.src.is_unspecified() || ip.src.is_broadcast() || ip.src.is_multicast() ||
+      ip.src.is_loopback()) {
+    stats.CountDrop(Drop::kBadIpAddress);
+    return;
+  }
+  if (ip.is_fragment()) {
+    auto whole = reassembler.Add(now, ip, payload);
+    if (!whole) return;
+    ip = whole->header;
+    payload = whole->payload;
+    trusted = false;
+  }
+  switch (ip.protocol) {
+    case wire::kProtoTcp:
+      HandleTcp(now, ip, payload, out, trusted);
+      break;
+    case wire::kProtoIcmp:
+      HandleIcmp(now, ip, payload, out);
+      break;
+    default:
+      stats.CountDrop(Drop::kUnknownProtocol);
+      break;
+  }
+}
+
+void Stack::Impl::HandleIcmp(Instant now, const wire::Ipv4Header& ip, wire::Bytes payload,
+                             FrameSink& out) {
+  wire::IcmpMessage m;
+  const Drop d = wire::ParseIcmp(payload, &m);
+  if (d != Drop::kNone) {
+    stats.CountDrop(d);
+    return;
+  }
+  stats.icmp_in++;
+  if (m.type == wire::kIcmpEchoRequest) {
+    wire::IcmpMessage reply = m;
+    reply.type = wire::kIcmpEchoReply;
+    reply.code = 0;
+    if (SendIp(now, ip.src, wire::kProtoIcmp, wire::kIcmpHeaderLen + m.payload.size(),
+               [&](std::span<std::byte> b) { return wire::EmitIcmp(b, reply); }, out)) {
+      stats.icmp_out++;
+    }
+    return;
+  }
+  if (m.type != wire::kIcmpDestUnreachable && m.type != wire::kIcmpTimeExceeded) {
+    stats.CountDrop(Drop::kIcmpIgnored);
+    return;
+  }
+  // The quoted datagram: our IP header and at least 8 bytes of our TCP header.
+  wire::Ipv4Header quoted;
+  wire::Bytes rest;
+  if (m.payload.size() < wire::kIpv4MinHeaderLen) {
+    stats.CountDrop(Drop::kBadIcmp);
+    return;
+  }
+  const size_t ihl = (wire::Load8(m.payload, 0) & 0x0f) * 4u;
+  if ((wire::Load8(m.payload, 0) >> 4) != 4 || ihl < wire::kIpv4MinHeaderLen ||
+      m.payload.size() < ihl + 8) {
+    stats.CountDrop(Drop::kBadIcmp);
+    return;
+  }
+  quoted.protocol = wire::Load8(m.payload, 9);
+  quoted.src = Ipv4Addr(wire::Load32(m.payload, 12));
+  quoted.dst = Ipv4Addr(wire::Load32(m.payload, 16));
+  rest = m.payload.subspan(ihl);
+  if (quoted.protocol != wire::kProtoTcp || quoted.src != config.addr) {
+    stats.CountDrop(Drop::kIcmpIgnored);
+    return;
+  }
+  const FourTuple tuple{Endpoint{quoted.src, wire::Load16(rest, 0)},
+                        Endpoint{quoted.dst, wire::Load16(rest, 2)}};
+  const SeqNum seq(wire::Load32(rest, 4));
+  auto it = conns.find(tuple);
+  if (it == conns.end()) {
+    stats.CountDrop(Drop::kIcmpIgnored);
+    return;
+  }
+  Tcb& t = *tcbs[it->second];
+  // RFC 5927 4.1: the quoted sequence number must lie in SND.UNA..SND.NXT.
+  if (seq < t.snd_una() || seq > t.snd_max()) {
+    stats.CountDrop(Drop::kIcmpIgnored);
+    return;
+  }
+  stats.icmp_errors_delivered++;
+  if (m.type == wire::kIcmpDestUnreachable && m.code == wire::kIcmpFragNeeded) {
+    t.IcmpError(now, EMSGSIZE, false, static_cast<uint16_t>(m.rest & 0xffff));
+    MarkDirty(t);
+  } else if (m.type == wire::kIcmpDestUnreachable) {
+    const IcmpErr e = ConvertUnreachable(m.code);
+    t.IcmpError(now, e.error, e.hard, 0);
+  } else {
+    t.IcmpError(now, EHOSTUNREACH, false, 0);
+  }
+  Reschedule(t);
+  MaybeReap(t);
+}
+
+void Stack::Impl::HandleTcp(Instant now, const wire::Ipv4Header& ip, wire::Bytes payload,
+                            FrameSink& out, bool trusted) {
+  wire::TcpHeader h;
+  wire::Bytes data;
+  const Drop d = wire::ParseTcp(payload, ip.src, ip.dst, &h, &data, !trusted);
+  if (d != Drop::kNone) {
+    stats.CountDrop(d);
+    return;
+  }
+  stats.tcp_segments_in++;
+  if (h.src_port == 0 || h.dst_port == 0 ||
+      (h.has(flag::kSyn) && (h.has(flag::kRst) || h.has(flag::kFin)))) {
+    stats.CountDrop(Drop::kBadTcpFlags);
+    return;
+  }
+  const FourTuple tuple{Endpoint{ip.dst, h.dst_port}, Endpoint{ip.src, h.src_port}};
+  if (observer != nullptr) {
+    TraceEvent e;
+    e.kind = TraceEvent::Kind::kSegmentIn;
+    e.time = now;
+    e.tuple = tuple;
+    e.flags = h.flags;
+    e.seq = h.seq;
+    e.ack = h.ack;
+    e.len = static_cast<uint32_t>(data.size());
+    e.window = h.window;
+    Trace(e);
+  }
+  auto it = conns.find(tuple);
+  if (it != conns.end()) {
+    Tcb& t = *tcbs[it->second];
+    if (t.state() == TcpState::kTimeWait && h.has(flag::kSyn) && !h.has(flag::kAck) &&
+        t.TimeWaitAcceptsSyn(h)) {
+      auto l = listeners.find(h.dst_port);
+      if (l != listeners.end()) {
+        const SeqNum iss = t.time_wait_next_iss();
+        stats.tcp_time_wait_reused++;
+        conns.erase(it);
+        t.in_table = false;
+        Free(&t);
+        HandleListen(now, *tcbs[l->second], tuple, h, data, out, iss, true);
+        return;
+      }
+    }
+    t.SegmentArrives(now, h, data, out);
+    Reschedule(t);
+    MaybeReap(t);
+    return;
+  }
+  auto l = listeners.find(h.dst_port);
+  if (l != listeners.end()) {
+    HandleListen(now, *tcbs[l->second], tuple, h, data, out, SeqNum(), false);
+    return;
+  }
+  stats.CountDrop(Drop::kNoConnection);
+  SendReset(now, tuple, h, data.size(), out);
+}
+
+void Stack::Impl::HandleListen(Instant now, Tcb& listener, const FourTuple& tuple,
+                               const wire::TcpHeader& h, wire::Bytes payload, FrameSink& out,
+                               SeqNum iss_override, bool use_override) {
+  // RFC 9293 3.10.7.2.
+  if (h.has(flag::kRst)) return;
+  if (h.has(flag::kAck)) {
+    stats.CountDrop(Drop::kNoConnection);
+    SendReset(now, tuple, h, payload.size(), out);
+    return;
+  }
+  if (!h.has(flag::kSyn)) {
+    stats.CountDrop(Drop::kNoConnection);
+    return;
+  }
+  if (listener.accept_queue.size() > static_cast<size_t>(listener.backlog)) {
+    stats.CountDrop(Drop::kAcceptQueueFull);
+    return;
+  }
+  if (listener.syn_queue_len >= static_cast<uint32_t>(config.tcp.default_backlog_limit)) {
+    stats.CountDrop(Drop::kSynQueueFull);
+    return;
+  }
+  Tcb* child = Create();
+  if (child == nullptr) {
+    stats.CountDrop(Drop::kNoBuffer);
+    return;
+  }
+  child->tuple = tuple;
+  child->listener = listener.index + 1;
+  child->options = listener.options;
+  child->options.reuse_addr = false;
+  PeerSyn syn{h.seq, h.window, h.options};
+  const SeqNum iss = use_override ? iss_override : Isn(now, tuple);
+  child->OpenPassive(now, iss, TsOffset(tuple), syn);
+  conns.emplace(tuple, child->index);
+  child->in_table = true;
+  listener.syn_queue_len++;
+  stats.tcp_passive_opens++;
+  if (observer != nullptr) {
+    TraceEvent e;
+    e.kind = TraceEvent::Kind::kStateChange;
+    e.time = now;
+    e.tuple = tuple;
+    e.from = TcpState::kListen;
+    e.to = TcpState::kSynReceived;
+    Trace(e);
+  }
+  child->Output(now, out);
+  Reschedule(*child);
+}
+
+// ---- Stack ----------------------------------------------------------------------------------
+
+Stack::Stack(const StackConfig& config, std::pmr::memory_resource* memory) {
+  void* p = memory->allocate(sizeof(Impl), alignof(Impl));
+  impl_ = new (p) Impl(config, memory);
+}
+
+Stack::~Stack() {
+  std::pmr::memory_resource* mem = impl_->mem;
+  impl_->~Impl();
+  mem->deallocate(impl_, sizeof(Impl), alignof(Impl));
+}
+
+const StackConfig& Stack::config() const { return impl_->config; }
+
+void Stack::Receive(Instant now, std::span<const std::byte> frame, FrameSink& out,
+                    bool checksum_trusted) {
+  Impl& s = *impl_;
+  s.stats.frames_in++;
+  if (s.config.link == LinkMode::kEthernet) {
+    wire::EthernetHeader eth;
+    wire::Bytes payload;
+    const Drop d = wire::ParseEthernet(frame, &eth, &payload);
+    if (d != Drop::kNone) {
+      s.stats.CountDrop(d);
+      return;
+    }
+    if (eth.dst != s.config.mac && !eth.dst.is_broadcast()) {
+      s.stats.CountDrop(Drop::kNotForUs);
+      return;
+    }
+    if (eth.ethertype == wire::kEtherTypeArp) {
+      s.HandleArp(now, payload, out);
+    } else if (eth.ethertype == wire::kEtherTypeIpv4) {
+      s.HandleIp(now, payload, out, checksum_trusted);
+    } else {
+      s.stats.CountDrop(Drop::kUnknownEtherType);
+    }
+  } else {
+    s.HandleIp(now, frame, out, checksum_trusted);
+  }
+  s.ReapZombies();
+}
+
+Instant Stack::Poll(Instant now, FrameSink& out) {
+  Impl& s = *impl_;
+  // Output queued by socket calls.
+  for (size_t i = 0; i < s.dirty.size(); ++i) {
+    Tcb* t = s.tcbs[s.dirty[i]];
+    if (t == nullptr) continue;
+    t->dirty = false;
+    t->Output(now, out);
+    s.Reschedule(*t);
+    s.MaybeReap(*t);
+  }
+  s.dirty.clear();
+  // Due timers.
+  while (!s.heap.empty() && s.heap.front().when <= now) {
+    const HeapEntry e = s.heap.front();
+    std::pop_heap(s.heap.begin(), s.heap.end(), std::greater<>());
+    s.heap.pop_back();
+    Tcb* t = e.index < s.tcbs.size() ? s.tcbs[e.index] : nullptr;
+    if (t == nullptr || t->generation != e.generation || t->scheduled != e.when) continue;
+    t->scheduled = Instant::Never();
+    t->OnTimer(now, out);
+    s.Reschedule(*t);
+    s.MaybeReap(*t);
+  }
+  s.reassembler.Expire(now);
+  s.ReapZombies();
+  // Keep the heap from filling with stale entries.
+  if (s.heap.size() > 1024 && s.heap.size() > 4 * (s.tcbs.size() - s.free_slots.size())) {
+    s.heap.clear();
+    for (Tcb* t : s.tcbs) {
+      if (t != nullptr && !t->scheduled.is_never())
+        s.heap.push_back({t->scheduled, t->index, t->generation});
+    }
+    std::make_heap(s.heap.begin(), s.heap.end(), std::greater<>());
+  }
+  return NextDeadline();
+}
+
+Instant Stack::NextDeadline() const {
+  const Impl& s = *impl_;
+  Instant t = s.heap.empty() ? Instant::Never() : s.heap.front().when;
+  if (!s.dirty.empty()) t = Instant::FromNanos(std::numeric_limits<int64_t>::min() / 2);
+  return Min(t, s.reassembler.NextDeadline());
+}
+
+Result<SocketId> Stack::Open() {
+  Tcb* t = impl_->Create();
+  if (t == nullptr) return Error(ENOBUFS);
+  t->has_socket = true;
+  return impl_->IdOf(*t);
+}
+
+Result0 Stack::Bind(SocketId id, Endpoint local) {
+  Impl& s = *impl_;
+  Tcb* t = s.Lookup(id);
+  if (t == nullptr) return Error(EBADF);
+  if (t->state() != TcpState::kClosed || t->tuple.local.port != 0 || t->ever_connected())
+    return Error(EINVAL);
+  if (!local.addr.is_unspecified() && local.addr != s.config.addr) return Error(EADDRNOTAVAIL);
+  uint16_t port = local.port;
+  if (port == 0) {
+    auto p = s.EphemeralPort(Endpoint{});
+    if (!p.ok()) return Error(p.error());
+    port = *p;
+  } else if (s.listeners.contains(port) ||
+             (s.bound_ports.contains(port) && !t->options.reuse_addr)) {
+    return Error(EADDRINUSE);
+  }
+  t->tuple.local = Endpoint{s.config.addr, port};
+  t->explicitly_bound = true;
+  s.bound_ports[port]++;
+  return Ok();
+}
+
+Result0 Stack::Listen(SocketId id, int backlog) {
+  Impl& s = *impl_;
+  Tcb* t = s.Lookup(id);
+  if (t == nullptr) return Error(EBADF);
+  const int limit = s.config.tcp.default_backlog_limit;
+  backlog = std::clamp(backlog, 0, limit);
+  if (t->state() == TcpState::kListen) {
+    t->backlog = backlog;
+    return Ok();
+  }
+  if (t->state() != TcpState::kClosed || t->ever_connected()) return Error(EINVAL);
+  if (t->tuple.local.port == 0) {
+    if (auto r = Bind(id, Endpoint{}); !r.ok()) return r;
+  }
+  const uint16_t port = t->tuple.local.port;
+  if (s.listeners.contains(port)) return Error(EADDRINUSE);
+  t->MakeListener(backlog);
+  s.listeners[port] = t->index;
+  return Ok();
+}
+
+Result<SocketId> Stack::Accept(SocketId id) {
+  Impl& s = *impl_;
+  Tcb* l = s.Lookup(id);
+  if (l == nullptr) return Error(EBADF);
+  if (l->state() != TcpState::kListen) return Error(EINVAL);
+  if (l->accept_queue.empty()) return Error(EAGAIN);
+  const uint32_t slot = l->accept_queue.front();
+  l->accept_queue.erase(l->accept_queue.begin());
+  Tcb* c = s.tcbs[slot];
+  c->in_accept_queue = false;
+  c->listener = 0;
+  c->has_socket = true;
+  s.ReadinessChanged(*l);
+  return s.IdOf(*c);
+}
+
+Result0 Stack::Connect(Instant now, SocketId id, Endpoint remote) {
+  Impl& s = *impl_;
+  Tcb* t = s.Lookup(id);
+  if (t == nullptr) return Error(EBADF);
+  switch (t->state()) {
+    case TcpState::kClosed:
+      break;
+    case TcpState::kSynSent:
+    case TcpState::kSynReceived:
+      return Error(EALREADY);
+    default:
+      return Error(EISCONN);
+  }
+  if (t->ever_connected() || t->done()) {
+    // A socket whose connection ended cannot connect again (Linux allows it only after
+    // AF_UNSPEC disconnect, which we do not offer).
+    return Error(t->done() ? EISCONN : EISCONN);
+  }
+  if (remote.port == 0 || remote.addr.is_unspecified() || remote.addr.is_multicast() ||
+      remote.addr.is_broadcast())
+    return Error(remote.port == 0 ? ECONNREFUSED : ENETUNREACH);
+  if (!s.Routable(remote.addr)) return Error(ENETUNREACH);
+  if (t->tuple.local.port == 0) {
+    auto p = s.EphemeralPort(remote);
+    if (!p.ok()) return Error(p.error());
+    t->tuple.local = Endpoint{s.config.addr, *p};
+  }
+  t->tuple.remote = remote;
+  if (s.conns.contains(t->tuple)) {
+    t->tuple.remote = Endpoint{};
+    return Error(EADDRNOTAVAIL);
+  }
+  s.conns.emplace(t->tuple, t->index);
+  t->in_table = true;
+  t->OpenActive(now, s.Isn(now, t->tuple), s.TsOffset(t->tuple));
+  s.MarkDirty(*t);
+  return Error(EINPROGRESS);
+}
+
+Result<size_t> Stack::Send(SocketId id, std::span<const std::byte> data, bool more) {
+  (void)more;
+  Impl& s = *impl_;
+  Tcb* t = s.Lookup(id);
+  if (t == nullptr) return Error(EBADF);
+  if (t->pending_error() != 0) return Error(t->TakeError());
+  const TcpState st = t->state();
+  if (t->write_shut() || t->done()) return Error(EPIPE);
+  if (st == TcpState::kSynSent || st == TcpState::kSynReceived) return Error(EAGAIN);
+  if (st != TcpState::kEstablished && st != TcpState::kCloseWait) return Error(EPIPE);
+  if (data.empty()) return size_t{0};
+  const size_t n = t->Write(data);
+  if (n == 0) return Error(EAGAIN);
+  s.MarkDirty(*t);
+  return n;
+}
+
+Result<size_t> Stack::Recv(SocketId id, std::span<std::byte> buf, bool peek) {
+  Impl& s = *impl_;
+  Tcb* t = s.Lookup(id);
+  if (t == nullptr) return Error(EBADF);
+  if (t->state() == TcpState::kListen) return Error(ENOTCONN);
+  if (t->readable() != 0) {
+    if (buf.empty()) return size_t{0};
+    const size_t n = t->Read(buf, peek);
+    if (!peek) s.MarkDirty(*t);  // a window update may be due
+    return n;
+  }
+  if (t->pending_error() != 0) return Error(t->TakeError());
+  if (t->fin_received() || t->read_shut() || t->done()) return size_t{0};
+  if (t->state() == TcpState::kClosed && !t->ever_connected()) return Error(ENOTCONN);
+  return Error(EAGAIN);
+}
+
+Result0 Stack::Shutdown(Instant now, SocketId id, bool read, bool write) {
+  Impl& s = *impl_;
+  Tcb* t = s.Lookup(id);
+  if (t == nullptr) return Error(EBADF);
+  const TcpState st = t->state();
+  if (st == TcpState::kClosed && !t->ever_connected()) return Error(ENOTCONN);
+  if (st == TcpState::kListen) {
+    if (read) {
+      // Linux: SHUT_RD on a listener stops it (inet_shutdown -> disconnect).
+      Close(now, id);
+      return Error(0);
+    }
+    return Error(ENOTCONN);
+  }
+  if (read) t->ShutdownRead();
+  if (write) {
+    if (st == TcpState::kSynSent) {
+      // Linux: the half-open attempt is dropped quietly.
+      t->Abort(now, nullptr, 0);
+    } else {
+      t->ShutdownWrite(now);
+    }
+  }
+  s.MarkDirty(*t);
+  s.ReadinessChanged(*t);
+  return Ok();
+}
+
+void Stack::Close(Instant now, SocketId id) {
+  Impl& s = *impl_;
+  Tcb* t = s.Lookup(id);
+  if (t == nullptr) return;
+  t->has_socket = false;
+  switch (t->state()) {
+    case TcpState::kListen: {
+      // Reset every connection still waiting for accept() or still in its handshake.
+      const uint32_t me = t->index + 1;
+      for (Tcb* c : s.tcbs) {
+        if (c == nullptr || c->listener != me) continue;
+        c->in_accept_queue = false;
+        c->listener = 0;
+        c->has_socket = false;
+        c->RequestAbort();
+        s.MarkDirty(*c);
+      }
+      t->accept_queue.clear();
+      s.Free(t);
+      break;
+    }
+    case TcpState::kClosed:
+    case TcpState::kSynSent:
+      if (t->state() == TcpState::kSynSent) t->Abort(now, nullptr, 0);
+      s.Free(t);
+      break;
+    default: {
+      const bool unread = t->readable() != 0;
+      const bool abort = unread || (t->options.linger && t->options.linger_time == Duration::Zero());
+      t->ShutdownRead();
+      if (abort && t->state() != TcpState::kTimeWait) {
+        // RFC 9293 3.10.4 and RFC 2525 2.17: closing with unread data resets the connection.
+        t->RequestAbort();
+      } else {
+        t->ShutdownWrite(now);
+        t->Orphaned(now);
+      }
+      s.MarkDirty(*t);
+      s.Reschedule(*t);
+      break;
+    }
+  }
+}
+
+Result0 Stack::SetOptions(SocketId id, const SocketOptions& options) {
+  Tcb* t = impl_->Lookup(id);
+  if (t == nullptr) return Error(EBADF);
+  const bool uncork = t->options.cork && !options.cork;
+  const bool nodelay_on = !t->options.no_delay && options.no_delay;
+  t->options = options;
+  if (uncork || nodelay_on || options.keepalive) impl_->MarkDirty(*t);
+  return Ok();
+}
+
+Result<SocketOptions> Stack::GetOptions(SocketId id) const {
+  const Tcb* t = impl_->Lookup(id);
+  if (t == nullptr) return Error(EBADF);
+  return t->options;
+}
+
+Result<SocketInfo> Stack::Info(SocketId id) const {
+  const Tcb* t = impl_->Lookup(id);
+  if (t == nullptr) return Error(EBADF);
+  SocketInfo info;
+  t->FillInfo(info);
+  return info;
+}
+
+int Stack::TakeError(SocketId id) {
+  Tcb* t = impl_->Lookup(id);
+  return t == nullptr ? EBADF : t->TakeError();
+}
+
+uint32_t Stack::Readiness(SocketId id) const {
+  const Tcb* t = impl_->Lookup(id);
+  return t == nullptr ? ready::kHangup | ready::kError : t->Readiness();
+}
+
+void Stack::SetObserver(StackObserver* observer) { impl_->observer = observer; }
+
+const Counters& Stack::counters() const { return impl_->stats; }
+
+std::array<size_t, kTcpStateCount> Stack::ConnectionsByState() const {
+  std::array<size_t, kTcpStateCount> n{};
+  for (const Tcb* t : impl_->tcbs) {
+    if (t == nullptr || t->state() == TcpState::kListen) continue;
+    if (t->state() == TcpState::kClosed && !t->ever_connected() && !t->done()) continue;
+    n[static_cast<size_t>(t->state())]++;
+  }
+  return n;
+}
+
+}  // namespace shake

@@ -1,1 +1,1256 @@
-// placeholder: being written
+#include "stack/tcp/tcb.h"
+
+#include <algorithm>
+#include <cerrno>
+
+namespace shake {
+
+using wire::TcpHeader;
+namespace flag = wire::tcpflag;
+
+namespace {
+
+constexpr uint16_t kMinMss = 48 + 40;  // never fewer than 48 payload bytes (+ headers)
+constexpr int kMaxQuickAcks = 16;      // Linux TCP_MAX_QUICKACKS
+constexpr size_t kTimestampOptionLen = 12;
+
+bool IsSynchronized(TcpState s) {
+  return s != TcpState::kClosed && s != TcpState::kListen && s != TcpState::kSynSent &&
+         s != TcpState::kSynReceived;
+}
+
+uint32_t SegLen(const TcpHeader& h, size_t payload) {
+  return static_cast<uint32_t>(payload) + (h.has(flag::kSyn) ? 1u : 0u) +
+         (h.has(flag::kFin) ? 1u : 0u);
+}
+
+}  // namespace
+
+Tcb::Tcb(TcpHost& host, std::pmr::memory_resource* mem)
+    : accept_queue(mem),
+      host_(host),
+      send_q_(mem),
+      recv_(mem),
+      rtt_(host.tcp_config().rto_initial, host.tcp_config().rto_min,
+           host.tcp_config().rto_max) {
+  const TcpConfig& c = host.tcp_config();
+  want_ws_ = c.window_scaling;
+  want_sack_ = c.sack;
+  want_ts_ = c.timestamps;
+}
+
+size_t Tcb::recv_capacity() const {
+  return options.recv_buffer != 0 ? options.recv_buffer : host_.tcp_config().recv_buffer;
+}
+size_t Tcb::send_capacity() const {
+  return options.send_buffer != 0 ? options.send_buffer : host_.tcp_config().send_buffer;
+}
+
+void Tcb::SetState(Instant now, TcpState s) {
+  if (s == state_) return;
+  const TcpState from = state_;
+  state_ = s;
+  if (s == TcpState::kEstablished) ever_connected_ = true;
+  host_.StateChanged(now, *this, from);
+  host_.ReadinessChanged(*this);
+}
+
+void Tcb::MakeListener(int backlog_limit) {
+  backlog = backlog_limit;
+  state_ = TcpState::kListen;
+}
+
+// ---- Opening ------------------------------------------------------------------------------
+
+void Tcb::OpenActive(Instant now, SeqNum iss, uint32_t ts_offset) {
+  iss_ = iss;
+  snd_una_ = iss;
+  snd_nxt_ = iss;
+  snd_max_ = iss;
+  ts_offset_ = ts_offset;
+  // The window scale we offer follows the receive buffer (RFC 7323 2.2).
+  rcv_wscale_ = 0;
+  if (want_ws_) {
+    while (rcv_wscale_ < 14 && (size_t{65535} << rcv_wscale_) < recv_capacity()) ++rcv_wscale_;
+  }
+  send_syn_ = true;
+  retries_ = 0;
+  last_received_ = now;
+  SetState(now, TcpState::kSynSent);
+}
+
+void Tcb::OpenPassive(Instant now, SeqNum iss, uint32_t ts_offset, const PeerSyn& syn) {
+  iss_ = iss;
+  snd_una_ = iss;
+  snd_nxt_ = iss;
+  snd_max_ = iss;
+  ts_offset_ = ts_offset;
+  irs_ = syn.irs;
+  recv_.Reset(syn.irs + 1);
+  rcv_adv_ = recv_.rcv_nxt();
+  last_ack_sent_ = recv_.rcv_nxt();
+  // RFC 9293 3.10.7.2: the SYN's window is never scaled.
+  snd_wnd_ = syn.window;
+  max_snd_wnd_ = snd_wnd_;
+  snd_wl1_ = syn.irs;
+  snd_wl2_ = iss;
+  ApplyPeerOptions(syn.options, /*is_syn=*/true);
+  send_syn_ = true;
+  retries_ = 0;
+  last_received_ = now;
+  state_ = TcpState::kSynReceived;  // the host files the child itself
+}
+
+void Tcb::ApplyPeerOptions(const wire::TcpOptions& o, bool is_syn) {
+  if (!is_syn) return;
+  peer_mss_ = o.mss.value_or(536);
+  // Never let a peer push the segment size below what keeps the header overhead sane.
+  if (peer_mss_ < kMinMss - 40) peer_mss_ = kMinMss - 40;
+  ws_ok_ = want_ws_ && o.window_scale.has_value();
+  if (ws_ok_) {
+    // RFC 7323 2.3: a shift above 14 is used as 14.
+    snd_wscale_ = std::min<uint8_t>(*o.window_scale, 14);
+    if (state_ == TcpState::kClosed || state_ == TcpState::kListen) {
+      rcv_wscale_ = 0;
+      while (rcv_wscale_ < 14 && (size_t{65535} << rcv_wscale_) < recv_capacity()) ++rcv_wscale_;
+    }
+  } else {
+    snd_wscale_ = 0;
+    rcv_wscale_ = 0;
+  }
+  sack_ok_ = want_sack_ && o.sack_permitted;
+  ts_ok_ = want_ts_ && o.timestamp.has_value();
+  if (ts_ok_) ts_recent_ = o.timestamp->val;
+  ClampMss(0);
+  rcv_mss_ = std::min(peer_mss_, local_mss);
+  quickacks_ = kMaxQuickAcks;
+  cwnd_ = std::min<uint32_t>(10u * snd_mss_, std::max<uint32_t>(2u * snd_mss_, 14600));
+}
+
+void Tcb::ClampMss(uint16_t mtu_mss) {
+  // Our own advertised MSS bounds what we send too, as Linux does.
+  uint16_t mss = std::min(peer_mss_, local_mss);
+  if (options.max_segment != 0) mss = std::min(mss, options.max_segment);
+  if (mtu_mss != 0) mss = std::min(mss, mtu_mss);
+  if (ts_ok_) mss = static_cast<uint16_t>(mss - kTimestampOptionLen);
+  snd_mss_ = std::max<uint16_t>(mss, 48);
+}
+
+// ---- Segment arrival ----------------------------------------------------------------------
+
+TcpHeader Tcb::ResetFor(const TcpHeader& h, size_t payload_len) {
+  // RFC 9293 3.10.7.1: if the ACK bit is off, <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>;
+  // otherwise <SEQ=SEG.ACK><CTL=RST>.
+  TcpHeader r;
+  r.src_port = h.dst_port;
+  r.dst_port = h.src_port;
+  if (h.has(flag::kAck)) {
+    r.seq = h.ack;
+    r.flags = flag::kRst;
+  } else {
+    r.seq = SeqNum(0);
+    r.ack = h.seq + SegLen(h, payload_len);
+    r.flags = flag::kRst | flag::kAck;
+  }
+  return r;
+}
+
+void Tcb::SegmentArrives(Instant now, const TcpHeader& h, wire::Bytes payload, FrameSink& out) {
+  last_received_ = now;
+  if (state_ == TcpState::kSynSent) {
+    SynSentArrives(now, h, out);
+    return;
+  }
+  if (state_ == TcpState::kTimeWait) {
+    // RFC 9293 3.10.7.4 for TIME-WAIT, as Linux does it (tcp_timewait_state_process).
+    if (h.has(flag::kRst)) {
+      // Linux (tcp_rfc1337 = 0) lets an RST end TIME-WAIT early.
+      if (h.seq == recv_.rcv_nxt() || !IsSynchronized(state_)) {
+        done_ = true;
+        SetState(now, TcpState::kClosed);
+      }
+      return;
+    }
+    if (h.has(flag::kFin) && h.seq + static_cast<uint32_t>(payload.size()) + 1 == recv_.rcv_nxt()) {
+      // A retransmitted FIN: re-ACK it and restart the 2*MSL timer.
+      state_deadline_ = now + host_.tcp_config().time_wait;
+      SendAck(now, out);
+      return;
+    }
+    if (h.has(flag::kSyn)) {
+      // A SYN that TimeWaitAcceptsSyn refused (the host tried first): answer with an ACK.
+      SendAck(now, out);
+      return;
+    }
+    if (!h.has(flag::kAck)) return;
+    if (!payload.empty() || h.seq != recv_.rcv_nxt()) SendAck(now, out);
+    return;
+  }
+
+  if (!CheckSequence(now, h, payload, out)) return;
+
+  // Second, the RST bit (RFC 9293 3.10.7.4, with RFC 5961 3.2).
+  if (h.has(flag::kRst)) {
+    host_.counters().tcp_resets_in++;
+    if (h.seq == recv_.rcv_nxt()) {
+      if (state_ == TcpState::kSynReceived && listener != 0) {
+        // A passive open goes back to LISTEN: the child is simply dropped.
+        done_ = true;
+        SetState(now, TcpState::kClosed);
+        return;
+      }
+      const int err = state_ == TcpState::kCloseWait ? EPIPE : ECONNRESET;
+      const bool report = state_ != TcpState::kClosing && state_ != TcpState::kLastAck;
+      Fail(now, report ? err : 0);
+      return;
+    }
+    host_.counters().CountDrop(Drop::kRstIgnored);
+    SendChallengeAck(now, out);
+    return;
+  }
+
+  // Fourth, the SYN bit (RFC 5961 4.2): a SYN in a synchronized state draws a challenge ACK.
+  if (h.has(flag::kSyn)) {
+    if (state_ == TcpState::kSynReceived && h.seq == irs_ && !h.has(flag::kAck)) {
+      // The peer retransmitted its SYN: our SYN-ACK was lost. Send it again.
+      send_syn_ = true;
+      Output(now, out);
+      return;
+    }
+    SendChallengeAck(now, out);
+    return;
+  }
+
+  // Fifth, the ACK field.
+  if (!h.has(flag::kAck)) return;
+  if (!ProcessAck(now, h, payload.size(), out)) return;
+
+  // Seventh, the segment text; eighth, the FIN bit.
+  ProcessData(now, h, payload, out);
+  Output(now, out);
+}
+
+void Tcb::SynSentArrives(Instant now, const TcpHeader& h, FrameSink& out) {
+  // RFC 9293 3.10.7.3.
+  if (h.has(flag::kAck)) {
+    if (h.ack <= iss_ || h.ack > snd_max_) {
+      if (!h.has(flag::kRst)) {
+        host_.counters().CountDrop(Drop::kBadAck);
+        TcpHeader r;
+        r.src_port = tuple.local.port;
+        r.dst_port = tuple.remote.port;
+        r.seq = h.ack;
+        r.flags = flag::kRst;
+        host_.Transmit(now, *this, r, 0, 0, false, out);
+        host_.counters().tcp_resets_out++;
+      }
+      return;
+    }
+  }
+  if (h.has(flag::kRst)) {
+    host_.counters().tcp_resets_in++;
+    if (h.has(flag::kAck)) {
+      Fail(now, ECONNREFUSED);  // "error: connection reset"; connect() reports ECONNREFUSED
+    } else {
+      host_.counters().CountDrop(Drop::kRstIgnored);
+    }
+    return;
+  }
+  if (!h.has(flag::kSyn)) return;
+
+  irs_ = h.seq;
+  recv_.Reset(h.seq + 1);
+  rcv_adv_ = recv_.rcv_nxt();
+  ApplyPeerOptions(h.options, /*is_syn=*/true);
+  if (h.has(flag::kAck)) {
+    snd_una_ = h.ack;
+    snd_nxt_ = SeqMax(snd_nxt_, snd_una_);
+    // RFC 9293: the window in a SYN-ACK is not scaled.
+    snd_wnd_ = h.window;
+    max_snd_wnd_ = snd_wnd_;
+    snd_wl1_ = h.seq;
+    snd_wl2_ = h.ack;
+    if (ts_ok_ && h.options.timestamp->ecr != 0 && retries_ == 0) {
+      rtt_.Sample(Duration::Millis(static_cast<int32_t>(host_.TimestampClock(now) -
+                                                        (h.options.timestamp->ecr - ts_offset_))));
+    } else if (!ts_ok_ && retries_ == 0) {
+      rtt_.Sample(now - rtt_start_);
+    }
+    rtt_timing_ = false;
+    retries_ = 0;
+    rto_kind_ = RtoKind::kNone;
+    rto_deadline_ = Instant::Never();
+    send_syn_ = false;
+    SetState(now, TcpState::kEstablished);
+    ack_now_ = true;
+    Output(now, out);
+    return;
+  }
+  // Simultaneous open: SYN-SENT -> SYN-RECEIVED, and our SYN-ACK reuses our ISS.
+  snd_wnd_ = h.window;
+  max_snd_wnd_ = snd_wnd_;
+  snd_wl1_ = h.seq;
+  snd_nxt_ = iss_;
+  send_syn_ = true;
+  retries_ = 0;
+  SetState(now, TcpState::kSynReceived);
+  Output(now, out);
+}
+
+bool Tcb::CheckSequence(Instant now, const TcpHeader& h, wire::Bytes payload, FrameSink& out) {
+  const uint32_t seg_len = SegLen(h, payload.size());
+  // RFC 7323 5.3 R1: PAWS. Linux accepts an RST even when it fails PAWS.
+  if (ts_ok_ && h.options.timestamp && !h.has(flag::kRst) &&
+      static_cast<int32_t>(h.options.timestamp->val - ts_recent_) < 0) {
+    host_.counters().CountDrop(Drop::kPawsReject);
+    SendChallengeAck(now, out);  // a duplicate ACK, under the same rate limit as Linux
+    return false;
+  }
+  // RFC 9293 3.10.7.4, the acceptability test.
+  const SeqNum rcv_nxt = recv_.rcv_nxt();
+  const uint32_t wnd = rcv_adv_ > rcv_nxt ? static_cast<uint32_t>(rcv_adv_ - rcv_nxt) : 0;
+  bool ok;
+  if (seg_len == 0) {
+    ok = wnd == 0 ? h.seq == rcv_nxt : SeqInRange(h.seq, rcv_nxt, rcv_nxt + wnd);
+  } else if (wnd == 0) {
+    ok = false;
+  } else {
+    ok = SeqInRange(h.seq, rcv_nxt, rcv_nxt + wnd) ||
+         SeqInRange(h.seq + seg_len - 1, rcv_nxt, rcv_nxt + wnd);
+  }
+  // A zero-window probe or a keepalive one below rcv_nxt still draws an ACK.
+  if (!ok) {
+    host_.counters().CountDrop(Drop::kOutOfWindow);
+    if (h.has(flag::kRst)) return false;
+    if (h.has(flag::kSyn)) {
+      SendChallengeAck(now, out);
+      return false;
+    }
+    // Linux rate-limits duplicate ACKs only for segments without data (tcp_oow_rate_limited).
+    if (payload.empty()) {
+      SendChallengeAck(now, out);
+    } else {
+      SendAck(now, out);
+    }
+    return false;
+  }
+  // RFC 7323 4.3: remember the timestamp when the segment covers the last ACK we sent.
+  if (ts_ok_ && h.options.timestamp && h.seq <= last_ack_sent_ &&
+      !(h.seq + seg_len - (h.has(flag::kFin) ? 1u : 0u) < last_ack_sent_)) {
+    ts_recent_ = h.options.timestamp->val;
+  }
+  return true;
+}
+
+bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameSink& out) {
+  if (state_ == TcpState::kSynReceived) {
+    if (!(snd_una_ < h.ack && h.ack <= snd_max_)) {
+      // RFC 9293: <SEQ=SEG.ACK><CTL=RST>.
+      host_.counters().CountDrop(Drop::kBadAck);
+      TcpHeader r = ResetFor(h, payload_len);
+      host_.Transmit(now, *this, r, 0, 0, false, out);
+      host_.counters().tcp_resets_out++;
+      return false;
+    }
+    if (listener != 0 && !host_.CanEstablish(*this)) {
+      host_.counters().CountDrop(Drop::kAcceptQueueFull);
+      return false;
+    }
+    snd_una_ = snd_una_ + 1;  // our SYN
+    snd_nxt_ = SeqMax(snd_nxt_, snd_una_);
+    snd_wnd_ = static_cast<uint32_t>(h.window) << snd_wscale_;
+    max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
+    snd_wl1_ = h.seq;
+    snd_wl2_ = h.ack;
+    if (retries_ == 0) {
+      if (ts_ok_ && h.options.timestamp && h.options.timestamp->ecr != 0) {
+        rtt_.Sample(Duration::Millis(static_cast<int32_t>(
+            host_.TimestampClock(now) - (h.options.timestamp->ecr - ts_offset_))));
+      } else {
+        rtt_.Sample(now - rtt_start_);
+      }
+    }
+    rtt_timing_ = false;
+    retries_ = 0;
+    send_syn_ = false;
+    rto_kind_ = RtoKind::kNone;
+    rto_deadline_ = Instant::Never();
+    SetState(now, TcpState::kEstablished);
+    // Fall through: the ACK may carry data and may acknowledge our FIN (simultaneous cases).
+  }
+
+  // RFC 5961 5.2: acceptable when SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT.
+  if (h.ack > snd_max_) {
+    host_.counters().CountDrop(Drop::kBadAck);
+    SendChallengeAck(now, out);
+    return false;
+  }
+  if (h.ack < snd_una_ - max_snd_wnd_) {
+    host_.counters().CountDrop(Drop::kBadAck);
+    SendChallengeAck(now, out);
+    return false;
+  }
+
+  const bool advances = h.ack > snd_una_;
+  const uint32_t new_wnd = static_cast<uint32_t>(h.window) << snd_wscale_;
+  // Duplicate ACK as RFC 5681 defines it.
+  const bool dup = !advances && h.ack == snd_una_ && payload_len == 0 &&
+                   !h.has(flag::kFin) && new_wnd == snd_wnd_ && snd_max_ > snd_una_;
+  if (sack_ok_ && h.options.sack_count != 0) UpdateSackScoreboard(h.options);
+
+  // RTT sample from the timestamp echo (RFC 7323 4.1), or from the timed segment (Karn).
+  if (advances) {
+    if (ts_ok_ && h.options.timestamp && h.options.timestamp->ecr != 0) {
+      rtt_.Sample(Duration::Millis(static_cast<int32_t>(
+          host_.TimestampClock(now) - (h.options.timestamp->ecr - ts_offset_))));
+    } else if (rtt_timing_ && h.ack > rtt_seq_) {
+      rtt_.Sample(now - rtt_start_);
+      rtt_timing_ = false;
+    }
+  }
+
+  // Window update (RFC 9293 3.10.7.4, SND.WL1/SND.WL2).
+  if (snd_wl1_ < h.seq || (snd_wl1_ == h.seq && snd_wl2_ <= h.ack)) {
+    const bool opened = snd_wnd_ == 0 && new_wnd != 0;
+    snd_wnd_ = new_wnd;
+    max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
+    snd_wl1_ = h.seq;
+    snd_wl2_ = h.ack;
+    if (opened && rto_kind_ == RtoKind::kPersist) {
+      rto_kind_ = RtoKind::kNone;
+      rto_deadline_ = Instant::Never();
+      probes_ = 0;
+      rtt_.ResetBackoff();
+    }
+  }
+
+  if (advances) {
+    NewAck(now, h, h.ack);
+  } else if (dup) {
+    host_.counters().tcp_dup_acks_in++;
+    ++dupacks_;
+    if (!in_recovery_ &&
+        (dupacks_ == 3 || (sack_ok_ && sacked_bytes() >= 3u * snd_mss_ && dupacks_ >= 1))) {
+      EnterRecovery(now);
+    } else if (in_recovery_ && !sack_ok_) {
+      cwnd_ += snd_mss_;  // RFC 6582 step 4: inflate for each further duplicate
+    }
+  }
+
+  // Closing states waiting for the ACK of our FIN.
+  const bool fin_acked = fin_queued_ && snd_una_ == data_end() + 1;
+  switch (state_) {
+    case TcpState::kFinWait1:
+      if (fin_acked) {
+        SetState(now, TcpState::kFinWait2);
+        if (orphan()) state_deadline_ = now + host_.tcp_config().fin_wait2_timeout;
+      }
+      break;
+    case TcpState::kClosing:
+      if (fin_acked) EnterTimeWait(now);
+      return false;
+    case TcpState::kLastAck:
+      if (fin_acked) {
+        done_ = true;
+        SetState(now, TcpState::kClosed);
+      }
+      return false;
+    default:
+      break;
+  }
+  return true;
+}
+
+void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
+  (void)h;
+  const auto acked = static_cast<uint32_t>(ack - snd_una_);
+  const size_t data_acked = std::min<size_t>(acked, send_q_.size());
+  send_q_.Consume(data_acked);
+  snd_una_ = ack;
+  if (snd_nxt_ < snd_una_) snd_nxt_ = snd_una_;
+  dupacks_ = 0;
+  retries_ = 0;
+  probes_ = 0;
+  rtt_.ResetBackoff();
+  // Drop SACK blocks now below SND.UNA.
+  size_t keep = 0;
+  for (size_t i = 0; i < scoreboard_len_; ++i) {
+    if (scoreboard_[i].right > snd_una_) {
+      scoreboard_[keep] = scoreboard_[i];
+      if (scoreboard_[keep].left < snd_una_) scoreboard_[keep].left = snd_una_;
+      ++keep;
+    }
+  }
+  scoreboard_len_ = keep;
+
+  if (in_recovery_) {
+    if (ack >= recover_) {
+      // Full acknowledgment: leave recovery (RFC 6582 step 3, RFC 6675).
+      in_recovery_ = false;
+      cwnd_ = sack_ok_ ? ssthresh_
+                       : std::min<uint32_t>(ssthresh_,
+                                            static_cast<uint32_t>(FlightSize()) + snd_mss_);
+      cwnd_ = std::max<uint32_t>(cwnd_, 2u * snd_mss_);
+    } else if (!sack_ok_) {
+      // Partial acknowledgment (RFC 6582 step 5): retransmit the next hole, deflate.
+      snd_nxt_ = snd_una_;
+      cwnd_ = cwnd_ > acked ? cwnd_ - acked : 0;
+      cwnd_ += snd_mss_;
+      cwnd_ = std::max<uint32_t>(cwnd_, snd_mss_);
+      high_rxt_ = snd_una_;
+    } else {
+      high_rxt_ = SeqMax(high_rxt_, snd_una_);
+    }
+  } else if (cwnd_ < ssthresh_) {
+    cwnd_ += std::min<uint32_t>(acked, 2u * snd_mss_);  // slow start, RFC 3465 L = 2
+  } else {
+    bytes_acked_ += acked;
+    if (bytes_acked_ >= cwnd_) {
+      bytes_acked_ -= cwnd_;
+      cwnd_ += snd_mss_;
+    }
+  }
+
+  // RFC 6298 (5.2) and (5.3): stop the timer when all is acknowledged, restart it otherwise.
+  if (snd_una_ == snd_max_) {
+    rto_kind_ = RtoKind::kNone;
+    rto_deadline_ = Instant::Never();
+  } else {
+    rto_kind_ = RtoKind::kRetransmit;
+    rto_deadline_ = now + rtt_.rto();
+  }
+  host_.ReadinessChanged(*this);
+}
+
+void Tcb::UpdateSackScoreboard(const wire::TcpOptions& o) {
+  for (uint8_t i = 0; i < o.sack_count; ++i) {
+    SeqNum l = o.sack[i].left;
+    SeqNum r = o.sack[i].right;
+    // Ignore blocks that are malformed, below SND.UNA or above what we sent (D-SACK too).
+    if (!(l < r) || r > snd_max_ || l < snd_una_ || (r - l) > static_cast<int32_t>(0x40000000))
+      continue;
+    // Merge into the sorted scoreboard.
+    size_t j = 0;
+    while (j < scoreboard_len_ && scoreboard_[j].right < l) ++j;
+    size_t k = j;
+    while (k < scoreboard_len_ && scoreboard_[k].left <= r) {
+      l = SeqMin(l, scoreboard_[k].left);
+      r = SeqMax(r, scoreboard_[k].right);
+      ++k;
+    }
+    if (k == j) {
+      if (scoreboard_len_ == scoreboard_.size()) continue;  // full: forget this block
+      std::copy_backward(scoreboard_.begin() + static_cast<std::ptrdiff_t>(j),
+                         scoreboard_.begin() + static_cast<std::ptrdiff_t>(scoreboard_len_),
+                         scoreboard_.begin() + static_cast<std::ptrdiff_t>(scoreboard_len_ + 1));
+      ++scoreboard_len_;
+    } else {
+      std::copy(scoreboard_.begin() + static_cast<std::ptrdiff_t>(k),
+                scoreboard_.begin() + static_cast<std::ptrdiff_t>(scoreboard_len_),
+                scoreboard_.begin() + static_cast<std::ptrdiff_t>(j + 1));
+      scoreboard_len_ -= (k - j - 1);
+    }
+    scoreboard_[j] = {l, r};
+  }
+}
+
+uint32_t Tcb::sacked_bytes() const {
+  uint32_t n = 0;
+  for (size_t i = 0; i < scoreboard_len_; ++i)
+    n += static_cast<uint32_t>(scoreboard_[i].right - scoreboard_[i].left);
+  return n;
+}
+
+SeqNum Tcb::highest_sacked() const {
+  return scoreboard_len_ == 0 ? snd_una_ : scoreboard_[scoreboard_len_ - 1].right;
+}
+
+bool Tcb::NextHole(SeqNum from, SeqNum limit, SeqNum* start, SeqNum* end) const {
+  SeqNum s = from;
+  for (size_t i = 0; i < scoreboard_len_; ++i) {
+    const Sacked& b = scoreboard_[i];
+    if (b.right <= s) continue;
+    if (b.left <= s) {
+      s = b.right;
+      continue;
+    }
+    // [s, b.left) is a hole.
+    if (!(s < limit)) return false;
+    *start = s;
+    *end = SeqMin(b.left, limit);
+    return true;
+  }
+  if (!(s < limit)) return false;
+  *start = s;
+  *end = limit;
+  return true;
+}
+
+void Tcb::EnterRecovery(Instant now) {
+  // RFC 5681 (3.2) step 2 / RFC 6675 (5) step 4.
+  host_.counters().tcp_fast_retransmits++;
+  ssthresh_ = std::max<uint32_t>(static_cast<uint32_t>(FlightSize()) / 2, 2u * snd_mss_);
+  recover_ = snd_max_;
+  in_recovery_ = true;
+  high_rxt_ = snd_una_;
+  rtt_timing_ = false;
+  if (sack_ok_) {
+    cwnd_ = ssthresh_;
+  } else {
+    cwnd_ = ssthresh_ + 3u * snd_mss_;
+    // Retransmit the first unacknowledged segment now.
+    snd_nxt_ = snd_una_;
+  }
+  (void)now;
+}
+
+void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, FrameSink& out) {
+  const bool can_receive = state_ == TcpState::kEstablished ||
+                           state_ == TcpState::kFinWait1 || state_ == TcpState::kFinWait2;
+  if (!payload.empty() && can_receive) {
+    const SeqNum end = h.seq + static_cast<uint32_t>(payload.size());
+    if (read_shut_ && orphan() && end > recv_.rcv_nxt()) {
+      // RFC 1122 4.2.2.13 and Linux: data for a socket the application closed draws a reset.
+      Abort(now, &out, 0);
+      return;
+    }
+    const size_t space = recv_capacity() > recv_.readable() ? recv_capacity() - recv_.readable() : 0;
+    const auto got = recv_.Insert(h.seq, payload, space);
+    if (got.in_order != 0) {
+      ++unacked_segments_;
+      if (payload.size() > rcv_mss_ || rcv_mss_ == 0) rcv_mss_ = static_cast<uint16_t>(std::min<size_t>(payload.size(), 65535));
+      host_.ReadinessChanged(*this);
+      // Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2): every second full segment at least,
+      // immediately while in Linux's quick-ack phase, when a hole is filled, or on TCP_QUICKACK.
+      if (unacked_segments_ >= 2 || quickacks_ > 0 || recv_.has_out_of_order() ||
+          options.quick_ack || got.out_of_order) {
+        ack_now_ = true;
+        if (quickacks_ > 0) --quickacks_;
+      } else if (delack_deadline_.is_never()) {
+        delack_deadline_ = now + host_.tcp_config().delayed_ack;
+      }
+    }
+    if (got.out_of_order || got.duplicate) {
+      // RFC 5681 4.2: out-of-order data is acknowledged at once (with SACK blocks).
+      host_.counters().tcp_ooo_segments_in += got.out_of_order ? 1 : 0;
+      ack_now_ = true;
+    }
+  }
+  if (h.has(flag::kFin) && (state_ == TcpState::kEstablished || state_ == TcpState::kFinWait1 ||
+                            state_ == TcpState::kFinWait2 || state_ == TcpState::kSynReceived)) {
+    const SeqNum fin_seq = h.seq + static_cast<uint32_t>(payload.size());
+    if (fin_seq == recv_.rcv_nxt()) {
+      ProcessFin(now);
+    } else if (fin_seq > recv_.rcv_nxt()) {
+      ooo_fin_ = true;
+      ooo_fin_seq_ = fin_seq;
+      ack_now_ = true;
+    }
+  } else if (ooo_fin_ && ooo_fin_seq_ == recv_.rcv_nxt() && !fin_received_) {
+    ProcessFin(now);
+  }
+  if (ooo_fin_ && !fin_received_ && ooo_fin_seq_ == recv_.rcv_nxt()) ProcessFin(now);
+}
+
+void Tcb::ProcessFin(Instant now) {
+  // RFC 9293 3.10.7.4, eighth: advance RCV.NXT over the FIN and acknowledge it.
+  recv_.Reset(recv_.rcv_nxt() + 1);
+  fin_received_ = true;
+  ooo_fin_ = false;
+  ack_now_ = true;
+  delack_deadline_ = Instant::Never();
+  switch (state_) {
+    case TcpState::kSynReceived:
+    case TcpState::kEstablished:
+      SetState(now, TcpState::kCloseWait);
+      break;
+    case TcpState::kFinWait1:
+      if (snd_una_ == data_end() + 1 && fin_queued_) {
+        EnterTimeWait(now);
+      } else {
+        SetState(now, TcpState::kClosing);
+      }
+      break;
+    case TcpState::kFinWait2:
+      EnterTimeWait(now);
+      break;
+    default:
+      break;
+  }
+  host_.ReadinessChanged(*this);
+}
+
+void Tcb::EnterTimeWait(Instant now) {
+  rto_kind_ = RtoKind::kNone;
+  rto_deadline_ = Instant::Never();
+  keepalive_deadline_ = Instant::Never();
+  delack_deadline_ = Instant::Never();
+  state_deadline_ = now + host_.tcp_config().time_wait;
+  send_q_.Clear();
+  SetState(now, TcpState::kTimeWait);
+}
+
+bool Tcb::TimeWaitAcceptsSyn(const TcpHeader& h) const {
+  // Linux tcp_timewait_state_process: a SYN whose sequence number is above RCV.NXT, or whose
+  // timestamp is newer than the last one seen, may start a new incarnation.
+  if (ts_ok_ && h.options.timestamp) {
+    return static_cast<int32_t>(h.options.timestamp->val - ts_recent_) > 0;
+  }
+  return h.seq > recv_.rcv_nxt();
+}
+
+// ---- Application calls --------------------------------------------------------------------
+
+size_t Tcb::SendSpace() const {
+  const size_t cap = send_capacity();
+  return send_q_.size() < cap ? cap - send_q_.size() : 0;
+}
+
+size_t Tcb::Write(std::span<const std::byte> data) {
+  const size_t n = std::min(data.size(), SendSpace());
+  send_q_.Append(data.first(n));
+  return n;
+}
+
+size_t Tcb::Read(std::span<std::byte> out, bool peek) {
+  const size_t before = recv_.readable();
+  const size_t n = recv_.Read(out, peek);
+  if (!peek && n != 0) {
+    // Window update: announce a reopened window once it grew by an MSS or half the buffer
+    // (RFC 1122 4.2.3.3, receiver-side silly window avoidance).
+    const size_t cap = recv_capacity();
+    const SeqNum rcv_nxt = recv_.rcv_nxt();
+    const size_t advertised = rcv_adv_ > rcv_nxt ? static_cast<size_t>(rcv_adv_ - rcv_nxt) : 0;
+    const size_t now_free = cap > recv_.readable() ? cap - recv_.readable() : 0;
+    if (now_free >= advertised + std::min<size_t>(cap / 2, rcv_mss_) &&
+        (before >= cap / 2 || advertised < rcv_mss_)) {
+      ack_now_ = true;
+    }
+  }
+  return n;
+}
+
+void Tcb::ShutdownWrite(Instant now) {
+  if (write_shut_) return;
+  write_shut_ = true;
+  switch (state_) {
+    case TcpState::kEstablished:
+      fin_queued_ = true;
+      SetState(now, TcpState::kFinWait1);
+      break;
+    case TcpState::kCloseWait:
+      fin_queued_ = true;
+      SetState(now, TcpState::kLastAck);
+      break;
+    case TcpState::kSynReceived:
+      fin_queued_ = true;
+      break;
+    default:
+      break;
+  }
+}
+
+void Tcb::Abort(Instant now, FrameSink* out, int error) {
+  if (out != nullptr && (IsSynchronized(state_) || state_ == TcpState::kSynReceived) &&
+      state_ != TcpState::kTimeWait) {
+    TcpHeader r;
+    r.src_port = tuple.local.port;
+    r.dst_port = tuple.remote.port;
+    r.seq = snd_max_;
+    r.ack = recv_.rcv_nxt();
+    r.flags = flag::kRst | flag::kAck;
+    host_.Transmit(now, *this, r, 0, 0, false, *out);
+    host_.counters().tcp_resets_out++;
+  }
+  Fail(now, error);
+}
+
+void Tcb::Fail(Instant now, int error) {
+  if (error != 0) error_ = error;
+  done_ = true;
+  read_shut_ = true;
+  write_shut_ = true;
+  send_q_.Clear();
+  rto_kind_ = RtoKind::kNone;
+  rto_deadline_ = Instant::Never();
+  delack_deadline_ = Instant::Never();
+  keepalive_deadline_ = Instant::Never();
+  state_deadline_ = Instant::Never();
+  SetState(now, TcpState::kClosed);
+  host_.ReadinessChanged(*this);
+}
+
+void Tcb::IcmpError(Instant now, int error, bool hard, uint16_t next_hop_mtu) {
+  if (next_hop_mtu != 0) {
+    // RFC 1191 path MTU discovery; 552 is Linux's floor (min_pmtu), 68 RFC 791's.
+    const uint16_t mtu = std::max<uint16_t>(next_hop_mtu, 552);
+    ClampMss(static_cast<uint16_t>(mtu - 40));
+    if (snd_una_ < snd_max_) {
+      snd_nxt_ = snd_una_;  // resend what the smaller path dropped
+    }
+    return;
+  }
+  // RFC 5927 / RFC 1122 4.2.3.9: hard errors abort only a connection still opening; otherwise
+  // errors are soft and reported if the connection later times out.
+  if (hard && state_ == TcpState::kSynSent) {
+    Fail(now, error);
+    return;
+  }
+  soft_error_ = error;
+}
+
+// ---- Output -------------------------------------------------------------------------------
+
+uint16_t Tcb::AdvertisedWindow(bool syn) {
+  const size_t cap = recv_capacity();
+  const size_t free_space = cap > recv_.readable() ? cap - recv_.readable() : 0;
+  if (syn) return static_cast<uint16_t>(std::min<size_t>(free_space, 65535));
+  const SeqNum rcv_nxt = recv_.rcv_nxt();
+  size_t wnd = std::min<size_t>(free_space, size_t{65535} << rcv_wscale_);
+  // Never shrink the window we already offered (RFC 9293 3.8.6.2.2).
+  const size_t offered = rcv_adv_ > rcv_nxt ? static_cast<size_t>(rcv_adv_ - rcv_nxt) : 0;
+  if (wnd < offered) {
+    wnd = offered;
+  } else if (wnd - offered < std::min<size_t>(cap / 2, rcv_mss_) && offered != 0) {
+    wnd = offered;  // receiver SWS avoidance: do not announce a small increase
+  }
+  auto field = static_cast<uint16_t>(std::min<size_t>(wnd >> rcv_wscale_, 65535));
+  const SeqNum edge = rcv_nxt + (static_cast<uint32_t>(field) << rcv_wscale_);
+  if (edge > rcv_adv_) rcv_adv_ = edge;
+  return field;
+}
+
+wire::TcpOptions Tcb::OptionsFor(Instant now, uint8_t flags) {
+  wire::TcpOptions o;
+  const bool syn = (flags & flag::kSyn) != 0;
+  if (syn) {
+    const bool syn_ack = (flags & flag::kAck) != 0;
+    o.mss = options.max_segment != 0 ? std::min(local_mss, options.max_segment) : local_mss;
+    // A SYN offers what we want; a SYN-ACK echoes only what the peer offered (RFC 7323, 2018).
+    if (syn_ack ? ws_ok_ : want_ws_) o.window_scale = rcv_wscale_;
+    o.sack_permitted = syn_ack ? sack_ok_ : want_sack_;
+    if (syn_ack ? ts_ok_ : want_ts_) {
+      o.timestamp = wire::TcpTimestamp{host_.TimestampClock(now) + ts_offset_,
+                                       syn_ack ? ts_recent_ : 0};
+    }
+    return o;
+  }
+  if (ts_ok_) o.timestamp = wire::TcpTimestamp{host_.TimestampClock(now) + ts_offset_, ts_recent_};
+  if (sack_ok_ && recv_.has_out_of_order() && (flags & flag::kRst) == 0) {
+    o.sack_count = static_cast<uint8_t>(recv_.SackBlocks(std::span(o.sack).first(ts_ok_ ? 3 : 4)));
+  }
+  return o;
+}
+
+bool Tcb::SendSegment(Instant now, uint8_t flags, SeqNum seq, size_t len, bool retransmit,
+                      FrameSink& out) {
+  TcpHeader h;
+  h.src_port = tuple.local.port;
+  h.dst_port = tuple.remote.port;
+  h.seq = seq;
+  h.flags = flags;
+  const bool syn = (flags & flag::kSyn) != 0;
+  if ((flags & flag::kAck) != 0) h.ack = recv_.rcv_nxt();
+  h.window = AdvertisedWindow(syn);
+  h.options = OptionsFor(now, flags);
+  size_t offset = 0;
+  if (len != 0) offset = static_cast<size_t>(seq - snd_una_);
+  if (!host_.Transmit(now, *this, h, offset, len, retransmit, out)) return false;
+  if ((flags & flag::kAck) != 0) {
+    last_ack_sent_ = h.ack;
+    ack_now_ = false;
+    unacked_segments_ = 0;
+    delack_deadline_ = Instant::Never();
+  }
+  if (retransmit) {
+    ++retransmits_;
+    host_.counters().tcp_retransmits++;
+  }
+  return true;
+}
+
+void Tcb::SendAck(Instant now, FrameSink& out) {
+  SendSegment(now, flag::kAck, snd_nxt_, 0, false, out);
+}
+
+void Tcb::SendChallengeAck(Instant now, FrameSink& out) {
+  // RFC 5961 7: rate-limited. Linux limits per socket to one per tcp_invalid_ratelimit.
+  if (oow_ack_sent_ && now - last_oow_ack_ < host_.tcp_config().challenge_ack_interval) {
+    host_.counters().tcp_challenge_acks_limited++;
+    return;
+  }
+  oow_ack_sent_ = true;
+  last_oow_ack_ = now;
+  host_.counters().tcp_challenge_acks++;
+  SendAck(now, out);
+}
+
+void Tcb::SendProbe(Instant now, FrameSink& out) {
+  // Linux's zero-window and keepalive probe: an ACK carrying SND.UNA - 1 and no data.
+  SendSegment(now, flag::kAck, snd_una_ - 1, 0, false, out);
+}
+
+void Tcb::ArmRetransmit(Instant now) {
+  if (rto_kind_ != RtoKind::kRetransmit) {
+    rto_kind_ = RtoKind::kRetransmit;
+    rto_deadline_ = now + rtt_.rto();
+  }
+}
+
+bool Tcb::SendSackRecovery(Instant now, FrameSink& out) {
+  // RFC 6675 (5): while pipe < cwnd, retransmit the next lost hole, else send new data.
+  // pipe is approximated as the bytes above the highest SACK plus the holes retransmitted.
+  bool sent = false;
+  for (int guard = 0; guard < 1024; ++guard) {
+    const SeqNum hs = highest_sacked();
+    uint32_t rexmitted = 0;
+    {
+      SeqNum s = snd_una_, e;
+      SeqNum cursor = snd_una_;
+      while (cursor < high_rxt_ && NextHole(cursor, SeqMin(high_rxt_, hs), &s, &e)) {
+        rexmitted += static_cast<uint32_t>(e - s);
+        cursor = e;
+      }
+    }
+    const uint32_t above = snd_max_ > hs ? static_cast<uint32_t>(snd_max_ - hs) : 0;
+    const uint32_t pipe = above + rexmitted;
+    if (pipe >= cwnd_) break;
+    SeqNum s, e;
+    if (NextHole(SeqMax(high_rxt_, snd_una_), hs, &s, &e)) {
+      const auto len = std::min<uint32_t>(static_cast<uint32_t>(e - s), snd_mss_);
+      const size_t avail = static_cast<size_t>(data_end() - s);
+      const size_t n = std::min<size_t>(len, avail);
+      if (n == 0) break;
+      if (!SendSegment(now, flag::kAck, s, n, true, out)) break;
+      high_rxt_ = s + static_cast<uint32_t>(n);
+      sent = true;
+      continue;
+    }
+    // New data, limited by the peer's window.
+    const SeqNum wnd_end = snd_una_ + snd_wnd_;
+    if (!(snd_max_ < data_end()) || !(snd_max_ < wnd_end)) break;
+    const size_t n = std::min<size_t>({static_cast<size_t>(data_end() - snd_max_),
+                                       static_cast<size_t>(wnd_end - snd_max_), snd_mss_});
+    if (!SendSegment(now, flag::kAck | flag::kPsh, snd_max_, n, false, out)) break;
+    snd_max_ = snd_max_ + static_cast<uint32_t>(n);
+    snd_nxt_ = snd_max_;
+    sent = true;
+  }
+  return sent;
+}
+
+bool Tcb::SendData(Instant now, FrameSink& out) {
+  bool sent = false;
+  if (in_recovery_ && sack_ok_) {
+    sent = SendSackRecovery(now, out);
+    if (sent) ArmRetransmit(now);
+    return sent;
+  }
+  if (in_recovery_ && !sack_ok_ && snd_nxt_ == snd_una_ && snd_una_ < snd_max_) {
+    // NewReno: retransmit one segment from SND.UNA, then carry on with new data.
+    const size_t n = std::min<size_t>(snd_mss_, static_cast<size_t>(data_end() - snd_una_));
+    if (n != 0 && SendSegment(now, flag::kAck, snd_una_, n, true, out)) sent = true;
+    snd_nxt_ = snd_max_;
+  }
+  for (int guard = 0; guard < 4096; ++guard) {
+    const SeqNum end = data_end();
+    const uint32_t usable_window = std::min(snd_wnd_, cwnd_);
+    const SeqNum wnd_end = snd_una_ + usable_window;
+    if (snd_nxt_ < end) {
+      // Skip what the peer already SACKed when resending after a timeout.
+      SeqNum s = snd_nxt_, e = end;
+      if (snd_nxt_ < snd_max_ && scoreboard_len_ != 0) {
+        if (!NextHole(snd_nxt_, SeqMin(end, snd_max_), &s, &e)) {
+          s = SeqMin(end, snd_max_);
+          e = end;
+        }
+        if (!(s < e)) {
+          snd_nxt_ = SeqMin(end, snd_max_);
+          if (!(snd_nxt_ < end)) continue;
+          s = snd_nxt_;
+          e = end;
+        }
+      }
+      if (!(s < wnd_end)) {
+        break;
+      }
+      size_t n = std::min<size_t>({static_cast<size_t>(e - s), static_cast<size_t>(wnd_end - s),
+                                   snd_mss_});
+      const bool all_rest = s + static_cast<uint32_t>(n) == end;
+      // Nagle (RFC 1122 4.2.3.4): a small segment waits while data is unacknowledged.
+      if (n < snd_mss_ && !(s < snd_max_)) {
+        const bool fin_now = fin_queued_ && all_rest;
+        if (options.cork && !fin_now) break;
+        if (!options.no_delay && snd_una_ < snd_max_ && !fin_now) break;
+      }
+      const bool retransmit = s < snd_max_;
+      uint8_t flags = flag::kAck;
+      if (all_rest) flags |= flag::kPsh;
+      if (fin_queued_ && all_rest) flags |= flag::kFin;
+      if (!SendSegment(now, flags, s, n, retransmit, out)) break;
+      sent = true;
+      if (!rtt_timing_ && !retransmit && !ts_ok_) {
+        rtt_timing_ = true;
+        rtt_seq_ = s;
+        rtt_start_ = now;
+      }
+      snd_nxt_ = s + static_cast<uint32_t>(n) + ((flags & flag::kFin) ? 1u : 0u);
+      snd_max_ = SeqMax(snd_max_, snd_nxt_);
+      ArmRetransmit(now);
+      continue;
+    }
+    if (fin_queued_ && snd_nxt_ == end) {
+      // FIN alone: needs no window.
+      const bool retransmit = snd_nxt_ < snd_max_;
+      if (!SendSegment(now, flag::kAck | flag::kFin, snd_nxt_, 0, retransmit, out)) break;
+      sent = true;
+      snd_nxt_ = end + 1;
+      snd_max_ = SeqMax(snd_max_, snd_nxt_);
+      ArmRetransmit(now);
+    }
+    break;
+  }
+  // Persist: data waits, the window is shut and nothing is in flight (RFC 9293 3.8.6.1).
+  if (snd_wnd_ == 0 && data_end() > snd_una_ && snd_max_ == snd_una_ &&
+      rto_kind_ != RtoKind::kPersist) {
+    rto_kind_ = RtoKind::kPersist;
+    rto_deadline_ = now + rtt_.rto();
+  }
+  return sent;
+}
+
+void Tcb::Orphaned(Instant now) {
+  if (state_ == TcpState::kFinWait2 && state_deadline_.is_never()) {
+    state_deadline_ = now + host_.tcp_config().fin_wait2_timeout;
+  }
+}
+
+void Tcb::Output(Instant now, FrameSink& out) {
+  if (abort_pending_) {
+    abort_pending_ = false;
+    Abort(now, &out, 0);
+    return;
+  }
+  switch (state_) {
+    case TcpState::kClosed:
+    case TcpState::kListen:
+    case TcpState::kTimeWait:
+      if (state_ == TcpState::kTimeWait && ack_now_) SendAck(now, out);
+      return;
+    case TcpState::kSynSent:
+      if (send_syn_) {
+        send_syn_ = false;
+        const bool retransmit = retries_ != 0;
+        if (SendSegment(now, flag::kSyn, iss_, 0, retransmit, out)) {
+          if (!retransmit) {
+            rtt_start_ = now;
+            host_.counters().tcp_active_opens++;
+          }
+          snd_nxt_ = iss_ + 1;
+          snd_max_ = snd_nxt_;
+          rto_kind_ = RtoKind::kRetransmit;
+          rto_deadline_ = now + rtt_.rto();
+        }
+      }
+      return;
+    case TcpState::kSynReceived:
+      if (send_syn_) {
+        send_syn_ = false;
+        const bool retransmit = retries_ != 0;
+        if (SendSegment(now, flag::kSyn | flag::kAck, iss_, 0, retransmit, out)) {
+          if (!retransmit) rtt_start_ = now;
+          snd_nxt_ = iss_ + 1;
+          snd_max_ = snd_nxt_;
+          rto_kind_ = RtoKind::kRetransmit;
+          rto_deadline_ = now + rtt_.rto();
+        }
+      }
+      return;
+    default:
+      break;
+  }
+  if (!SendData(now, out) && ack_now_) SendAck(now, out);
+  if (ack_now_) SendAck(now, out);
+  // Keepalive (RFC 1122 4.2.3.6) restarts from the last segment received.
+  if (options.keepalive && keepalive_deadline_.is_never() && IsSynchronized(state_)) {
+    const Duration idle = options.keepalive_time != Duration::Zero()
+                              ? options.keepalive_time
+                              : host_.tcp_config().keepalive_time;
+    keepalive_deadline_ = last_received_ + idle;
+  }
+}
+
+// ---- Timers -------------------------------------------------------------------------------
+
+Instant Tcb::NextDeadline() const {
+  Instant t = Min(rto_deadline_, delack_deadline_);
+  t = Min(t, keepalive_deadline_);
+  return Min(t, state_deadline_);
+}
+
+void Tcb::OnTimer(Instant now, FrameSink& out) {
+  if (state_deadline_ <= now) {
+    state_deadline_ = Instant::Never();
+    if (state_ == TcpState::kTimeWait || (state_ == TcpState::kFinWait2 && orphan())) {
+      done_ = true;
+      SetState(now, TcpState::kClosed);
+      return;
+    }
+  }
+  if (delack_deadline_ <= now) {
+    delack_deadline_ = Instant::Never();
+    if (IsSynchronized(state_)) SendAck(now, out);
+  }
+  if (rto_deadline_ <= now) {
+    rto_deadline_ = Instant::Never();
+    RetransmitTimeout(now, out);
+    if (done_) return;
+  }
+  if (keepalive_deadline_ <= now) {
+    keepalive_deadline_ = Instant::Never();
+    if (options.keepalive && IsSynchronized(state_) && state_ != TcpState::kTimeWait) {
+      const TcpConfig& c = host_.tcp_config();
+      const Duration idle = options.keepalive_time != Duration::Zero() ? options.keepalive_time
+                                                                       : c.keepalive_time;
+      const Duration interval = options.keepalive_interval != Duration::Zero()
+                                    ? options.keepalive_interval
+                                    : c.keepalive_interval;
+      const int max_probes =
+          options.keepalive_probes != 0 ? options.keepalive_probes : c.keepalive_probes;
+      if (now - last_received_ < idle) {
+        probes_ = 0;
+        keepalive_deadline_ = last_received_ + idle;
+      } else if (probes_ >= max_probes) {
+        Fail(now, soft_error_ != 0 ? soft_error_ : ETIMEDOUT);
+        return;
+      } else if (snd_una_ == snd_max_) {
+        ++probes_;
+        host_.counters().tcp_keepalive_probes++;
+        SendProbe(now, out);
+        keepalive_deadline_ = now + interval;
+      } else {
+        keepalive_deadline_ = now + interval;  // data in flight: the RTO covers it
+      }
+    }
+  }
+}
+
+void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
+  const TcpConfig& c = host_.tcp_config();
+  const RtoKind kind = rto_kind_;
+  rto_kind_ = RtoKind::kNone;
+  if (kind == RtoKind::kNone) return;
+  host_.counters().tcp_rto_expirations++;
+
+  if (state_ == TcpState::kSynSent || state_ == TcpState::kSynReceived) {
+    const int limit = state_ == TcpState::kSynSent
+                          ? (options.syn_count != 0 ? options.syn_count : c.syn_retries)
+                          : c.synack_retries;
+    if (retries_ >= limit) {
+      host_.counters().tcp_failed_attempts++;
+      host_.counters().tcp_timeouts++;
+      Fail(now, soft_error_ != 0 ? soft_error_ : ETIMEDOUT);
+      return;
+    }
+    ++retries_;
+    rtt_.Backoff();
+    send_syn_ = true;
+    Output(now, out);
+    return;
+  }
+
+  const bool user_timeout_hit = options.user_timeout != Duration::Zero() && retries_ > 0 &&
+                                now - first_retransmit_ >= options.user_timeout;
+  if (kind == RtoKind::kPersist) {
+    // Zero-window probe with backoff (RFC 9293 3.8.6.1; Linux tcp_probe_timer).
+    if (snd_wnd_ != 0 || !(data_end() > snd_una_)) return;
+    if (probes_ == 0) first_retransmit_ = now;
+    if (probes_ >= c.data_retries ||
+        (options.user_timeout != Duration::Zero() && probes_ > 0 &&
+         now - first_retransmit_ >= options.user_timeout)) {
+      host_.counters().tcp_timeouts++;
+      Abort(now, &out, ETIMEDOUT);
+      return;
+    }
+    ++probes_;
+    host_.counters().tcp_zero_window_probes++;
+    SendProbe(now, out);
+    rtt_.Backoff();
+    rto_kind_ = RtoKind::kPersist;
+    rto_deadline_ = now + rtt_.rto();
+    return;
+  }
+
+  if (!(snd_una_ < snd_max_)) return;
+  if (retries_ >= c.data_retries || user_timeout_hit) {
+    host_.counters().tcp_timeouts++;
+    Fail(now, soft_error_ != 0 ? soft_error_ : ETIMEDOUT);
+    return;
+  }
+  if (retries_ == 0) first_retransmit_ = now;
+  ++retries_;
+  // RFC 5681 (3.1) eq. 4 and RFC 6298 (5.4)-(5.6): collapse the window, back off, go back N.
+  if (!in_recovery_ || retries_ == 1) {
+    ssthresh_ = std::max<uint32_t>(static_cast<uint32_t>(FlightSize()) / 2, 2u * snd_mss_);
+  }
+  cwnd_ = snd_mss_;
+  bytes_acked_ = 0;
+  in_recovery_ = false;
+  dupacks_ = 0;
+  rtt_timing_ = false;
+  rtt_.Backoff();
+  snd_nxt_ = snd_una_;
+  // Linux forgets SACK information on a timeout (the receiver may renege).
+  scoreboard_len_ = 0;
+  rto_kind_ = RtoKind::kRetransmit;
+  rto_deadline_ = now + rtt_.rto();
+  Output(now, out);
+  if (user_timeout_hit) return;
+}
+
+// ---- Reporting ----------------------------------------------------------------------------
+
+uint32_t Tcb::Readiness() const {
+  // As Linux's tcp_poll.
+  if (state_ == TcpState::kListen) return accept_queue.empty() ? 0 : ready::kReadable;
+  uint32_t mask = 0;
+  const bool rd_shut = read_shut_ || fin_received_ || done_;
+  const bool wr_shut = write_shut_ || done_;
+  if ((rd_shut && wr_shut) || state_ == TcpState::kClosed) mask |= ready::kHangup;
+  if (rd_shut) mask |= ready::kReadable | ready::kReadHangup;
+  if (state_ != TcpState::kSynSent && state_ != TcpState::kSynReceived) {
+    if (recv_.readable() != 0) mask |= ready::kReadable;
+    if (!wr_shut) {
+      const size_t space = SendSpace();
+      if (space > 0 && space >= send_q_.size() / 2) mask |= ready::kWritable;
+    } else {
+      mask |= ready::kWritable;
+    }
+  }
+  if (error_ != 0) mask |= ready::kError;
+  return mask;
+}
+
+void Tcb::FillInfo(SocketInfo& info) const {
+  info.state = state_;
+  info.local = tuple.local;
+  info.remote = tuple.remote;
+  info.pending_error = error_;
+  info.readable_bytes = recv_.readable();
+  info.unsent_bytes = send_q_.size();
+  info.send_space = SendSpace();
+  info.listening = state_ == TcpState::kListen;
+  info.mss = snd_mss_;
+  info.srtt = rtt_.srtt();
+  info.rttvar = rtt_.rttvar();
+  info.rto = rtt_.rto();
+  info.cwnd = cwnd_;
+  info.ssthresh = ssthresh_;
+  info.snd_wscale = snd_wscale_;
+  info.rcv_wscale = rcv_wscale_;
+  info.sack_enabled = sack_ok_;
+  info.timestamps_enabled = ts_ok_;
+  info.retransmits = retransmits_;
+}
+
+}  // namespace shake

@@ -1,0 +1,276 @@
+// Tcb: one TCP connection's control block and its state machine (RFC 9293 section 3.10).
+//
+// Read first: RFC 9293 (the protocol), RFC 5961 (blind-attack defences), RFC 7323 (window
+// scale, timestamps, PAWS), RFC 6298 (the retransmission timer), RFC 5681 and RFC 6582
+// (congestion control, NewReno), RFC 2018 and RFC 6675 (SACK and SACK-based recovery),
+// RFC 1122 (delayed ACK, keepalive, zero-window probes), RFC 6528 (initial sequence numbers).
+//
+// A Tcb never touches a device or a clock. It is driven by its host (Stack::Impl) through
+// three entry points, each given the current time and a FrameSink:
+//   SegmentArrives  - a segment for this connection (RFC 9293 3.10.7)
+//   Output          - send whatever the state allows: SYN, data, FIN, pending ACKs
+//   OnTimer         - retransmission, persist, delayed ACK, keepalive, TIME-WAIT, FIN-WAIT-2
+// and reports back through TcpHost: segments to put on the wire, state changes and readiness.
+// Where behaviour follows Linux rather than the RFC text, the code says so.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory_resource>
+
+#include "stack/base/addr.h"
+#include "stack/base/seqnum.h"
+#include "stack/base/time.h"
+#include "stack/counters.h"
+#include "stack/stack.h"
+#include "stack/tcp/byte_queue.h"
+#include "stack/tcp/recv_buffer.h"
+#include "stack/tcp/rtt.h"
+#include "stack/wire/tcp.h"
+
+namespace shake {
+
+class Tcb;
+
+// What a Tcb needs from its host.
+class TcpHost {
+ public:
+  virtual ~TcpHost() = default;
+  virtual const TcpConfig& tcp_config() const = 0;
+  virtual Counters& counters() = 0;
+  // Builds and sends one segment: header `h` plus `payload_len` bytes of tcb.send_queue() taken
+  // from `payload_offset`. Returns false when the device had no room.
+  virtual bool Transmit(Instant now, Tcb& tcb, const wire::TcpHeader& h, size_t payload_offset,
+                        size_t payload_len, bool retransmit, FrameSink& out) = 0;
+  // Called after every state change (the host maintains its tables and frees CLOSED orphans).
+  virtual void StateChanged(Instant now, Tcb& tcb, TcpState from) = 0;
+  virtual void ReadinessChanged(Tcb& tcb) = 0;
+  // A passive child's handshake completed: may it join its listener's accept queue? (Linux drops
+  // the final ACK while the queue is full, and the child keeps retransmitting its SYN-ACK.)
+  virtual bool CanEstablish(Tcb& tcb) = 0;
+  // The millisecond clock behind TSval (RFC 7323 section 5.4).
+  virtual uint32_t TimestampClock(Instant now) const = 0;
+};
+
+// What the SYN (or SYN-ACK) we received offered.
+struct PeerSyn {
+  SeqNum irs;
+  uint16_t window = 0;
+  wire::TcpOptions options;
+};
+
+class Tcb {
+ public:
+  Tcb(TcpHost& host, std::pmr::memory_resource* mem);
+  Tcb(const Tcb&) = delete;
+  Tcb& operator=(const Tcb&) = delete;
+
+  // ---- identity and bookkeeping used by the host ----
+  uint32_t index = 0;        // slot in the host's table
+  uint32_t generation = 0;   // bumped when the slot is reused
+  FourTuple tuple;
+  bool in_table = false;     // present in the host's 4-tuple map
+  bool has_socket = false;   // the application holds a SocketId for it (otherwise an orphan)
+  bool explicitly_bound = false;
+  uint32_t listener = 0;     // for a passive child: 1 + the listener's index; 0 otherwise
+  bool in_accept_queue = false;
+  uint32_t heap_generation = 0;
+  Instant scheduled = Instant::Never();  // deadline the host's timer heap holds for us
+  bool dirty = false;                    // queued for output at the next Poll
+  SocketOptions options;
+  uint16_t local_mss = 1460;  // the MSS we advertise: the device MTU less 40
+
+  // ---- listener ----
+  int backlog = 0;
+  std::pmr::vector<uint32_t> accept_queue;  // child indices, oldest first
+  uint32_t syn_queue_len = 0;
+
+  TcpState state() const { return state_; }
+  bool orphan() const { return !has_socket; }
+
+  // ---- opening ----
+  // Active open: CLOSED -> SYN-SENT; the SYN goes out with the next Output.
+  void OpenActive(Instant now, SeqNum iss, uint32_t ts_offset);
+  // Passive open of a child from a listener's SYN: -> SYN-RECEIVED with a SYN-ACK to send.
+  void OpenPassive(Instant now, SeqNum iss, uint32_t ts_offset, const PeerSyn& syn);
+  void MakeListener(int backlog_limit);
+
+  // ---- the three entry points ----
+  void SegmentArrives(Instant now, const wire::TcpHeader& h, wire::Bytes payload,
+                      FrameSink& out);
+  void Output(Instant now, FrameSink& out);
+  void OnTimer(Instant now, FrameSink& out);
+  Instant NextDeadline() const;
+
+  // ---- application calls ----
+  size_t SendSpace() const;
+  size_t Write(std::span<const std::byte> data);
+  size_t Read(std::span<std::byte> out, bool peek);
+  void ShutdownWrite(Instant now);  // queue a FIN
+  void ShutdownRead() { read_shut_ = true; }
+  // RST to the peer and CLOSED (abortive close, linger 0, close with unread data).
+  void Abort(Instant now, FrameSink* out, int error);
+  // Abortive close requested without a sink at hand: the next Output sends RST and closes.
+  void RequestAbort() { abort_pending_ = true; }
+  // The application let go of the socket: an orphan in FIN-WAIT-2 gets a deadline.
+  void Orphaned(Instant now);
+  // An ICMP error for this connection (RFC 5927 checks already done by the host).
+  void IcmpError(Instant now, int error, bool hard, uint16_t next_hop_mtu);
+  // The TIME-WAIT reuse rule (Linux tcp_timewait_state_process): a new SYN may take over.
+  bool TimeWaitAcceptsSyn(const wire::TcpHeader& h) const;
+  SeqNum time_wait_next_iss() const { return snd_nxt_ + 65535 + 2; }
+
+  uint32_t Readiness() const;
+  void FillInfo(SocketInfo& info) const;
+  int TakeError() {
+    const int e = error_;
+    error_ = 0;
+    return e;
+  }
+  int pending_error() const { return error_; }
+  size_t readable() const { return recv_.readable(); }
+  bool fin_received() const { return fin_received_; }
+  bool read_shut() const { return read_shut_; }
+  bool write_shut() const { return write_shut_; }
+  bool ever_connected() const { return ever_connected_; }
+  bool done() const { return done_; }
+  const ByteQueue& send_queue() const { return send_q_; }
+  SeqNum snd_una() const { return snd_una_; }
+  SeqNum snd_max() const { return snd_max_; }
+  uint16_t mss() const { return snd_mss_; }
+  void ClampMss(uint16_t mtu_mss);
+
+  // Sends RST for a segment on a connection that cannot take it (the host's helper).
+  static wire::TcpHeader ResetFor(const wire::TcpHeader& h, size_t payload_len);
+
+ private:
+  // State changes go through here so the host and observers hear of each.
+  void SetState(Instant now, TcpState s);
+  void EnterTimeWait(Instant now);
+  // RFC 9293 3.10.7.3: SYN-SENT.
+  void SynSentArrives(Instant now, const wire::TcpHeader& h, FrameSink& out);
+  // RFC 9293 3.10.7.4: everything synchronized, and SYN-RECEIVED.
+  bool CheckSequence(Instant now, const wire::TcpHeader& h, wire::Bytes payload,
+                     FrameSink& out);
+  bool ProcessAck(Instant now, const wire::TcpHeader& h, size_t payload_len, FrameSink& out);
+  void ProcessData(Instant now, const wire::TcpHeader& h, wire::Bytes payload, FrameSink& out);
+  void ProcessFin(Instant now);
+  void ApplyPeerOptions(const wire::TcpOptions& o, bool is_syn);
+  void NewAck(Instant now, const wire::TcpHeader& h, SeqNum ack);
+  void UpdateSackScoreboard(const wire::TcpOptions& o);
+  void EnterRecovery(Instant now);
+
+  // Output helpers.
+  bool SendSegment(Instant now, uint8_t flags, SeqNum seq, size_t len, bool retransmit,
+                   FrameSink& out);
+  void SendAck(Instant now, FrameSink& out);
+  void SendChallengeAck(Instant now, FrameSink& out);
+  bool SendData(Instant now, FrameSink& out);
+  bool SendSackRecovery(Instant now, FrameSink& out);
+  void SendProbe(Instant now, FrameSink& out);  // zero-window and keepalive probe
+  uint16_t AdvertisedWindow(bool syn);
+  wire::TcpOptions OptionsFor(Instant now, uint8_t flags);
+
+  void ArmRetransmit(Instant now);
+  void RetransmitTimeout(Instant now, FrameSink& out);
+  void Fail(Instant now, int error);  // -> CLOSED with a pending error, no RST
+
+  size_t FlightSize() const { return static_cast<size_t>(snd_max_ - snd_una_); }
+  SeqNum data_end() const { return snd_una_ + static_cast<uint32_t>(send_q_.size()); }
+  size_t recv_capacity() const;
+  size_t send_capacity() const;
+  uint32_t sacked_bytes() const;
+  SeqNum highest_sacked() const;
+  // The next unSACKed byte at or after `s`, and the end of that hole.
+  bool NextHole(SeqNum from, SeqNum limit, SeqNum* start, SeqNum* end) const;
+
+  TcpHost& host_;
+  TcpState state_ = TcpState::kClosed;
+
+  // Send sequence space (RFC 9293 3.3.1). snd_max_ is the highest sequence number sent;
+  // snd_nxt_ falls back to snd_una_ after a retransmission timeout (go-back-N).
+  SeqNum iss_;
+  SeqNum snd_una_;
+  SeqNum snd_nxt_;
+  SeqNum snd_max_;
+  SeqNum snd_wl1_;
+  SeqNum snd_wl2_;
+  uint32_t snd_wnd_ = 0;      // scaled, in bytes
+  uint32_t max_snd_wnd_ = 0;  // RFC 5961 5.2's MAX.SND.WND
+  ByteQueue send_q_;          // [snd_una, snd_una + size) not yet acknowledged
+  bool fin_queued_ = false;   // the application shut the write side
+
+  // Receive sequence space.
+  SeqNum irs_;
+  RecvBuffer recv_;
+  SeqNum rcv_adv_;            // right edge of the window we advertised
+  SeqNum last_ack_sent_;
+  bool fin_received_ = false;
+  bool ooo_fin_ = false;      // a FIN beyond a hole, at ooo_fin_seq_
+  SeqNum ooo_fin_seq_;
+
+  // Negotiated options.
+  uint16_t peer_mss_ = 536;   // RFC 9293 3.7.1: 536 when the peer sent none
+  uint16_t snd_mss_ = 536;    // payload per segment we send, after option overhead
+  uint16_t rcv_mss_ = 536;    // estimate of the peer's segment size
+  uint8_t snd_wscale_ = 0;
+  uint8_t rcv_wscale_ = 0;
+  bool ws_ok_ = false;
+  bool sack_ok_ = false;
+  bool ts_ok_ = false;
+  uint32_t ts_offset_ = 0;
+  uint32_t ts_recent_ = 0;
+  bool want_ws_ = true, want_sack_ = true, want_ts_ = true;
+
+  // Congestion control (RFC 5681, RFC 6582, RFC 6675).
+  uint32_t cwnd_ = 0;
+  uint32_t ssthresh_ = 0x7fffffff;
+  uint32_t bytes_acked_ = 0;  // for congestion avoidance byte counting
+  int dupacks_ = 0;
+  bool in_recovery_ = false;
+  SeqNum recover_;
+  SeqNum high_rxt_;
+  struct Sacked {
+    SeqNum left, right;
+  };
+  std::array<Sacked, 16> scoreboard_{};
+  size_t scoreboard_len_ = 0;
+
+  // RTT (RFC 6298) with Karn's rule; timed by timestamps when negotiated.
+  RttEstimator rtt_;
+  bool rtt_timing_ = false;
+  SeqNum rtt_seq_;
+  Instant rtt_start_;
+
+  // Timers.
+  enum class RtoKind : uint8_t { kNone, kRetransmit, kPersist };
+  RtoKind rto_kind_ = RtoKind::kNone;
+  Instant rto_deadline_ = Instant::Never();
+  Instant delack_deadline_ = Instant::Never();
+  Instant keepalive_deadline_ = Instant::Never();
+  Instant state_deadline_ = Instant::Never();  // TIME-WAIT, orphan FIN-WAIT-2
+  int retries_ = 0;
+  int probes_ = 0;
+  Instant first_retransmit_;  // for TCP_USER_TIMEOUT
+  Instant last_received_;
+  Instant last_oow_ack_;      // RFC 5961 rate limit (Linux: per socket, tcp_invalid_ratelimit)
+  bool oow_ack_sent_ = false;
+
+  // ACK policy.
+  bool ack_now_ = false;
+  uint32_t unacked_segments_ = 0;
+  int quickacks_ = 0;
+
+  // Application-facing.
+  int error_ = 0;
+  int soft_error_ = 0;
+  bool read_shut_ = false;
+  bool write_shut_ = false;
+  bool ever_connected_ = false;
+  bool done_ = false;  // closed for good (reset, timeout, or the close finished)
+  uint64_t retransmits_ = 0;
+  bool send_syn_ = false;  // a SYN or SYN-ACK is due
+  bool abort_pending_ = false;
+};
+
+}  // namespace shake
