@@ -28,6 +28,9 @@ const std::vector<std::pair<std::string, std::string>> kLinuxSysctls = {
     {"ipv4/tcp_window_scaling", "1"},
     {"ipv4/tcp_ecn", "0"},
     {"ipv4/tcp_syn_retries", "6"},
+    {"ipv4/tcp_syn_linear_timeouts", "0"},  // RFC 6298 exponential SYN backoff from the start
+    {"ipv4/tcp_rto_min_us", "200000"},
+    {"ipv4/tcp_rto_max_ms", "120000"},
     {"ipv4/tcp_synack_retries", "5"},
     {"ipv4/tcp_retries2", "15"},
     {"ipv4/tcp_fin_timeout", "60"},

@@ -20,7 +20,7 @@ namespace conformance {
 
 struct RunOptions {
   int64_t tolerance_us = 15000;
-  double tolerance_fraction = 0.05;
+  double tolerance_fraction = 0.15;  // covers Linux timer-wheel slack (up to 12.5%)
   bool verbose = true;  // print each event with its actual time
 };
 
