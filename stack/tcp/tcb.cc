@@ -187,6 +187,26 @@ void Tcb::SegmentArrives(Instant now, const TcpHeader& h, wire::Bytes payload, F
     return;
   }
 
+  if (state_ == TcpState::kSynReceived && h.has(flag::kSyn) && !h.has(flag::kRst) &&
+      h.seq == irs_) {
+    if (!h.has(flag::kAck)) {
+      // The peer retransmitted its SYN: our SYN-ACK was lost. Send it again.
+      send_syn_ = true;
+      Output(now, out);
+      return;
+    }
+    if (listener == 0 && h.ack == snd_max_) {
+      // Simultaneous open (RFC 9293 figure 8): the peer's SYN-ACK. Its SYN is old news;
+      // process the rest as Linux does (tcp_validate_incoming).
+      TcpHeader rest = h;
+      rest.flags = static_cast<uint8_t>(h.flags & ~flag::kSyn);
+      rest.seq = h.seq + 1;
+      ack_now_ = true;  // RFC 9293 figure 8, line 7
+      SegmentArrives(now, rest, payload, out);
+      return;
+    }
+  }
+
   if (!CheckSequence(now, h, payload, out)) return;
 
   // Second, the RST bit (RFC 9293 3.10.7.4, with RFC 5961 3.2).
@@ -211,12 +231,6 @@ void Tcb::SegmentArrives(Instant now, const TcpHeader& h, wire::Bytes payload, F
 
   // Fourth, the SYN bit (RFC 5961 4.2): a SYN in a synchronized state draws a challenge ACK.
   if (h.has(flag::kSyn)) {
-    if (state_ == TcpState::kSynReceived && h.seq == irs_ && !h.has(flag::kAck)) {
-      // The peer retransmitted its SYN: our SYN-ACK was lost. Send it again.
-      send_syn_ = true;
-      Output(now, out);
-      return;
-    }
     SendChallengeAck(now, out);
     return;
   }
@@ -438,7 +452,7 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
   }
 
   // Closing states waiting for the ACK of our FIN.
-  const bool fin_acked = fin_queued_ && snd_una_ == data_end() + 1;
+  const bool fin_acked = this->fin_acked();
   switch (state_) {
     case TcpState::kFinWait1:
       if (fin_acked) {
@@ -665,7 +679,7 @@ void Tcb::ProcessFin(Instant now) {
       SetState(now, TcpState::kCloseWait);
       break;
     case TcpState::kFinWait1:
-      if (snd_una_ == data_end() + 1 && fin_queued_) {
+      if (fin_acked()) {
         EnterTimeWait(now);
       } else {
         SetState(now, TcpState::kClosing);
@@ -733,6 +747,7 @@ size_t Tcb::Read(std::span<std::byte> out, bool peek) {
 void Tcb::ShutdownWrite(Instant now) {
   if (write_shut_) return;
   write_shut_ = true;
+  fin_seq_ = data_end();
   switch (state_) {
     case TcpState::kEstablished:
       fin_queued_ = true;
@@ -804,8 +819,13 @@ void Tcb::IcmpError(Instant now, int error, bool hard, uint16_t next_hop_mtu) {
 uint16_t Tcb::AdvertisedWindow(bool syn) {
   const size_t cap = recv_capacity();
   const size_t free_space = cap > recv_.readable() ? cap - recv_.readable() : 0;
-  if (syn) return static_cast<uint16_t>(std::min<size_t>(free_space, 65535));
   const SeqNum rcv_nxt = recv_.rcv_nxt();
+  if (syn) {
+    // RFC 7323 2.2: the window in a SYN or SYN-ACK is never scaled.
+    const auto field = static_cast<uint16_t>(std::min<size_t>(free_space, 65535));
+    if (rcv_nxt + field > rcv_adv_) rcv_adv_ = rcv_nxt + field;
+    return field;
+  }
   size_t wnd = std::min<size_t>(free_space, size_t{65535} << rcv_wscale_);
   // Never shrink the window we already offered (RFC 9293 3.8.6.2.2).
   const size_t offered = rcv_adv_ > rcv_nxt ? static_cast<size_t>(rcv_adv_ - rcv_nxt) : 0;
@@ -999,7 +1019,7 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
       ArmRetransmit(now);
       continue;
     }
-    if (fin_queued_ && snd_nxt_ == end) {
+    if (fin_queued_ && snd_nxt_ == end && !fin_acked()) {
       // FIN alone: needs no window.
       const bool retransmit = snd_nxt_ < snd_max_;
       if (!SendSegment(now, flag::kAck | flag::kFin, snd_nxt_, 0, retransmit, out)) break;

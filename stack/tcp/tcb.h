@@ -199,6 +199,8 @@ class Tcb {
   uint32_t max_snd_wnd_ = 0;  // RFC 5961 5.2's MAX.SND.WND
   ByteQueue send_q_;          // [snd_una, snd_una + size) not yet acknowledged
   bool fin_queued_ = false;   // the application shut the write side
+  SeqNum fin_seq_;            // our FIN's sequence number, once fin_queued_
+  bool fin_acked() const { return fin_queued_ && snd_una_ > fin_seq_; }
 
   // Receive sequence space.
   SeqNum irs_;
