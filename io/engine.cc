@@ -36,7 +36,7 @@ __kernel_timespec ToTimespec(Duration d) {
 }  // namespace
 
 std::string EngineFeatures::Describe() const {
-  if (!io_uring) return "ppoll+recvmmsg/sendmmsg (" + fallback_reason + ")";
+  if (!io_uring) return "ppoll fallback (" + fallback_reason + ")";
   std::string s = "io_uring";
   if (registered_buffers) s += " registered-buffers";
   if (multishot_poll) s += " multishot-poll";

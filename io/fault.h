@@ -27,8 +27,8 @@ struct FaultConfig {
   double duplicate = 0;  // probability that a second copy follows
   double reorder = 0;    // probability that a frame is held back
   double corrupt = 0;    // probability that one bit of a copy is flipped
-  Duration delay;        // added to every frame
-  Duration jitter;       // uniform extra delay in [0, jitter) (frames stay in order)
+  Duration delay{};      // added to every frame
+  Duration jitter{};      // uniform extra delay in [0, jitter) (frames stay in order)
   Duration reorder_delay = Duration::Micros(500);
   uint64_t rate_bps = 0;            // bits per second per direction; 0 = unlimited
   size_t queue_limit = 4u << 20;    // bytes held per direction

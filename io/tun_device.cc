@@ -36,7 +36,9 @@ std::unique_ptr<TunDevice> TunDevice::Open(const TunOptions& options, std::strin
   dev->name_ = options.name;
   dev->created_ = !existed;
   for (int q = 0; q < options.queues; ++q) {
-    const int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    const int fd = q == 0 && options.control_fd >= 0
+                       ? options.control_fd
+                       : open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return fail("open /dev/net/tun", errno);
     dev->fds_.push_back(fd);
     ifreq ifr{};
