@@ -64,6 +64,7 @@ void Tcb::MakeListener(int backlog_limit) {
 
 void Tcb::OpenActive(Instant now, SeqNum iss, uint32_t ts_offset) {
   iss_ = iss;
+  snd_sml_ = iss;
   snd_una_ = iss;
   snd_nxt_ = iss;
   snd_max_ = iss;
@@ -81,6 +82,7 @@ void Tcb::OpenActive(Instant now, SeqNum iss, uint32_t ts_offset) {
 
 void Tcb::OpenPassive(Instant now, SeqNum iss, uint32_t ts_offset, const PeerSyn& syn) {
   iss_ = iss;
+  snd_sml_ = iss;
   snd_una_ = iss;
   snd_nxt_ = iss;
   snd_max_ = iss;
@@ -997,11 +999,12 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
       size_t n = std::min<size_t>({static_cast<size_t>(e - s), static_cast<size_t>(wnd_end - s),
                                    snd_mss_});
       const bool all_rest = s + static_cast<uint32_t>(n) == end;
-      // Nagle (RFC 1122 4.2.3.4): a small segment waits while data is unacknowledged.
+      // Nagle (RFC 1122 4.2.3.4) in Minshall's form, as Linux: a small segment waits while an
+      // earlier small segment is unacknowledged.
       if (n < snd_mss_ && !(s < snd_max_)) {
         const bool fin_now = fin_queued_ && all_rest;
         if (options.cork && !fin_now) break;
-        if (!options.no_delay && snd_una_ < snd_max_ && !fin_now) break;
+        if (!options.no_delay && snd_sml_ > snd_una_ && !fin_now) break;
       }
       const bool retransmit = s < snd_max_;
       uint8_t flags = flag::kAck;
@@ -1014,6 +1017,7 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
         rtt_seq_ = s;
         rtt_start_ = now;
       }
+      if (n < snd_mss_) snd_sml_ = s + static_cast<uint32_t>(n);
       snd_nxt_ = s + static_cast<uint32_t>(n) + ((flags & flag::kFin) ? 1u : 0u);
       snd_max_ = SeqMax(snd_max_, snd_nxt_);
       ArmRetransmit(now);

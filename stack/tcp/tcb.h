@@ -193,6 +193,7 @@ class Tcb {
   SeqNum snd_una_;
   SeqNum snd_nxt_;
   SeqNum snd_max_;
+  SeqNum snd_sml_;            // end of the last small segment sent (Minshall's Nagle)
   SeqNum snd_wl1_;
   SeqNum snd_wl2_;
   uint32_t snd_wnd_ = 0;      // scaled, in bytes

@@ -1,0 +1,298 @@
+// Exact-segment tests of data transfer: ACK policy, Nagle, SACK generation, retransmission,
+// fast retransmit, zero-window probes, keepalive, user timeout and PAWS.
+#include <gtest/gtest.h>
+
+#include "tests/stack/tcp_harness.h"
+
+namespace shake::testing {
+namespace {
+
+constexpr SeqNum kPeerIsn(1000);
+
+class TcpDataTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(/*sack=*/true, /*ts=*/false); }
+
+  // An accepted connection; the peer offers SACK and timestamps as asked, window scale 0.
+  void Open(bool sack, bool ts) {
+    auto l = h_.stack().Open();
+    ASSERT_TRUE(h_.stack().Bind(*l, Endpoint{Ipv4Addr(), kServerPort}).ok());
+    ASSERT_TRUE(h_.stack().Listen(*l, 8).ok());
+    ts_ = ts;
+    Seg syn;
+    syn.flags = f::kSyn;
+    syn.seq = kPeerIsn;
+    syn.options.mss = 1000;
+    syn.options.sack_permitted = sack;
+    if (ts) syn.options.timestamp = wire::TcpTimestamp{peer_ts_, 0};
+    auto out = h_.Deliver(syn);
+    ASSERT_EQ(out.size(), 1u);
+    iss_ = out[0].seq;
+    EXPECT_TRUE(h_.Deliver(Peer(f::kAck, 1, 1)).empty());
+    auto c = h_.stack().Accept(*l);
+    ASSERT_TRUE(c.ok());
+    conn_ = *c;
+  }
+
+  Seg Peer(uint8_t flags, uint32_t seq_off, uint32_t ack_off, size_t len = 0,
+           uint16_t window = 65535) {
+    Seg s;
+    s.flags = flags;
+    s.seq = kPeerIsn + seq_off;
+    s.ack = iss_ + ack_off;
+    s.window = window;
+    s.payload.assign(len, std::byte{'x'});
+    if (ts_) s.options.timestamp = wire::TcpTimestamp{peer_ts_ += 1, 0};
+    return s;
+  }
+
+  size_t Send(size_t n) {
+    std::vector<std::byte> data(n, std::byte{'d'});
+    auto r = h_.stack().Send(conn_, data);
+    EXPECT_TRUE(r.ok()) << r.error();
+    return r.ok() ? *r : 0;
+  }
+
+  uint32_t Off(SeqNum s) const { return static_cast<uint32_t>(s - iss_); }
+
+  TcpHarness h_;
+  SocketId conn_ = kNoSocket;
+  SeqNum iss_;
+  uint32_t peer_ts_ = 500;
+  bool ts_ = false;
+};
+
+TEST_F(TcpDataTest, SendsSegmentsOfTheNegotiatedMss) {
+  EXPECT_EQ(Send(2500), 2500u);
+  auto out = h_.Flush();
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].payload.size(), 1000u);
+  EXPECT_EQ(out[1].payload.size(), 1000u);
+  EXPECT_EQ(out[2].payload.size(), 500u);
+  EXPECT_EQ(Off(out[0].seq), 1u);
+  EXPECT_EQ(Off(out[2].seq), 2001u);
+  EXPECT_EQ(out[2].flags, f::kAck | f::kPsh);
+  EXPECT_TRUE(h_.Deliver(Peer(f::kAck, 1, 2501)).empty());
+  EXPECT_EQ(h_.stack().Info(conn_).value().unsent_bytes, 0u);
+}
+
+TEST_F(TcpDataTest, NagleHoldsSmallSegmentWhileDataIsUnacknowledged) {
+  Send(10);
+  ASSERT_EQ(h_.Flush().size(), 1u);
+  Send(10);
+  EXPECT_TRUE(h_.Flush().empty()) << "Nagle: the second small segment waits";
+  auto out = h_.Deliver(Peer(f::kAck, 1, 11));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 11u);
+  EXPECT_EQ(out[0].payload.size(), 10u);
+}
+
+TEST_F(TcpDataTest, NoDelaySendsSmallSegmentsAtOnce) {
+  SocketOptions o = h_.stack().GetOptions(conn_).value();
+  o.no_delay = true;
+  ASSERT_TRUE(h_.stack().SetOptions(conn_, o).ok());
+  Send(10);
+  ASSERT_EQ(h_.Flush().size(), 1u);
+  Send(10);
+  EXPECT_EQ(h_.Flush().size(), 1u);
+}
+
+TEST_F(TcpDataTest, QuickAcksThenDelayedAck) {
+  // Linux acknowledges the first segments at once (quick-ack mode), then delays.
+  uint32_t off = 1;
+  for (int i = 0; i < 16; ++i) {
+    auto out = h_.Deliver(Peer(f::kAck, off, 1, 100));
+    ASSERT_EQ(out.size(), 1u) << i;
+    off += 100;
+    std::vector<std::byte> sink(100);
+    ASSERT_TRUE(h_.stack().Recv(conn_, sink).ok());
+  }
+  EXPECT_TRUE(h_.Deliver(Peer(f::kAck, off, 1, 100)).empty());
+  off += 100;
+  EXPECT_TRUE(h_.Advance(Duration::Millis(39)).empty());
+  auto out = h_.Advance(Duration::Millis(1));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].ack, kPeerIsn + off);
+  // A second segment before the timer: acknowledged at once (every second segment).
+  EXPECT_TRUE(h_.Deliver(Peer(f::kAck, off, 1, 100)).empty());
+  out = h_.Deliver(Peer(f::kAck, off + 100, 1, 100));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].ack, kPeerIsn + off + 200);
+}
+
+TEST_F(TcpDataTest, OutOfOrderDataIsAckedAtOnceWithSackBlocks) {
+  auto out = h_.Deliver(Peer(f::kAck, 1001, 1, 500));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].ack, kPeerIsn + 1);
+  ASSERT_EQ(out[0].options.sack_count, 1);
+  EXPECT_EQ(out[0].options.sack[0], (wire::SackBlock{kPeerIsn + 1001, kPeerIsn + 1501}));
+  out = h_.Deliver(Peer(f::kAck, 2001, 1, 500));
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0].options.sack_count, 2);
+  // RFC 2018 4: the block with the most recent segment comes first.
+  EXPECT_EQ(out[0].options.sack[0], (wire::SackBlock{kPeerIsn + 2001, kPeerIsn + 2501}));
+  EXPECT_EQ(out[0].options.sack[1], (wire::SackBlock{kPeerIsn + 1001, kPeerIsn + 1501}));
+  // Filling the first hole advances RCV.NXT past the first block.
+  out = h_.Deliver(Peer(f::kAck, 1, 1, 1000));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].ack, kPeerIsn + 1501);
+  ASSERT_EQ(out[0].options.sack_count, 1);
+  std::vector<std::byte> buf(4000);
+  EXPECT_EQ(*h_.stack().Recv(conn_, buf), 1500u);
+}
+
+TEST_F(TcpDataTest, RetransmissionTimeoutBacksOff) {
+  Send(100);
+  auto out = h_.Flush();
+  ASSERT_EQ(out.size(), 1u);
+  // RTO 200 ms (floor), then 400, 800: exponential backoff (RFC 6298 5.5).
+  int64_t at = 0;
+  for (int i = 0; i < 3; ++i) {
+    at += 200LL << i;
+    out = h_.AdvanceTo(Instant::FromNanos(0) + Duration::Seconds(1) + Duration::Millis(at));
+    ASSERT_EQ(out.size(), 1u) << i;
+    EXPECT_EQ(Off(out[0].seq), 1u);
+    EXPECT_EQ(out[0].payload.size(), 100u);
+  }
+  EXPECT_EQ(h_.stack().counters().tcp_retransmits, 3u);
+}
+
+TEST_F(TcpDataTest, TimerRestartsOnPartialAck) {
+  Send(3000);
+  ASSERT_EQ(h_.Flush().size(), 3u);
+  h_.Advance(Duration::Millis(150));
+  EXPECT_TRUE(h_.Deliver(Peer(f::kAck, 1, 1001)).empty());
+  // RFC 6298 (5.3): the timer restarted at 150 ms, so nothing at 200 ms...
+  EXPECT_TRUE(h_.Advance(Duration::Millis(199)).empty());
+  auto out = h_.Advance(Duration::Millis(1));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 1001u);
+}
+
+TEST_F(TcpDataTest, FastRetransmitOnThreeDuplicateAcksWithoutSack) {
+  // A fresh connection without SACK: NewReno.
+  h_.~TcpHarness();
+  new (&h_) TcpHarness();
+  Open(/*sack=*/false, /*ts=*/false);
+  Send(5000);
+  auto out = h_.Flush();
+  ASSERT_EQ(out.size(), 5u);
+  EXPECT_TRUE(h_.Deliver(Peer(f::kAck, 1, 1001)).empty() || true);
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(h_.Deliver(Peer(f::kAck, 1, 1001)).empty()) << i;
+  out = h_.Deliver(Peer(f::kAck, 1, 1001));
+  ASSERT_GE(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 1001u) << "third duplicate ACK: retransmit SND.UNA";
+  EXPECT_EQ(h_.stack().counters().tcp_fast_retransmits, 1u);
+  // A partial ACK retransmits the next hole at once (RFC 6582).
+  out = h_.Deliver(Peer(f::kAck, 1, 2001));
+  ASSERT_GE(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 2001u);
+}
+
+TEST_F(TcpDataTest, SackRecoveryRetransmitsOnlyTheHole) {
+  Send(5000);
+  ASSERT_EQ(h_.Flush().size(), 5u);
+  // Segment 2 (1001..2001) is lost; 3, 4 and 5 arrive and are SACKed.
+  auto dup = [&](uint32_t right) {
+    Seg s = Peer(f::kAck, 1, 1001);
+    s.options.sack_count = 1;
+    s.options.sack[0] = {iss_ + 2001, iss_ + right};
+    return h_.Deliver(s);
+  };
+  EXPECT_TRUE(dup(3001).empty());
+  EXPECT_TRUE(dup(4001).empty());
+  auto out = dup(5001);
+  ASSERT_GE(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 1001u);
+  EXPECT_EQ(out[0].payload.size(), 1000u);
+  for (size_t i = 1; i < out.size(); ++i) EXPECT_NE(Off(out[i].seq), 2001u) << "SACKed data resent";
+}
+
+TEST_F(TcpDataTest, ZeroWindowProbesWithBackoff) {
+  // The peer closes its window.
+  EXPECT_TRUE(h_.Deliver(Peer(f::kAck, 1, 1, 0, 0)).empty());
+  Send(100);
+  EXPECT_TRUE(h_.Flush().empty());
+  // Probes: SND.UNA - 1, no data, at 200 ms then backing off.
+  auto out = h_.Advance(Duration::Millis(200));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 0u);
+  EXPECT_TRUE(out[0].payload.empty());
+  EXPECT_TRUE(h_.Advance(Duration::Millis(399)).empty());
+  EXPECT_EQ(h_.Advance(Duration::Millis(1)).size(), 1u);
+  EXPECT_EQ(h_.stack().counters().tcp_zero_window_probes, 2u);
+  // The window opens: the data goes.
+  out = h_.Deliver(Peer(f::kAck, 1, 1, 0, 65535));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].payload.size(), 100u);
+}
+
+TEST_F(TcpDataTest, KeepaliveProbesThenTimesOut) {
+  SocketOptions o = h_.stack().GetOptions(conn_).value();
+  o.keepalive = true;
+  o.keepalive_time = Duration::Seconds(10);
+  o.keepalive_interval = Duration::Seconds(2);
+  o.keepalive_probes = 3;
+  ASSERT_TRUE(h_.stack().SetOptions(conn_, o).ok());
+  h_.Flush();
+  EXPECT_TRUE(h_.Advance(Duration::Millis(9999)).empty());
+  auto out = h_.Advance(Duration::Millis(1));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 0u);
+  // An answer resets the count.
+  EXPECT_TRUE(h_.Deliver(Peer(f::kAck, 1, 1)).empty());
+  EXPECT_EQ(h_.Advance(Duration::Seconds(10)).size(), 1u);
+  EXPECT_EQ(h_.Advance(Duration::Seconds(2)).size(), 1u);
+  EXPECT_EQ(h_.Advance(Duration::Seconds(2)).size(), 1u);
+  h_.Advance(Duration::Seconds(2));
+  EXPECT_EQ(h_.stack().Info(conn_).value().state, TcpState::kClosed);
+  EXPECT_EQ(h_.stack().TakeError(conn_), ETIMEDOUT);
+}
+
+TEST_F(TcpDataTest, UserTimeoutAbortsRetransmission) {
+  SocketOptions o = h_.stack().GetOptions(conn_).value();
+  o.user_timeout = Duration::Seconds(3);
+  ASSERT_TRUE(h_.stack().SetOptions(conn_, o).ok());
+  Send(100);
+  h_.Flush();
+  h_.Advance(Duration::Seconds(10));
+  EXPECT_EQ(h_.stack().Info(conn_).value().state, TcpState::kClosed);
+  EXPECT_EQ(h_.stack().TakeError(conn_), ETIMEDOUT);
+}
+
+TEST_F(TcpDataTest, PawsDropsOldTimestamp) {
+  h_.~TcpHarness();
+  new (&h_) TcpHarness();
+  Open(/*sack=*/true, /*ts=*/true);
+  EXPECT_EQ(h_.Deliver(Peer(f::kAck, 1, 1, 100)).size(), 1u);
+  Seg old = Peer(f::kAck, 101, 1, 100);
+  old.options.timestamp->val = 1;  // older than TS.Recent
+  auto out = h_.Deliver(old);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].ack, kPeerIsn + 101) << "dropped, with a duplicate ACK";
+  EXPECT_EQ(h_.stack().counters().dropped(Drop::kPawsReject), 1u);
+}
+
+TEST_F(TcpDataTest, ReceiveWindowShrinksAsBufferFillsAndReopens) {
+  // 64 KiB receive buffer, window scale negotiated off: at most 65535.
+  uint32_t off = 1;
+  for (int i = 0; i < 64; ++i) {
+    h_.Deliver(Peer(f::kAck, off, 1, 1000));
+    off += 1000;
+  }
+  h_.Deliver(Peer(f::kAck, off, 1, 1000));
+  off += 1000;
+  auto out = h_.Advance(Duration::Millis(40));  // the delayed ACK, if one is pending
+  if (out.empty()) out = h_.Deliver(Peer(f::kAck, 1, 1));  // a duplicate draws the window
+  ASSERT_FALSE(out.empty());
+  EXPECT_LT(out.back().window, 2000);
+  std::vector<std::byte> buf(70000);
+  EXPECT_EQ(*h_.stack().Recv(conn_, buf), 65000u);
+  (void)off;
+  out = h_.Flush();
+  ASSERT_EQ(out.size(), 1u) << "window update after the application read";
+  EXPECT_GT(out[0].window, 60000);
+}
+
+}  // namespace
+}  // namespace shake::testing
