@@ -207,8 +207,8 @@ struct Stack::Impl final : TcpHost {
   }
   // An orphan that reached CLOSED is freed once the current call is done with it.
   void MaybeReap(Tcb& t) {
-    if (t.state() == TcpState::kClosed && t.orphan() && !t.in_accept_queue && !t.dirty) {
-      t.dirty = true;  // marks it as already queued
+    if (t.state() == TcpState::kClosed && t.orphan() && !t.in_accept_queue && !t.reaping) {
+      t.reaping = true;
       zombies.push_back(t.index);
     }
   }
@@ -811,7 +811,7 @@ Instant Stack::Poll(Instant now, FrameSink& out) {
   // Output queued by socket calls.
   for (size_t i = 0; i < s.dirty.size(); ++i) {
     Tcb* t = s.tcbs[s.dirty[i]];
-    if (t == nullptr) continue;
+    if (t == nullptr || t->reaping) continue;
     t->dirty = false;
     t->Output(now, out);
     s.Reschedule(*t);

@@ -77,6 +77,7 @@ class Tcb {
   uint32_t heap_generation = 0;
   Instant scheduled = Instant::Never();  // deadline the host's timer heap holds for us
   bool dirty = false;                    // queued for output at the next Poll
+  bool reaping = false;                  // queued to be freed at the end of the current call
   SocketOptions options;
   uint16_t local_mss = 1460;  // the MSS we advertise: the device MTU less 40
 
