@@ -20,6 +20,6 @@ if [ "$fuzz_seconds" != 0 ]; then
     -DSHAKE_FUZZ=ON -DSHAKE_BENCH=OFF
   cmake --build "$fbuild" -j"$(nproc)" --target fuzz_stack
   mkdir -p "$fbuild/corpus"
-  "$fbuild/tests/stack/fuzz_stack" -max_total_time="$fuzz_seconds" -print_final_stats=1 \
-    "$fbuild/corpus" tests/stack/fuzz_corpus
+  "$fbuild/tests/stack/fuzz/fuzz_stack" -max_total_time="$fuzz_seconds" -print_final_stats=1 \
+    "$fbuild/corpus" tests/stack/fuzz/corpus
 fi
