@@ -242,8 +242,22 @@ void Network::Transmit(int from, std::span<const std::byte> frame) {
 void Network::Deliver(const Event& e) {
   Side& to = sides_[e.to];
   std::vector<std::byte>& buf = buffers_[e.buf];
-  if (!e.corrupted) {
+  if (!e.corrupted && !TraceEnabled()) {
     to.stack->Receive(now_, buf, *to.sink);
+  } else if (!e.corrupted) {
+    const Counters before = to.stack->counters();
+    to.stack->Receive(now_, buf, *to.sink);
+    const Counters& after = to.stack->counters();
+    for (size_t i = 0; i < after.drops.size(); ++i) {
+      if (after.drops[i] != before.drops[i]) {
+        std::printf("%.6f %c counted drop %s\n", static_cast<double>(now_.nanos()) / 1e9,
+                    "AB"[e.to], std::string(DropName(static_cast<Drop>(i))).c_str());
+      }
+    }
+    if (after.tcp_challenge_acks != before.tcp_challenge_acks) {
+      std::printf("%.6f %c counted challenge ack\n", static_cast<double>(now_.nanos()) / 1e9,
+                  "AB"[e.to]);
+    }
   } else {
     const Counters before = to.stack->counters();
     to.stack->Receive(now_, buf, *to.sink);
