@@ -444,6 +444,12 @@ class Runner {
     }
     Call c;
     const std::string& n = s.name;
+    static const char* const kKnown[] = {"socket", "fcntl", "poll", "bind", "listen", "accept",
+                                         "connect", "read", "recv", "write", "send", "close",
+                                         "shutdown", "setsockopt", "getsockopt"};
+    bool known = false;
+    for (const char* k : kKnown) known = known || n == k;
+    if (!known) Fail("unsupported system call '" + n + "'");
     if (n == "socket") {
       Args(s, 3);
       const int64_t type = Eval(s.args[1], "socket type");
