@@ -1068,7 +1068,9 @@ Result0 Stack::SetOptions(SocketId id, const SocketOptions& options) {
   const bool uncork = t->options.cork && !options.cork;
   const bool nodelay_on = !t->options.no_delay && options.no_delay;
   t->options = options;
+  t->OptionsChanged();
   if (uncork || nodelay_on || options.keepalive) impl_->MarkDirty(*t);
+  impl_->Reschedule(*t);
   return Ok();
 }
 

@@ -136,6 +136,8 @@ struct SocketOptions {
   bool reuse_port = false;     // SO_REUSEPORT
   bool quick_ack = false;      // TCP_QUICKACK
   int syn_count = 0;           // TCP_SYNCNT; zero means the stack's default
+  Duration linger2;            // TCP_LINGER2: orphan FIN-WAIT-2 lifetime; zero means the stack's
+                               // default, negative means reset at once
 };
 
 // What getsockname/getpeername/SO_ERROR/FIONREAD/SIOCOUTQ/TCP_INFO need.

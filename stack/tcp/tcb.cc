@@ -250,6 +250,9 @@ void Tcb::SynSentArrives(Instant now, const TcpHeader& h, FrameSink& out) {
   // RFC 9293 3.10.7.3.
   if (h.has(flag::kAck)) {
     if (h.ack <= iss_ || h.ack > snd_max_) {
+      // Linux: an earlier FIN/ACK or RST/ACK of ours may have been ignored by the peer;
+      // retransmit the SYN almost at once (TCP_TIMEOUT_MIN) unless already retransmitting.
+      if (retries_ == 0) rto_deadline_ = now + Duration::Millis(2);
       if (!h.has(flag::kRst)) {
         host_.counters().CountDrop(Drop::kBadAck);
         TcpHeader r;
@@ -341,6 +344,10 @@ bool Tcb::CheckSequence(Instant now, const TcpHeader& h, wire::Bytes payload, Fr
     if (h.has(flag::kSyn)) {
       SendChallengeAck(now, out);
       return false;
+    }
+    if (sack_ok_ && !payload.empty() && h.seq + seg_len <= rcv_nxt) {
+      dsack_pending_ = true;  // RFC 2883: tell the sender this was a duplicate
+      dsack_ = {h.seq, h.seq + static_cast<uint32_t>(payload.size())};
     }
     // Linux rate-limits duplicate ACKs only for segments without data (tcp_oow_rate_limited).
     if (payload.empty()) {
@@ -459,7 +466,7 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
     case TcpState::kFinWait1:
       if (fin_acked) {
         SetState(now, TcpState::kFinWait2);
-        if (orphan()) state_deadline_ = now + host_.tcp_config().fin_wait2_timeout;
+        if (orphan()) state_deadline_ = now + FinWait2Timeout();
       }
       break;
     case TcpState::kClosing:
@@ -634,14 +641,20 @@ void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, Fram
     const auto got = recv_.Insert(h.seq, payload, space);
     if (got.in_order != 0) {
       ++unacked_segments_;
-      if (payload.size() > rcv_mss_ || rcv_mss_ == 0) rcv_mss_ = static_cast<uint16_t>(std::min<size_t>(payload.size(), 65535));
+      last_data_received_ = now;
+      if (payload.size() > rcv_mss_) {
+        rcv_mss_ = static_cast<uint16_t>(std::min<size_t>(payload.size(), 65535));
+      }
       host_.ReadinessChanged(*this);
-      // Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2): every second full segment at least,
-      // immediately while in Linux's quick-ack phase, when a hole is filled, or on TCP_QUICKACK.
-      if (unacked_segments_ >= 2 || quickacks_ > 0 || recv_.has_out_of_order() ||
-          options.quick_ack || got.out_of_order) {
+      // Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2): at least every second full segment;
+      // at once in Linux's quick-ack phase (unless the exchange is interactive), when a hole
+      // is filled, or with TCP_QUICKACK. A FIN riding on data makes the exchange interactive.
+      if (h.has(flag::kFin)) pingpong_ = true;
+      const bool quick = quickacks_ > 0 && !pingpong_;
+      if (unacked_segments_ >= 2 || quick || recv_.has_out_of_order() || options.quick_ack ||
+          got.out_of_order) {
         ack_now_ = true;
-        if (quickacks_ > 0) --quickacks_;
+        if (quick) --quickacks_;
       } else if (delack_deadline_.is_never()) {
         delack_deadline_ = now + host_.tcp_config().delayed_ack;
       }
@@ -656,25 +669,29 @@ void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, Fram
                             state_ == TcpState::kFinWait2 || state_ == TcpState::kSynReceived)) {
     const SeqNum fin_seq = h.seq + static_cast<uint32_t>(payload.size());
     if (fin_seq == recv_.rcv_nxt()) {
-      ProcessFin(now);
+      ProcessFin(now, !payload.empty());
     } else if (fin_seq > recv_.rcv_nxt()) {
       ooo_fin_ = true;
       ooo_fin_seq_ = fin_seq;
       ack_now_ = true;
     }
-  } else if (ooo_fin_ && ooo_fin_seq_ == recv_.rcv_nxt() && !fin_received_) {
-    ProcessFin(now);
   }
-  if (ooo_fin_ && !fin_received_ && ooo_fin_seq_ == recv_.rcv_nxt()) ProcessFin(now);
+  // A FIN that arrived beyond a hole takes effect once the hole is filled.
+  if (ooo_fin_ && !fin_received_ && ooo_fin_seq_ == recv_.rcv_nxt()) ProcessFin(now, false);
 }
 
-void Tcb::ProcessFin(Instant now) {
-  // RFC 9293 3.10.7.4, eighth: advance RCV.NXT over the FIN and acknowledge it.
+void Tcb::ProcessFin(Instant now, bool with_data) {
+  // RFC 9293 3.10.7.4, eighth: advance RCV.NXT over the FIN and acknowledge it. Linux
+  // acknowledges a bare FIN at once and one that came with data after the delayed-ACK time.
   recv_.Reset(recv_.rcv_nxt() + 1);
   fin_received_ = true;
   ooo_fin_ = false;
-  ack_now_ = true;
-  delack_deadline_ = Instant::Never();
+  if (!with_data || ack_now_) {
+    ack_now_ = true;
+    delack_deadline_ = Instant::Never();
+  } else if (delack_deadline_.is_never()) {
+    delack_deadline_ = now + host_.tcp_config().delayed_ack;
+  }
   switch (state_) {
     case TcpState::kSynReceived:
     case TcpState::kEstablished:
@@ -858,9 +875,32 @@ wire::TcpOptions Tcb::OptionsFor(Instant now, uint8_t flags) {
     return o;
   }
   if (ts_ok_) o.timestamp = wire::TcpTimestamp{host_.TimestampClock(now) + ts_offset_, ts_recent_};
-  if (sack_ok_ && recv_.has_out_of_order() && (flags & flag::kRst) == 0) {
-    o.sack_count = static_cast<uint8_t>(recv_.SackBlocks(std::span(o.sack).first(ts_ok_ ? 3 : 4)));
+  if (!sack_ok_ || (flags & flag::kRst) != 0) return o;
+  const size_t room = ts_ok_ ? 3 : 4;
+  size_t n = 0;
+  if (dsack_pending_) {
+    // RFC 2883: the duplicate range goes first.
+    o.sack[n++] = dsack_;
+    dsack_pending_ = false;
   }
+  n += recv_.SackBlocks(std::span(o.sack).subspan(n, room - n));
+  if (ooo_fin_ && !fin_received_) {
+    // A FIN held beyond a hole is SACKed with the data next to it, as Linux does.
+    bool merged = false;
+    for (size_t i = 0; i < n; ++i) {
+      if (o.sack[i].right == ooo_fin_seq_) {
+        o.sack[i].right = ooo_fin_seq_ + 1;
+        merged = true;
+      }
+    }
+    if (!merged && n < room) {
+      std::copy_backward(o.sack.begin(), o.sack.begin() + static_cast<std::ptrdiff_t>(n),
+                         o.sack.begin() + static_cast<std::ptrdiff_t>(n + 1));
+      o.sack[0] = {ooo_fin_seq_, ooo_fin_seq_ + 1};
+      ++n;
+    }
+  }
+  o.sack_count = static_cast<uint8_t>(n);
   return o;
 }
 
@@ -878,6 +918,10 @@ bool Tcb::SendSegment(Instant now, uint8_t flags, SeqNum seq, size_t len, bool r
   size_t offset = 0;
   if (len != 0) offset = static_cast<size_t>(seq - snd_una_);
   if (!host_.Transmit(now, *this, h, offset, len, retransmit, out)) return false;
+  // Linux enters interactive mode when it answers received data within the ACK timeout.
+  if (len != 0 && !retransmit && now - last_data_received_ < host_.tcp_config().delayed_ack) {
+    pingpong_ = true;
+  }
   if ((flags & flag::kAck) != 0) {
     last_ack_sent_ = h.ack;
     ack_now_ = false;
@@ -1043,9 +1087,14 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
   return sent;
 }
 
+Duration Tcb::FinWait2Timeout() const {
+  return options.linger2 > Duration::Zero() ? options.linger2
+                                            : host_.tcp_config().fin_wait2_timeout;
+}
+
 void Tcb::Orphaned(Instant now) {
   if (state_ == TcpState::kFinWait2 && state_deadline_.is_never()) {
-    state_deadline_ = now + host_.tcp_config().fin_wait2_timeout;
+    state_deadline_ = now + FinWait2Timeout();
   }
 }
 
@@ -1123,6 +1172,8 @@ void Tcb::OnTimer(Instant now, FrameSink& out) {
   }
   if (delack_deadline_ <= now) {
     delack_deadline_ = Instant::Never();
+    // Linux: a delayed ACK that had to fire ends interactive mode.
+    pingpong_ = false;
     if (IsSynchronized(state_)) SendAck(now, out);
   }
   if (rto_deadline_ <= now) {
@@ -1145,7 +1196,9 @@ void Tcb::OnTimer(Instant now, FrameSink& out) {
         probes_ = 0;
         keepalive_deadline_ = last_received_ + idle;
       } else if (probes_ >= max_probes) {
-        Fail(now, soft_error_ != 0 ? soft_error_ : ETIMEDOUT);
+        // Linux resets the connection when keepalive gives up.
+        host_.counters().tcp_timeouts++;
+        Abort(now, &out, soft_error_ != 0 ? soft_error_ : ETIMEDOUT);
         return;
       } else if (snd_una_ == snd_max_) {
         ++probes_;
@@ -1228,8 +1281,11 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
   scoreboard_len_ = 0;
   rto_kind_ = RtoKind::kRetransmit;
   rto_deadline_ = now + rtt_.rto();
+  if (options.user_timeout != Duration::Zero()) {
+    // Linux (tcp_clamp_rto_to_user_timeout): never wait past the user timeout.
+    rto_deadline_ = Min(rto_deadline_, first_retransmit_ + options.user_timeout);
+  }
   Output(now, out);
-  if (user_timeout_hit) return;
 }
 
 // ---- Reporting ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <memory_resource>
 
 #include "stack/base/addr.h"
@@ -115,6 +116,8 @@ class Tcb {
   void RequestAbort() { abort_pending_ = true; }
   // The application let go of the socket: an orphan in FIN-WAIT-2 gets a deadline.
   void Orphaned(Instant now);
+  // Socket options changed: timers that depend on them start over.
+  void OptionsChanged() { keepalive_deadline_ = Instant::Never(); }
   // An ICMP error for this connection (RFC 5927 checks already done by the host).
   void IcmpError(Instant now, int error, bool hard, uint16_t next_hop_mtu);
   // The TIME-WAIT reuse rule (Linux tcp_timewait_state_process): a new SYN may take over.
@@ -155,7 +158,8 @@ class Tcb {
                      FrameSink& out);
   bool ProcessAck(Instant now, const wire::TcpHeader& h, size_t payload_len, FrameSink& out);
   void ProcessData(Instant now, const wire::TcpHeader& h, wire::Bytes payload, FrameSink& out);
-  void ProcessFin(Instant now);
+  void ProcessFin(Instant now, bool with_data);
+  Duration FinWait2Timeout() const;
   void ApplyPeerOptions(const wire::TcpOptions& o, bool is_syn);
   void NewAck(Instant now, const wire::TcpHeader& h, SeqNum ack);
   void UpdateSackScoreboard(const wire::TcpOptions& o);
@@ -264,6 +268,13 @@ class Tcb {
   bool ack_now_ = false;
   uint32_t unacked_segments_ = 0;
   int quickacks_ = 0;
+  // Linux's interactive ("pingpong") mode: we answered data quickly with data, so ACKs wait for
+  // the delayed-ACK timer and ride on the next reply.
+  bool pingpong_ = false;
+  Instant last_data_received_ = Instant::FromNanos(std::numeric_limits<int64_t>::min() / 2);
+  // A D-SACK block (RFC 2883) reporting duplicate data, sent with the next ACK.
+  bool dsack_pending_ = false;
+  wire::SackBlock dsack_{};
 
   // Application-facing.
   int error_ = 0;

@@ -211,10 +211,11 @@ class LibshakeBackend : public Backend {
         case TCP_KEEPINTVL: o.keepalive_interval = Duration::Seconds(v); break;
         case TCP_KEEPCNT: o.keepalive_probes = static_cast<int>(v); break;
         case TCP_USER_TIMEOUT: o.user_timeout = Duration::Millis(v); break;
+        case TCP_LINGER2: o.linger2 = Duration::Seconds(v); break;
         case TCP_MAXSEG: o.max_segment = static_cast<uint16_t>(v); break;
         case TCP_QUICKACK: o.quick_ack = v != 0; break;
         case TCP_SYNCNT: o.syn_count = static_cast<int>(v); break;
-        default: return Err(ENOPROTOOPT);  // e.g. TCP_LINGER2: not in shake::SocketOptions
+        default: return Err(ENOPROTOOPT);
       }
     } else {
       return Err(ENOPROTOOPT);
@@ -249,6 +250,7 @@ class LibshakeBackend : public Backend {
         case TCP_CORK: r.value = o.cork; break;
         case TCP_KEEPCNT: r.value = o.keepalive_probes; break;
         case TCP_USER_TIMEOUT: r.value = o.user_timeout.millis(); break;
+        case TCP_LINGER2: r.value = o.linger2.nanos() / 1000000000; break;
         case TCP_SYNCNT: r.value = o.syn_count; break;
         default: return Err(ENOPROTOOPT);
       }
