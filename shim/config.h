@@ -1,0 +1,64 @@
+// libshake's configuration: the SHAKE_* variables of the design, parsed and checked.
+//
+// Shared by libshake.so (which reads its environment once, at load) and the `shake` launcher
+// (which sets the variables from its options and checks them before exec). Every problem is
+// reported as one line naming the variable and the fix:
+//   shake: SHAKE_ADDR=198.18.0.2: no prefix length; write ADDRESS/PREFIX, e.g. 198.18.0.2/24
+//
+//   Config c;
+//   if (auto err = ParseConfig(getenv, c)) { print err->Line(); ... }
+//   else if (auto err2 = CheckHost(c)) { ... }   // the device exists, permissions suffice
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace shake::shim {
+
+enum class DeviceKind : uint8_t { kNone, kTun, kPacket };
+enum class LogLevel : uint8_t { kError, kWarn, kInfo, kDebug };
+
+struct Config {
+  DeviceKind device = DeviceKind::kNone;  // kNone: SHAKE_DEVICE unset, nothing configured
+  std::string ifname;
+  uint32_t addr = 0;  // host byte order; valid when device != kNone
+  int prefix_len = 0;
+  std::optional<uint32_t> gateway;
+  LogLevel log = LogLevel::kWarn;
+  std::string pcap;   // empty: none
+  std::string trace;  // empty: none
+  bool fallback_kernel = false;  // SHAKE_FALLBACK=kernel
+
+  bool configured() const { return device != DeviceKind::kNone; }
+};
+
+struct ConfigError {
+  std::string variable;  // "SHAKE_ADDR"
+  std::string value;     // as given (may be empty when the variable is missing)
+  std::string problem;   // "no prefix length"
+  std::string fix;       // "write ADDRESS/PREFIX, e.g. 198.18.0.2/24"
+  int err = 0;           // the errno a socket call reports while this error stands
+
+  // "shake: SHAKE_ADDR=198.18.0.2: no prefix length; write ADDRESS/PREFIX, e.g. ..."
+  // `alias` names how the user gave the value when that was not the variable (a launcher flag).
+  std::string Line(const std::string& alias = "") const;
+};
+
+using Getenv = char* (*)(const char*);
+
+// Parses the SHAKE_* variables into `out`. Returns the first problem, if any.
+std::optional<ConfigError> ParseConfig(Getenv getenv_fn, Config& out);
+
+// Checks what the configuration needs from the host: the interface exists (and, for tun:, is a
+// TUN device), /dev/net/tun can be opened, the process holds CAP_NET_RAW or CAP_NET_ADMIN as the
+// mode requires, and the pcap and trace files' directories are writable.
+std::optional<ConfigError> CheckHost(const Config& c);
+
+// Parsers, exposed for tests and the launcher.
+bool ParseIpv4(const std::string& s, uint32_t& out);
+std::string FormatIpv4(uint32_t addr);
+std::optional<LogLevel> ParseLogLevel(const std::string& s);
+const char* LogLevelName(LogLevel l);
+
+}  // namespace shake::shim

@@ -1,0 +1,94 @@
+// The fd table: which fd numbers are stack sockets.
+//
+// Founders' decision 1 ("real fd numbers"): every stack socket owns a real kernel fd — a
+// placeholder, created by ReservePlaceholder() as an eventfd — so the kernel allocates the
+// numbers (lowest free, RLIMIT_NOFILE and FD_SETSIZE hold, dup/dup2/fork/close work on them) and
+// no number can collide with a kernel socket, pipe or file. The table maps that number to the
+// stack's SocketId. Everything not in the table is a kernel fd and is passed through untouched.
+//
+// Layout: one 64-bit atomic word per fd number, in an anonymous MAP_PRIVATE|MAP_NORESERVE
+// mapping sized for RLIMIT_NOFILE's hard limit (at most kMaxCapacity). No malloc. MAP_PRIVATE
+// is deliberate: after fork the child's copy of the table matches the child's copy of the
+// kernel's fd table exactly, while the sockets themselves (reference counts across processes,
+// buffers) live in the stack's MAP_SHARED arena. Pages are touched only for numbers used.
+//
+// The placeholder carries readiness: the stack-backed implementation sets it readable/writable
+// as the socket's state changes (eventfd counter 0 = writable only, ULLONG_MAX-1 = readable
+// only, anything between = both), so a process blocked in the kernel's poll/select/epoll on a
+// mix of kernel and stack fds wakes when either becomes ready — "readiness that sleeps" without a
+// spin loop. Conditions an eventfd cannot express (neither readable nor writable during
+// SYN-SENT, POLLRDHUP, POLLHUP, POLLERR) are filled in by the shim's poll/select/epoll dispatch,
+// which asks the stack for the exact mask of each stack fd after the kernel call returns.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace shake::shim {
+
+enum class FdKind : uint8_t {
+  kKernel = 0,    // not ours (the default for every number)
+  kStack = 1,     // a stack socket; the fd is its placeholder
+  kListener = 2,  // a listener on INADDR_ANY: a kernel listener (the fd itself) plus a stack
+                  // listener, so loopback and the stack's device are both accepted
+};
+
+struct FdEntry {
+  FdKind kind = FdKind::kKernel;
+  uint32_t socket = 0;  // shake::SocketId
+  bool operator==(const FdEntry&) const = default;
+};
+
+class FdTable {
+ public:
+  static constexpr size_t kMaxCapacity = size_t{1} << 20;  // fs.nr_open's default
+
+  FdTable() = default;
+  ~FdTable();
+  FdTable(const FdTable&) = delete;
+  FdTable& operator=(const FdTable&) = delete;
+
+  // Maps room for `capacity` fd numbers (0: RLIMIT_NOFILE's hard limit). Idempotent; false if
+  // the mapping fails (then every fd is treated as a kernel fd).
+  bool Init(size_t capacity = 0);
+  size_t capacity() const { return capacity_; }
+
+  FdEntry Get(int fd) const;
+  // Records `fd` as `e`; false when fd is outside the table.
+  bool Set(int fd, FdEntry e);
+  // Clears `fd` and returns what it was.
+  FdEntry Take(int fd);
+  // True when any entry is not kKernel: lets every call skip the lookup in a program that has
+  // no stack sockets.
+  bool any() const { return count_.load(std::memory_order_relaxed) != 0; }
+  size_t count() const { return count_.load(std::memory_order_relaxed); }
+
+  // Calls fn(fd, entry) for each non-kernel entry with lo <= fd <= hi.
+  template <typename Fn>
+  void ForEach(unsigned lo, unsigned hi, Fn&& fn) const {
+    if (!any()) return;
+    for (size_t fd = lo; fd < capacity_ && fd <= hi; ++fd) {
+      FdEntry e = Decode(slots_[fd].load(std::memory_order_acquire));
+      if (e.kind != FdKind::kKernel) fn(static_cast<int>(fd), e);
+    }
+  }
+
+ private:
+  static uint64_t Encode(FdEntry e) {
+    return (uint64_t{static_cast<uint8_t>(e.kind)} << 32) | e.socket;
+  }
+  static FdEntry Decode(uint64_t w) {
+    return FdEntry{static_cast<FdKind>(w >> 32), static_cast<uint32_t>(w)};
+  }
+
+  std::atomic<uint64_t>* slots_ = nullptr;
+  size_t capacity_ = 0;
+  std::atomic<size_t> count_{0};
+};
+
+// A new placeholder fd for a stack socket: eventfd(0, EFD_NONBLOCK | cloexec), created with the
+// real libc under the reentrancy guard. -1 with errno (EMFILE...) as socket() would report.
+int ReservePlaceholder(bool cloexec);
+
+}  // namespace shake::shim

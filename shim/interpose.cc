@@ -1,0 +1,714 @@
+// The interposed POSIX surface: every function here has libc's name and signature and is a
+// short dispatch. Kernel fds (everything not in the FdTable) go to the real libc function; stack
+// fds go to the installed StackBackend (see backend.h). With no backend installed, as now,
+// libshake passes every call through unchanged.
+//
+// Rules for this file: no TCP logic; no allocation on the data path; every path that may run
+// before initialisation or inside libshake itself (InsideShim()) goes straight to real::.
+#undef _FORTIFY_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/sendfile.h>
+
+#include <alloca.h>
+#include <cstdarg>
+
+#include "shim/backend.h"
+#include "shim/guard.h"
+#include "shim/real.h"
+#include "shim/runtime.h"
+
+using shake::shim::CurrentBackend;
+using shake::shim::FdEntry;
+using shake::shim::FdKind;
+using shake::shim::Outcome;
+using shake::shim::StackBackend;
+namespace real = shake::shim::real;
+
+extern "C" [[noreturn]] void __chk_fail(void);
+
+namespace {
+
+// The backend serving `fd`, with its table entry, or null for a kernel fd (or when libshake
+// must stay out).
+StackBackend* StackFor(int fd, FdEntry& e) {
+  if (shake::shim::InsideShim()) return nullptr;
+  shake::shim::FdTable* t = shake::shim::Fds();
+  if (t == nullptr || !t->any()) return nullptr;
+  e = t->Get(fd);
+  if (e.kind == FdKind::kKernel) return nullptr;
+  return CurrentBackend();
+}
+
+// The backend for a decision point (socket not yet decided), or null.
+StackBackend* Decider() {
+  if (shake::shim::InsideShim() || shake::shim::StayOut()) return nullptr;
+  return CurrentBackend();
+}
+
+bool AnyStackFd() {
+  if (shake::shim::InsideShim()) return false;
+  shake::shim::FdTable* t = shake::shim::Fds();
+  return t != nullptr && t->any();
+}
+
+template <typename T>
+T As(const Outcome& o) {
+  return static_cast<T>(o.value);
+}
+
+msghdr OneBuffer(iovec& v) {
+  msghdr m{};
+  m.msg_iov = &v;
+  m.msg_iovlen = 1;
+  return m;
+}
+
+// Drops the table entry of `fd` (it is being closed or replaced) and tells the backend.
+void ReleaseFd(int fd) {
+  if (!AnyStackFd()) return;
+  FdEntry e = shake::shim::Fds()->Take(fd);
+  if (e.kind == FdKind::kKernel) return;
+  if (StackBackend* b = CurrentBackend()) b->Release(e, fd);
+}
+
+// `newfd` is a duplicate of `oldfd`: copy the entry and tell the backend.
+void DuplicateFd(int oldfd, int newfd) {
+  FdEntry e;
+  if (newfd < 0) return;
+  if (StackBackend* b = StackFor(oldfd, e)) {
+    shake::shim::Fds()->Set(newfd, e);
+    b->Retain(e, newfd);
+  }
+}
+
+timespec MillisToTimespec(int ms) {
+  return timespec{ms / 1000, static_cast<long>(ms % 1000) * 1000000L};
+}
+
+bool AnyStackIn(const pollfd* fds, nfds_t n) {
+  if (!AnyStackFd()) return false;
+  for (nfds_t i = 0; i < n; ++i) {
+    if (shake::shim::Fds()->Get(fds[i].fd).kind != FdKind::kKernel) return true;
+  }
+  return false;
+}
+
+bool AnyStackIn(int n, const fd_set* r, const fd_set* w, const fd_set* x) {
+  if (!AnyStackFd()) return false;
+  for (int fd = 0; fd < n && fd < FD_SETSIZE; ++fd) {
+    if ((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (x && FD_ISSET(fd, x))) {
+      if (shake::shim::Fds()->Get(fd).kind != FdKind::kKernel) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+extern "C" {
+
+// ---- Creation and decision points ---------------------------------------------------------
+
+int socket(int domain, int type, int protocol) noexcept {
+  if (shake::shim::InsideShim() || shake::shim::StayOut()) {
+    return real::socket(domain, type, protocol);
+  }
+  const shake::shim::Runtime* rt = shake::shim::EnsureInit();
+  if (domain == AF_INET && (type & 0xf) == SOCK_STREAM && rt->error &&
+      !rt->config.fallback_kernel) {
+    errno = rt->error->err;  // the configuration error was reported once at load
+    return -1;
+  }
+  // AF_INET stream sockets start as kernel sockets; the backend decides at bind/connect/listen.
+  return real::socket(domain, type, protocol);
+}
+
+int socketpair(int domain, int type, int protocol, int sv[2]) noexcept {
+  return real::socketpair(domain, type, protocol, sv);  // always kernel (AF_UNIX)
+}
+
+int bind(int fd, const sockaddr* addr, socklen_t len) noexcept {
+  if (StackBackend* b = Decider()) {
+    if (Outcome o = b->Bind(fd, addr, len); o.handled) return As<int>(o);
+  }
+  return real::bind(fd, addr, len);
+}
+
+int listen(int fd, int backlog) noexcept {
+  if (StackBackend* b = Decider()) {
+    if (Outcome o = b->Listen(fd, backlog); o.handled) return As<int>(o);
+  }
+  return real::listen(fd, backlog);
+}
+
+int connect(int fd, const sockaddr* addr, socklen_t len) {
+  if (StackBackend* b = Decider()) {
+    if (Outcome o = b->Connect(fd, addr, len); o.handled) return As<int>(o);
+  }
+  return real::connect(fd, addr, len);
+}
+
+int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    if (Outcome o = b->Accept(e, fd, addr, len, flags); o.handled) return As<int>(o);
+  }
+  return real::accept4(fd, addr, len, flags);
+}
+
+int accept(int fd, sockaddr* addr, socklen_t* len) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    if (Outcome o = b->Accept(e, fd, addr, len, 0); o.handled) return As<int>(o);
+  }
+  return real::accept(fd, addr, len);
+}
+
+// ---- Data ----------------------------------------------------------------------------------
+
+ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    if (Outcome o = b->Recv(e, fd, msg, flags); o.handled) return As<ssize_t>(o);
+  }
+  return real::recvmsg(fd, msg, flags);
+}
+
+ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    if (Outcome o = b->Send(e, fd, msg, flags); o.handled) return As<ssize_t>(o);
+  }
+  return real::sendmsg(fd, msg, flags);
+}
+
+ssize_t read(int fd, void* buf, size_t n) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    iovec v{buf, n};
+    msghdr m = OneBuffer(v);
+    if (Outcome o = b->Recv(e, fd, &m, 0); o.handled) return As<ssize_t>(o);
+  }
+  return real::read(fd, buf, n);
+}
+
+ssize_t write(int fd, const void* buf, size_t n) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    iovec v{const_cast<void*>(buf), n};
+    msghdr m = OneBuffer(v);
+    if (Outcome o = b->Send(e, fd, &m, 0); o.handled) return As<ssize_t>(o);
+  }
+  return real::write(fd, buf, n);
+}
+
+ssize_t readv(int fd, const iovec* iov, int n) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    msghdr m{};
+    m.msg_iov = const_cast<iovec*>(iov);
+    m.msg_iovlen = static_cast<size_t>(n < 0 ? 0 : n);
+    if (Outcome o = b->Recv(e, fd, &m, 0); o.handled) return As<ssize_t>(o);
+  }
+  return real::readv(fd, iov, n);
+}
+
+ssize_t writev(int fd, const iovec* iov, int n) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    msghdr m{};
+    m.msg_iov = const_cast<iovec*>(iov);
+    m.msg_iovlen = static_cast<size_t>(n < 0 ? 0 : n);
+    if (Outcome o = b->Send(e, fd, &m, 0); o.handled) return As<ssize_t>(o);
+  }
+  return real::writev(fd, iov, n);
+}
+
+ssize_t recv(int fd, void* buf, size_t n, int flags) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    iovec v{buf, n};
+    msghdr m = OneBuffer(v);
+    if (Outcome o = b->Recv(e, fd, &m, flags); o.handled) return As<ssize_t>(o);
+  }
+  return real::recv(fd, buf, n, flags);
+}
+
+ssize_t send(int fd, const void* buf, size_t n, int flags) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    iovec v{const_cast<void*>(buf), n};
+    msghdr m = OneBuffer(v);
+    if (Outcome o = b->Send(e, fd, &m, flags); o.handled) return As<ssize_t>(o);
+  }
+  return real::send(fd, buf, n, flags);
+}
+
+ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* addr, socklen_t* len) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    iovec v{buf, n};
+    msghdr m = OneBuffer(v);
+    m.msg_name = addr;
+    m.msg_namelen = len ? *len : 0;
+    Outcome o = b->Recv(e, fd, &m, flags);
+    if (o.handled) {
+      if (len && o.value >= 0) *len = m.msg_namelen;
+      return As<ssize_t>(o);
+    }
+  }
+  return real::recvfrom(fd, buf, n, flags, addr, len);
+}
+
+ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* addr,
+               socklen_t len) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    iovec v{const_cast<void*>(buf), n};
+    msghdr m = OneBuffer(v);
+    m.msg_name = const_cast<sockaddr*>(addr);
+    m.msg_namelen = len;
+    if (Outcome o = b->Send(e, fd, &m, flags); o.handled) return As<ssize_t>(o);
+  }
+  return real::sendto(fd, buf, n, flags, addr, len);
+}
+
+int recvmmsg(int fd, mmsghdr* msgs, unsigned int n, int flags, timespec* timeout) {
+  FdEntry e;
+  if (StackFor(fd, e) != nullptr) {
+    // A stream socket: the first message takes what is there, as the kernel does for TCP.
+    if (n == 0) return 0;
+    ssize_t r = recvmsg(fd, &msgs[0].msg_hdr, flags & ~MSG_WAITFORONE);
+    if (r < 0) return -1;
+    msgs[0].msg_len = static_cast<unsigned>(r);
+    return 1;
+  }
+  return real::recvmmsg(fd, msgs, n, flags, timeout);
+}
+
+int sendmmsg(int fd, mmsghdr* msgs, unsigned int n, int flags) {
+  FdEntry e;
+  if (StackFor(fd, e) != nullptr) {
+    unsigned i = 0;
+    for (; i < n; ++i) {
+      ssize_t r = sendmsg(fd, &msgs[i].msg_hdr, flags);
+      if (r < 0) return i == 0 ? -1 : static_cast<int>(i);
+      msgs[i].msg_len = static_cast<unsigned>(r);
+    }
+    return static_cast<int>(i);
+  }
+  return real::sendmmsg(fd, msgs, n, flags);
+}
+
+ssize_t sendfile64(int out_fd, int in_fd, off64_t* offset, size_t count) noexcept {
+  FdEntry e;
+  if (StackBackend* b = StackFor(out_fd, e)) {
+    if (Outcome o = b->SendFile(e, out_fd, in_fd, offset, count); o.handled) {
+      return As<ssize_t>(o);
+    }
+  }
+  return real::sendfile64(out_fd, in_fd, offset, count);
+}
+
+ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) noexcept {
+  FdEntry e;
+  if (StackBackend* b = StackFor(out_fd, e)) {
+    off64_t off = offset ? *offset : 0;
+    Outcome o = b->SendFile(e, out_fd, in_fd, offset ? &off : nullptr, count);
+    if (o.handled) {
+      if (offset) *offset = off;
+      return As<ssize_t>(o);
+    }
+  }
+  return real::sendfile(out_fd, in_fd, offset, count);
+}
+
+ssize_t splice(int in_fd, loff_t* in_off, int out_fd, loff_t* out_off, size_t len,
+               unsigned int flags) {
+  FdEntry e;
+  if (StackBackend* b = StackFor(out_fd, e)) {
+    // file/pipe -> stack socket: the backend reads `in_fd` with the real libc.
+    if (Outcome o = b->SendFile(e, out_fd, in_fd, in_off, len); o.handled) return As<ssize_t>(o);
+  }
+  if (StackFor(in_fd, e) != nullptr) {
+    // stack socket -> pipe or file: read from the stack, write with the real libc.
+    char buf[65536];
+    size_t want = len < sizeof buf ? len : sizeof buf;
+    ssize_t r = (flags & SPLICE_F_NONBLOCK) ? recv(in_fd, buf, want, MSG_DONTWAIT)
+                                            : read(in_fd, buf, want);
+    if (r <= 0) return r;
+    shake::shim::ReentrancyGuard guard;
+    if (out_off) {
+      ssize_t w = pwrite(out_fd, buf, static_cast<size_t>(r), *out_off);
+      if (w > 0) *out_off += w;
+      return w;
+    }
+    return real::write(out_fd, buf, static_cast<size_t>(r));
+  }
+  return real::splice(in_fd, in_off, out_fd, out_off, len, flags);
+}
+
+// ---- Control -------------------------------------------------------------------------------
+
+int shutdown(int fd, int how) noexcept {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    if (Outcome o = b->Shutdown(e, fd, how); o.handled) return As<int>(o);
+  }
+  return real::shutdown(fd, how);
+}
+
+int close(int fd) {
+  ReleaseFd(fd);
+  return real::close(fd);
+}
+
+int getsockopt(int fd, int level, int name, void* value, socklen_t* len) noexcept {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    if (Outcome o = b->GetSockOpt(e, fd, level, name, value, len); o.handled) return As<int>(o);
+  }
+  return real::getsockopt(fd, level, name, value, len);
+}
+
+int setsockopt(int fd, int level, int name, const void* value, socklen_t len) noexcept {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    if (Outcome o = b->SetSockOpt(e, fd, level, name, value, len); o.handled) return As<int>(o);
+  }
+  int r = real::setsockopt(fd, level, name, value, len);
+  if (r == 0) {
+    if (StackBackend* d = Decider()) d->NoteOption(fd, level, name, value, len);
+  }
+  return r;
+}
+
+int getsockname(int fd, sockaddr* addr, socklen_t* len) noexcept {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    if (Outcome o = b->GetSockName(e, fd, addr, len); o.handled) return As<int>(o);
+  }
+  return real::getsockname(fd, addr, len);
+}
+
+int getpeername(int fd, sockaddr* addr, socklen_t* len) noexcept {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    if (Outcome o = b->GetPeerName(e, fd, addr, len); o.handled) return As<int>(o);
+  }
+  return real::getpeername(fd, addr, len);
+}
+
+static int FcntlDispatch(int fd, int cmd, unsigned long arg, bool is64) {
+  int r = is64 ? real::fcntl64(fd, cmd, arg) : real::fcntl(fd, cmd, arg);
+  // O_NONBLOCK and FD_CLOEXEC live on the placeholder itself, so only duplication needs us.
+  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) DuplicateFd(fd, r);
+  return r;
+}
+
+int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  unsigned long arg = va_arg(ap, unsigned long);
+  va_end(ap);
+  return FcntlDispatch(fd, cmd, arg, false);
+}
+
+int fcntl64(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  unsigned long arg = va_arg(ap, unsigned long);
+  va_end(ap);
+  return FcntlDispatch(fd, cmd, arg, true);
+}
+
+int ioctl(int fd, unsigned long request, ...) noexcept {
+  va_list ap;
+  va_start(ap, request);
+  unsigned long arg = va_arg(ap, unsigned long);
+  va_end(ap);
+  FdEntry e;
+  if (request != FIONBIO && request != FIOCLEX && request != FIONCLEX) {
+    if (StackBackend* b = StackFor(fd, e)) {
+      Outcome o = b->Ioctl(e, fd, request, reinterpret_cast<void*>(arg));
+      if (o.handled) return As<int>(o);
+    }
+  }
+  return real::ioctl(fd, request, arg);
+}
+
+// ---- Readiness -----------------------------------------------------------------------------
+
+// glibc declares poll's array access(write_only), but poll reads fds[i].fd and .events; the
+// warning that reading them here is "uninitialised" is that annotation's artefact.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+int ppoll(pollfd* fds, nfds_t n, const timespec* timeout, const sigset_t* mask) {
+  if (AnyStackIn(fds, n)) {
+    if (StackBackend* b = CurrentBackend()) {
+      if (Outcome o = b->Poll(fds, n, timeout, mask); o.handled) return As<int>(o);
+    }
+  }
+  return real::ppoll(fds, n, timeout, mask);
+}
+
+int poll(pollfd* fds, nfds_t n, int timeout_ms) {
+  if (AnyStackIn(fds, n)) {
+    if (StackBackend* b = CurrentBackend()) {
+      timespec ts = MillisToTimespec(timeout_ms);
+      Outcome o = b->Poll(fds, n, timeout_ms < 0 ? nullptr : &ts, nullptr);
+      if (o.handled) return As<int>(o);
+    }
+  }
+  return real::poll(fds, n, timeout_ms);
+}
+
+#pragma GCC diagnostic pop
+
+int select(int n, fd_set* r, fd_set* w, fd_set* x, timeval* timeout) {
+  if (AnyStackIn(n, r, w, x)) {
+    if (StackBackend* b = CurrentBackend()) {
+      timespec ts{};
+      if (timeout) ts = timespec{timeout->tv_sec, timeout->tv_usec * 1000L};
+      Outcome o = b->Select(n, r, w, x, timeout ? &ts : nullptr, nullptr);
+      if (o.handled) {
+        // Linux writes the time left back into the timeval.
+        if (timeout) *timeout = timeval{ts.tv_sec, ts.tv_nsec / 1000L};
+        return As<int>(o);
+      }
+    }
+  }
+  return real::select(n, r, w, x, timeout);
+}
+
+int pselect(int n, fd_set* r, fd_set* w, fd_set* x, const timespec* timeout,
+            const sigset_t* mask) {
+  if (AnyStackIn(n, r, w, x)) {
+    if (StackBackend* b = CurrentBackend()) {
+      if (Outcome o = b->Select(n, r, w, x, timeout, mask); o.handled) return As<int>(o);
+    }
+  }
+  return real::pselect(n, r, w, x, timeout, mask);
+}
+
+int epoll_create(int size) noexcept { return real::epoll_create(size); }
+int epoll_create1(int flags) noexcept { return real::epoll_create1(flags); }
+
+int epoll_ctl(int ep, int op, int fd, epoll_event* ev) noexcept {
+  FdEntry e;
+  if (StackBackend* b = StackFor(fd, e)) {
+    if (Outcome o = b->EpollCtl(ep, op, fd, e, ev); o.handled) return As<int>(o);
+  }
+  return real::epoll_ctl(ep, op, fd, ev);
+}
+
+int epoll_pwait2(int ep, epoll_event* events, int max, const timespec* timeout,
+                 const sigset_t* mask) {
+  if (AnyStackFd()) {
+    if (StackBackend* b = CurrentBackend()) {
+      if (Outcome o = b->EpollWait(ep, events, max, timeout, mask); o.handled) return As<int>(o);
+    }
+  }
+  return real::epoll_pwait2(ep, events, max, timeout, mask);
+}
+
+int epoll_pwait(int ep, epoll_event* events, int max, int timeout_ms, const sigset_t* mask) {
+  if (AnyStackFd()) {
+    if (StackBackend* b = CurrentBackend()) {
+      timespec ts = MillisToTimespec(timeout_ms);
+      Outcome o = b->EpollWait(ep, events, max, timeout_ms < 0 ? nullptr : &ts, mask);
+      if (o.handled) return As<int>(o);
+    }
+  }
+  return real::epoll_pwait(ep, events, max, timeout_ms, mask);
+}
+
+int epoll_wait(int ep, epoll_event* events, int max, int timeout_ms) {
+  if (AnyStackFd()) {
+    if (StackBackend* b = CurrentBackend()) {
+      timespec ts = MillisToTimespec(timeout_ms);
+      Outcome o = b->EpollWait(ep, events, max, timeout_ms < 0 ? nullptr : &ts, nullptr);
+      if (o.handled) return As<int>(o);
+    }
+  }
+  return real::epoll_wait(ep, events, max, timeout_ms);
+}
+
+// ---- Descriptors ---------------------------------------------------------------------------
+
+int dup(int fd) noexcept {
+  int r = real::dup(fd);
+  DuplicateFd(fd, r);
+  return r;
+}
+
+int dup2(int oldfd, int newfd) noexcept {
+  if (oldfd == newfd) return real::dup2(oldfd, newfd);
+  // The kernel closes newfd atomically; we drop its entry only once that has happened.
+  FdEntry replaced;
+  bool had = StackFor(newfd, replaced) != nullptr;
+  int r = real::dup2(oldfd, newfd);
+  if (r >= 0) {
+    if (had) ReleaseFd(newfd);
+    DuplicateFd(oldfd, r);
+  }
+  return r;
+}
+
+int dup3(int oldfd, int newfd, int flags) noexcept {
+  FdEntry replaced;
+  bool had = oldfd != newfd && StackFor(newfd, replaced) != nullptr;
+  int r = real::dup3(oldfd, newfd, flags);
+  if (r >= 0) {
+    if (had) ReleaseFd(newfd);
+    DuplicateFd(oldfd, r);
+  }
+  return r;
+}
+
+int close_range(unsigned int first, unsigned int last, int flags) noexcept {
+  if (AnyStackFd() && !(flags & CLOSE_RANGE_CLOEXEC)) {
+    shake::shim::Fds()->ForEach(first, last, [](int fd, FdEntry) { ReleaseFd(fd); });
+  }
+  return real::close_range(first, last, flags);
+}
+
+// ---- Processes -----------------------------------------------------------------------------
+
+pid_t fork(void) noexcept {
+  StackBackend* b = shake::shim::InsideShim() ? nullptr : CurrentBackend();
+  if (b) b->PrepareFork();
+  pid_t pid = real::fork();
+  if (b) {
+    if (pid == 0) b->AfterForkChild();
+    else b->AfterForkParent();
+  }
+  return pid;
+}
+
+// vfork cannot be wrapped: the child would return through this function's frame and corrupt
+// the parent's stack. POSIX allows vfork to be fork, and fork runs our fork handling.
+pid_t vfork(void) noexcept { return fork(); }
+
+static void BeforeExec() {
+  if (!AnyStackFd()) return;
+  if (StackBackend* b = CurrentBackend()) b->PrepareExec();
+}
+
+int execve(const char* path, char* const argv[], char* const envp[]) noexcept {
+  BeforeExec();
+  return real::execve(path, argv, envp);
+}
+
+int execv(const char* path, char* const argv[]) noexcept {
+  BeforeExec();
+  return real::execv(path, argv);
+}
+
+int execvp(const char* file, char* const argv[]) noexcept {
+  BeforeExec();
+  return real::execvp(file, argv);
+}
+
+int execvpe(const char* file, char* const argv[], char* const envp[]) noexcept {
+  BeforeExec();
+  return real::execvpe(file, argv, envp);
+}
+
+int fexecve(int fd, char* const argv[], char* const envp[]) noexcept {
+  BeforeExec();
+  return real::fexecve(fd, argv, envp);
+}
+
+// execl, execlp, execle: glibc implements them with its internal execve, which interposition
+// does not reach, so they are rebuilt here on the wrappers above.
+#define SHAKE_COLLECT_ARGS(first, ap, argv, extra)                             \
+  size_t argc_ = 1;                                                            \
+  {                                                                            \
+    va_list count_;                                                            \
+    va_copy(count_, ap);                                                       \
+    while (va_arg(count_, char*) != nullptr) {                                 \
+      if (++argc_ > 65536) {                                                   \
+        va_end(count_);                                                        \
+        va_end(ap);                                                            \
+        errno = E2BIG;                                                         \
+        return -1;                                                             \
+      }                                                                        \
+    }                                                                          \
+    va_end(count_);                                                            \
+  }                                                                            \
+  char** argv = static_cast<char**>(alloca((argc_ + 1) * sizeof(char*)));      \
+  argv[0] = const_cast<char*>(first);                                          \
+  for (size_t i_ = 1; i_ <= argc_; ++i_) argv[i_] = va_arg(ap, char*);         \
+  extra;                                                                       \
+  va_end(ap)
+
+int execl(const char* path, const char* arg, ...) noexcept {
+  va_list ap;
+  va_start(ap, arg);
+  SHAKE_COLLECT_ARGS(arg, ap, argv, (void)0);
+  return execv(path, argv);
+}
+
+int execlp(const char* file, const char* arg, ...) noexcept {
+  va_list ap;
+  va_start(ap, arg);
+  SHAKE_COLLECT_ARGS(arg, ap, argv, (void)0);
+  return execvp(file, argv);
+}
+
+int execle(const char* path, const char* arg, ...) noexcept {
+  va_list ap;
+  va_start(ap, arg);
+  char* const* envp = nullptr;
+  SHAKE_COLLECT_ARGS(arg, ap, argv, envp = va_arg(ap, char* const*));
+  return execve(path, argv, envp);
+}
+#undef SHAKE_COLLECT_ARGS
+
+int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* actions,
+                const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
+  BeforeExec();
+  return real::posix_spawn(pid, path, actions, attr, argv, envp);
+}
+
+int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t* actions,
+                 const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
+  BeforeExec();
+  return real::posix_spawnp(pid, file, actions, attr, argv, envp);
+}
+
+// ---- glibc's fortified (_FORTIFY_SOURCE) entry points --------------------------------------
+
+ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
+  if (n > buflen) __chk_fail();
+  return read(fd, buf, n);
+}
+
+ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
+  if (n > buflen) __chk_fail();
+  return recv(fd, buf, n, flags);
+}
+
+ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, sockaddr* addr,
+                       socklen_t* len) {
+  if (n > buflen) __chk_fail();
+  return recvfrom(fd, buf, n, flags, addr, len);
+}
+
+int __poll_chk(pollfd* fds, nfds_t n, int timeout, size_t fdslen) {
+  if (fdslen / sizeof(*fds) < n) __chk_fail();
+  return poll(fds, n, timeout);
+}
+
+int __ppoll_chk(pollfd* fds, nfds_t n, const timespec* timeout, const sigset_t* mask,
+                size_t fdslen) {
+  if (fdslen / sizeof(*fds) < n) __chk_fail();
+  return ppoll(fds, n, timeout, mask);
+}
+
+}  // extern "C"

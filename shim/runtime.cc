@@ -1,0 +1,101 @@
+#include "shim/runtime.h"
+
+#include <sched.h>
+#include <sys/auxv.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "shim/backend.h"
+#include "shim/guard.h"
+#include "shim/log.h"
+#include "shim/real.h"
+
+namespace shake::shim {
+
+__attribute__((tls_model("initial-exec"))) thread_local int t_guard_depth = 0;
+
+namespace {
+
+enum : int { kNotStarted = 0, kRunning = 1, kDone = 2 };
+std::atomic<int> g_init_state{kNotStarted};
+__attribute__((tls_model("initial-exec"))) thread_local bool t_initialising = false;
+// Constructed in place at init, never destroyed: interposed calls may arrive during exit.
+alignas(Runtime) unsigned char g_runtime_storage[sizeof(Runtime)];
+Runtime* g_runtime = nullptr;
+alignas(FdTable) unsigned char g_fds_storage[sizeof(FdTable)];
+FdTable* g_fds = nullptr;
+std::atomic<StackBackend*> g_backend{nullptr};
+
+void Initialise() {
+  ReentrancyGuard guard;  // our own calls below go straight to the kernel
+  g_fds = new (g_fds_storage) FdTable();  // first: calls made from inside dlsym look it up
+  real::Resolve();
+  auto* rt = new (g_runtime_storage) Runtime();
+  rt->secure = getauxval(AT_SECURE) != 0;
+  if (rt->secure) {
+    g_runtime = rt;
+    return;
+  }
+  g_fds->Init();
+  Config c;
+  auto err = ParseConfig(&getenv, c);
+  if (!err) err = CheckHost(c);
+  rt->config = c;
+  SetLogLevel(c.log);
+  if (err) {
+    rt->error = err;
+    LogLine(err->Line().c_str());
+    if (c.fallback_kernel) Log(LogLevel::kInfo, "SHAKE_FALLBACK=kernel: TCP stays on the kernel");
+  } else if (c.configured()) {
+    Log(LogLevel::kInfo,
+        "device %s:%s, address %s/%d: this libshake has no stack backend yet; sockets stay "
+        "kernel sockets",
+        c.device == DeviceKind::kTun ? "tun" : "packet", c.ifname.c_str(),
+        FormatIpv4(c.addr).c_str(), c.prefix_len);
+  } else {
+    Log(LogLevel::kDebug, "SHAKE_DEVICE is not set: every socket stays a kernel socket");
+  }
+  Log(LogLevel::kDebug, "resolved %d real functions", real::ResolvedCount());
+  g_runtime = rt;
+}
+
+__attribute__((constructor(101))) void LibraryConstructor() { EnsureInit(); }
+
+}  // namespace
+
+const Runtime* EnsureInit() {
+  if (g_init_state.load(std::memory_order_acquire) == kDone) return g_runtime;
+  if (t_initialising) return nullptr;
+  int expected = kNotStarted;
+  if (g_init_state.compare_exchange_strong(expected, kRunning, std::memory_order_acq_rel)) {
+    t_initialising = true;
+    Initialise();
+    t_initialising = false;
+    g_init_state.store(kDone, std::memory_order_release);
+    return g_runtime;
+  }
+  // Another thread is initialising; it takes microseconds. Bounded wait, then pass through.
+  for (int i = 0; i < 100000 && g_init_state.load(std::memory_order_acquire) != kDone; ++i) {
+    sched_yield();
+  }
+  return g_init_state.load(std::memory_order_acquire) == kDone ? g_runtime : nullptr;
+}
+
+bool StayOut() {
+  const Runtime* rt = EnsureInit();
+  return rt == nullptr || rt->secure;
+}
+
+FdTable* Fds() {
+  EnsureInit();
+  return g_fds;
+}
+
+StackBackend* CurrentBackend() { return g_backend.load(std::memory_order_acquire); }
+void InstallBackend(StackBackend* backend) {
+  g_backend.store(backend, std::memory_order_release);
+}
+
+}  // namespace shake::shim

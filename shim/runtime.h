@@ -1,0 +1,30 @@
+// libshake's process-wide state: load-time initialisation, the configuration, the fd table.
+//
+// Init runs once: from the library constructor, or earlier from the first interposed call that
+// needs it (another library's constructor may create sockets before ours runs). A setuid or
+// file-capability program (getauxval(AT_SECURE)) gets nothing: libshake reads no variable,
+// writes nothing and passes every call through.
+#pragma once
+
+#include <optional>
+
+#include "shim/config.h"
+#include "shim/fd_table.h"
+
+namespace shake::shim {
+
+struct Runtime {
+  bool secure = false;  // AT_SECURE: stay out of the way
+  Config config;
+  std::optional<ConfigError> error;  // a configuration problem, reported once at init
+};
+
+// Initialises if needed and returns the runtime, or null while initialisation is in progress on
+// this thread (re-entry) — callers then pass the call through.
+const Runtime* EnsureInit();
+// True when libshake must not interfere at all (AT_SECURE, or init not reachable now).
+bool StayOut();
+// The fd table; null only while libshake itself is being initialised (treat as "no stack fds").
+FdTable* Fds();
+
+}  // namespace shake::shim
