@@ -22,6 +22,9 @@
 #ifndef SHAKE_INSTALL_LIBDIR
 #define SHAKE_INSTALL_LIBDIR "/usr/lib/x86_64-linux-gnu"
 #endif
+#ifndef SHAKE_RELATIVE_LIBDIR
+#define SHAKE_RELATIVE_LIBDIR "lib/x86_64-linux-gnu"
+#endif
 #ifndef SHAKE_VERSION
 #define SHAKE_VERSION "0"
 #endif
@@ -81,7 +84,8 @@ std::string Dirname(const std::string& p) {
   return slash == std::string::npos ? "." : p.substr(0, slash);
 }
 
-// libshake.so next to this binary (a build tree), else in the installed library directory.
+// libshake.so next to this binary (a build tree), else PREFIX/lib/ARCH beside PREFIX/bin (any
+// install prefix), else the packaged location.
 std::string FindLibrary() {
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -89,6 +93,7 @@ std::string FindLibrary() {
   if (n > 0) {
     self[n] = '\0';
     candidates.push_back(Dirname(self) + "/libshake.so");
+    candidates.push_back(Dirname(Dirname(self)) + "/" SHAKE_RELATIVE_LIBDIR "/libshake.so");
   }
   candidates.push_back(std::string(SHAKE_INSTALL_LIBDIR) + "/libshake.so");
   for (const auto& c : candidates) {
