@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -210,10 +211,14 @@ TEST_P(BulkSim, BothWaysByteExactThenCleanClose) {
     for (int s = 0; s < 2; ++s) {
       EXPECT_EQ(net.wire_stats(s).corrupt_caught, net.wire_stats(s).corrupted);
     }
-    // A clean close: nobody reset, both sides went through a FIN close, at least one passed
+    // A clean close: both sides went through a FIN close, at least one passed
     // TIME-WAIT, and both ended CLOSED (Quiet() checked no connection is left).
-    EXPECT_EQ(ca.tcp_resets_out + cb.tcp_resets_out, 0u);
-    EXPECT_EQ(ca.tcp_resets_in + cb.tcp_resets_in, 0u);
+    // A duplicated final ACK reaching a side that has already closed is answered with a RST
+    // (RFC 9293 3.10.7.1), which may end the peer's TIME-WAIT early as Linux allows; without
+    // duplication there is no reason for any reset.
+    if (net.wire_stats(0).duplicated + net.wire_stats(1).duplicated == 0) {
+      EXPECT_EQ(ca.tcp_resets_out + cb.tcp_resets_out, 0u);
+    }
     bool time_wait = false;
     for (int s = 0; s < 2; ++s) {
       const auto& log = net.state_log(s);
@@ -229,6 +234,46 @@ TEST_P(BulkSim, BothWaysByteExactThenCleanClose) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, BulkSim, testing::ValuesIn(AllCases()), CaseName);
+
+// ---- Reproducers for stack bugs found by this simulation (enable once fixed) ----------------
+
+RunResult RunOne(const Case& c, uint64_t bytes, bool shutdown_when_drained, Network** keep) {
+  std::string describe;
+  static std::unique_ptr<Network> net;
+  net = std::make_unique<Network>(ParamsFor(c, &describe));
+  BulkTransfer xfer(c.seed, bytes, bytes);
+  xfer.set_shutdown_when_drained(shutdown_when_drained);
+  RunLimits limits;
+  limits.max_events = 2'000'000;
+  *keep = net.get();
+  return net->Run(xfer, limits);
+}
+
+// Both sides Shutdown(write) right after their last Send, with data still queued. Side A's FIN
+// is queued behind unsent data (FIN-WAIT-1); B's FIN arrives and A enters CLOSING. From then
+// on Tcb::ProcessAck returns false for CLOSING (and LAST-ACK) before SegmentArrives reaches
+// Output(), so A never sends the rest of its queue or its FIN once the data in flight is acked,
+// and no timer is left: the connection hangs (A CLOSING, B FIN-WAIT-2, B short of 485016 bytes).
+// Trace: SHAKE_SIM_TRACE=1 ... --gtest_also_run_disabled_tests --gtest_filter='*QueuedData*'
+TEST(BulkSimRepro, DISABLED_QueuedDataAndFinAreSentInClosing) {
+  Network* net = nullptr;
+  const RunResult r = RunOne({10, 10001}, 1 << 20, false, &net);
+  EXPECT_TRUE(r.ok) << r.failure << "\n  A: " << FormatStates(net->state_log(0))
+                    << "\n  B: " << FormatStates(net->state_log(1));
+}
+
+// Both directions lose segments and both senders time out. After an RTO the stack rewinds
+// SND.NXT to SND.UNA and sends its pure ACKs with SEQ = SND.NXT; the peer, which already holds
+// data up to the old SND.NXT, finds SEG.SEQ < RCV.NXT and drops them as out of window
+// (Drop::kOutOfWindow) without looking at the ACK field. Each side's ACKs are discarded by the
+// other, so neither SND.UNA moves and both give up with ETIMEDOUT after tcp_retries2.
+// Linux never rewinds snd_nxt (and tcp_acceptable_seq() sends ACKs at snd_nxt).
+TEST(BulkSimRepro, DISABLED_AcksAfterRetransmissionTimeoutAreAccepted) {
+  Network* net = nullptr;
+  const RunResult r = RunOne({200, 200015}, 1 << 20, true, &net);
+  EXPECT_TRUE(r.ok) << r.failure << "\n  A: " << FormatStates(net->state_log(0))
+                    << "\n  B: " << FormatStates(net->state_log(1));
+}
 
 }  // namespace
 }  // namespace shake::sim
