@@ -60,7 +60,7 @@ std::unique_ptr<StackHost> StackHost::Create(const HostOptions& options, std::st
     h->engine_->AddFilter(h->faults_.get());
   }
   if (!options.pcap.empty()) {
-    h->pcap_ = PcapWriter::Open(options.pcap, LinktypeFor(config.link), error);
+    h->pcap_ = PcapWriter::Open(options.pcap, LinktypeFor(config.link), error, options.pcap_snaplen);
     if (!h->pcap_) return nullptr;
     h->engine_->AddFilter(h->pcap_.get());
   }

@@ -46,6 +46,7 @@ struct HostOptions {
   std::string addr;    // "198.18.0.2/24"
   std::string gateway; // optional
   std::string pcap;    // optional pcap path
+  uint32_t pcap_snaplen = 262144;
   std::optional<FaultConfig> faults;
   EngineOptions engine;
   TcpConfig tcp;

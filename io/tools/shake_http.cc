@@ -50,7 +50,7 @@ struct Args {
                "                        [--count N] [--timeout S]\n"
                "       shake-http serve --device ... --addr ... --root DIR [--port P]\n"
                "                        [--connections N] [--max-requests N]\n"
-               "common: [--gateway A.B.C.D] [--pcap FILE] [--no-uring] [--time-wait-ms MS]\n"
+               "common: [--gateway A.B.C.D] [--pcap FILE [--pcap-snaplen N]] [--no-uring] [--time-wait-ms MS]\n"
                "        [--drain S] [--seed N] [--loss P --dup P --reorder P --corrupt P]\n");
   std::exit(2);
 }
@@ -71,6 +71,7 @@ Args Parse(int argc, char** argv) {
     else if (arg == "--addr") a.host.addr = next();
     else if (arg == "--gateway") a.host.gateway = next();
     else if (arg == "--pcap") a.host.pcap = next();
+    else if (arg == "--pcap-snaplen") a.host.pcap_snaplen = static_cast<uint32_t>(std::atoi(next().c_str()));
     else if (arg == "--no-uring") a.host.engine.use_io_uring = false;
     else if (arg == "--time-wait-ms") a.host.tcp.time_wait = Duration::Millis(std::atoll(next().c_str()));
     else if (arg == "--seed") a.host.seed = faults.seed = std::strtoull(next().c_str(), nullptr, 10);
