@@ -325,18 +325,15 @@ bool Tcb::CheckSequence(Instant now, const TcpHeader& h, wire::Bytes payload, Fr
     SendChallengeAck(now, out);  // a duplicate ACK, under the same rate limit as Linux
     return false;
   }
-  // RFC 9293 3.10.7.4, the acceptability test.
+  // RFC 9293 3.10.7.4's acceptability test, in the form Linux uses (tcp_sequence): the segment
+  // must not end before the RCV.NXT we last acknowledged, nor start past the window's right edge.
+  // This is a superset of the RFC's test: it also takes an ACK carrying an older sequence
+  // number (a peer that fell back after a timeout), whose acknowledgment is still news. Data
+  // that turns out to be old is answered with a duplicate ACK in ProcessData.
   const SeqNum rcv_nxt = recv_.rcv_nxt();
-  const uint32_t wnd = rcv_adv_ > rcv_nxt ? static_cast<uint32_t>(rcv_adv_ - rcv_nxt) : 0;
-  bool ok;
-  if (seg_len == 0) {
-    ok = wnd == 0 ? h.seq == rcv_nxt : SeqInRange(h.seq, rcv_nxt, rcv_nxt + wnd);
-  } else if (wnd == 0) {
-    ok = false;
-  } else {
-    ok = SeqInRange(h.seq, rcv_nxt, rcv_nxt + wnd) ||
-         SeqInRange(h.seq + seg_len - 1, rcv_nxt, rcv_nxt + wnd);
-  }
+  const SeqNum right_edge = SeqMax(rcv_adv_, rcv_nxt);
+  const SeqNum rcv_wup = SeqMin(last_ack_sent_, rcv_nxt);
+  bool ok = !(h.seq + seg_len < rcv_wup) && !(h.seq > right_edge);
   // A zero-window probe or a keepalive one below rcv_nxt still draws an ACK.
   if (!ok) {
     host_.counters().CountDrop(Drop::kOutOfWindow);
@@ -452,12 +449,17 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
   } else if (dup) {
     host_.counters().tcp_dup_acks_in++;
     ++dupacks_;
-    if (!in_recovery_ &&
-        (dupacks_ == 3 || (sack_ok_ && sacked_bytes() >= 3u * snd_mss_ && dupacks_ >= 1))) {
+    if (!in_recovery_ && dupacks_ == 3) {
       EnterRecovery(now);
     } else if (in_recovery_ && !sack_ok_) {
       cwnd_ += snd_mss_;  // RFC 6582 step 4: inflate for each further duplicate
     }
+  }
+  // RFC 6675 (5) with IsLost(SND.UNA): enough SACKed above the first unacknowledged byte
+  // starts recovery, whether or not the ACKs count as duplicates (their window may change).
+  if (!in_recovery_ && sack_ok_ && snd_una_ < snd_max_ && state_ != TcpState::kSynReceived &&
+      sacked_bytes() > 2u * snd_mss_) {
+    EnterRecovery(now);
   }
 
   // Closing states waiting for the ACK of our FIN.
@@ -471,17 +473,18 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
       break;
     case TcpState::kClosing:
       if (fin_acked) EnterTimeWait(now);
-      return false;
+      break;
     case TcpState::kLastAck:
       if (fin_acked) {
         done_ = true;
         SetState(now, TcpState::kClosed);
       }
-      return false;
+      break;
     default:
       break;
   }
-  return true;
+  // Whatever is still queued in CLOSING or LAST-ACK goes out with the next Output.
+  return state_ != TcpState::kClosed && state_ != TcpState::kTimeWait;
 }
 
 void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
@@ -638,6 +641,7 @@ void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, Fram
       return;
     }
     const size_t space = recv_capacity() > recv_.readable() ? recv_capacity() - recv_.readable() : 0;
+    const bool had_hole = recv_.has_out_of_order();
     const auto got = recv_.Insert(h.seq, payload, space);
     if (got.in_order != 0) {
       ++unacked_segments_;
@@ -651,8 +655,7 @@ void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, Fram
       // is filled, or with TCP_QUICKACK. A FIN riding on data makes the exchange interactive.
       if (h.has(flag::kFin)) pingpong_ = true;
       const bool quick = quickacks_ > 0 && !pingpong_;
-      if (unacked_segments_ >= 2 || quick || recv_.has_out_of_order() || options.quick_ack ||
-          got.out_of_order) {
+      if (unacked_segments_ >= 2 || quick || had_hole || options.quick_ack || got.out_of_order) {
         ack_now_ = true;
         if (quick) --quickacks_;
       } else if (delack_deadline_.is_never()) {
@@ -663,6 +666,11 @@ void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, Fram
       // RFC 5681 4.2: out-of-order data is acknowledged at once (with SACK blocks).
       host_.counters().tcp_ooo_segments_in += got.out_of_order ? 1 : 0;
       ack_now_ = true;
+    }
+    if (got.duplicate && sack_ok_ && h.seq < recv_.rcv_nxt()) {
+      // RFC 2883: report the duplicate below RCV.NXT in a D-SACK block.
+      dsack_pending_ = true;
+      dsack_ = {h.seq, SeqMin(end, recv_.rcv_nxt())};
     }
   }
   if (h.has(flag::kFin) && (state_ == TcpState::kEstablished || state_ == TcpState::kFinWait1 ||
@@ -936,7 +944,9 @@ bool Tcb::SendSegment(Instant now, uint8_t flags, SeqNum seq, size_t len, bool r
 }
 
 void Tcb::SendAck(Instant now, FrameSink& out) {
-  SendSegment(now, flag::kAck, snd_nxt_, 0, false, out);
+  // SND.MAX, not SND.NXT: after a timeout SND.NXT falls back, but the peer has seen more, and
+  // an ACK below its RCV.NXT would be out of window (Linux's tcp_acceptable_seq does the same).
+  SendSegment(now, flag::kAck, snd_max_, 0, false, out);
 }
 
 void Tcb::SendChallengeAck(Instant now, FrameSink& out) {
@@ -1277,8 +1287,8 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
   rtt_timing_ = false;
   rtt_.Backoff();
   snd_nxt_ = snd_una_;
-  // Linux forgets SACK information on a timeout (the receiver may renege).
-  scoreboard_len_ = 0;
+  // The SACK scoreboard is kept, as Linux keeps it (tcp_enter_loss): resending after the
+  // timeout skips what the receiver already holds.
   rto_kind_ = RtoKind::kRetransmit;
   rto_deadline_ = now + rtt_.rto();
   if (options.user_timeout != Duration::Zero()) {

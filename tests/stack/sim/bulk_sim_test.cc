@@ -255,7 +255,7 @@ RunResult RunOne(const Case& c, uint64_t bytes, bool shutdown_when_drained, Netw
 // Output(), so A never sends the rest of its queue or its FIN once the data in flight is acked,
 // and no timer is left: the connection hangs (A CLOSING, B FIN-WAIT-2, B short of 485016 bytes).
 // Trace: SHAKE_SIM_TRACE=1 ... --gtest_also_run_disabled_tests --gtest_filter='*QueuedData*'
-TEST(BulkSimRepro, DISABLED_QueuedDataAndFinAreSentInClosing) {
+TEST(BulkSimRepro, QueuedDataAndFinAreSentInClosing) {
   Network* net = nullptr;
   const RunResult r = RunOne({10, 10001}, 1 << 20, false, &net);
   EXPECT_TRUE(r.ok) << r.failure << "\n  A: " << FormatStates(net->state_log(0))
@@ -268,7 +268,7 @@ TEST(BulkSimRepro, DISABLED_QueuedDataAndFinAreSentInClosing) {
 // (Drop::kOutOfWindow) without looking at the ACK field. Each side's ACKs are discarded by the
 // other, so neither SND.UNA moves and both give up with ETIMEDOUT after tcp_retries2.
 // Linux never rewinds snd_nxt (and tcp_acceptable_seq() sends ACKs at snd_nxt).
-TEST(BulkSimRepro, DISABLED_AcksAfterRetransmissionTimeoutAreAccepted) {
+TEST(BulkSimRepro, AcksAfterRetransmissionTimeoutAreAccepted) {
   Network* net = nullptr;
   const RunResult r = RunOne({200, 200015}, 1 << 20, true, &net);
   EXPECT_TRUE(r.ok) << r.failure << "\n  A: " << FormatStates(net->state_log(0))
