@@ -4,7 +4,9 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <thread>
+#include <vector>
 
 #include "tests/shim/suite_net.h"
 
@@ -248,6 +250,52 @@ TEST_F(Fork, VforkChildCanExec) {
   EXPECT_EQ(WaitChild(pid), 0);
   char c;
   EXPECT_ERRNO(recv(s, &c, 1, MSG_DONTWAIT), EAGAIN);
+}
+
+}  // namespace
+}  // namespace shake::suite
+
+namespace shake::suite {
+namespace {
+
+using Threads = Net;
+
+TEST_F(Threads, SocketConnectAndCloseFromManyThreadsAtOnce) {
+  constexpr int kThreads = 4, kRounds = 25;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&ok] {
+      for (int i = 0; i < kRounds; ++i) {
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a = Addr(GetTopology().peer, peer::kPortEcho);
+        if (s >= 0 && connect(s, Sa(a), sizeof a) == 0 && SendAll(s, "t") && RecvFor(s, 1) == "t") {
+          ok++;
+        }
+        close(s);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), kThreads * kRounds);
+}
+
+int g_close_target = -1;
+void CloseInHandler(int) { close(g_close_target); }
+
+TEST_F(Threads, CloseFromASignalHandler) {
+  std::string tag = NewTag();
+  Fd s = Script("tag:" + tag + " drain");
+  ASSERT_TRUE(SendAll(s, "sig"));
+  g_close_target = s.release();
+  struct sigaction sa {}, old{};
+  sa.sa_handler = CloseInHandler;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR2, &sa, &old);
+  raise(SIGUSR2);
+  sigaction(SIGUSR2, &old, nullptr);
+  EXPECT_ERRNO(fcntl(g_close_target, F_GETFD), EBADF);
+  EXPECT_EQ(Log(tag), "read=3 end=eof");
 }
 
 }  // namespace
