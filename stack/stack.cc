@@ -261,6 +261,20 @@ struct Stack::Impl final : TcpHost {
   void Trace(const TraceEvent& e) {
     if (observer != nullptr) observer->OnTrace(e);
   }
+  void TraceSegment(TraceEvent::Kind kind, Instant now, const FourTuple& tuple,
+                    const wire::TcpHeader& h, size_t len) {
+    if (observer == nullptr) return;
+    TraceEvent e;
+    e.kind = kind;
+    e.time = now;
+    e.tuple = tuple;
+    e.flags = h.flags;
+    e.seq = h.seq;
+    e.ack = h.ack;
+    e.len = static_cast<uint32_t>(len);
+    e.window = h.window;
+    observer->OnTrace(e);
+  }
 
   // ---- IP output ----
   // Sends an IPv4 packet whose payload `fill` writes (it returns the payload length).
@@ -427,18 +441,7 @@ bool Stack::Impl::SendTcpRaw(Instant now, const FourTuple& tuple, const wire::Tc
       out);
   if (ok) {
     stats.tcp_segments_out++;
-    if (observer != nullptr) {
-      TraceEvent e;
-      e.kind = TraceEvent::Kind::kSegmentOut;
-      e.time = now;
-      e.tuple = tuple;
-      e.flags = h.flags;
-      e.seq = h.seq;
-      e.ack = h.ack;
-      e.len = static_cast<uint32_t>(len);
-      e.window = h.window;
-      Trace(e);
-    }
+    TraceSegment(TraceEvent::Kind::kSegmentOut, now, tuple, h, len);
   }
   return ok;
 }
@@ -669,18 +672,7 @@ void Stack::Impl::HandleTcp(Instant now, const wire::Ipv4Header& ip, wire::Bytes
     return;
   }
   const FourTuple tuple{Endpoint{ip.dst, h.dst_port}, Endpoint{ip.src, h.src_port}};
-  if (observer != nullptr) {
-    TraceEvent e;
-    e.kind = TraceEvent::Kind::kSegmentIn;
-    e.time = now;
-    e.tuple = tuple;
-    e.flags = h.flags;
-    e.seq = h.seq;
-    e.ack = h.ack;
-    e.len = static_cast<uint32_t>(data.size());
-    e.window = h.window;
-    Trace(e);
-  }
+  TraceSegment(TraceEvent::Kind::kSegmentIn, now, tuple, h, data.size());
   auto it = conns.find(tuple);
   if (it != conns.end()) {
     Tcb& t = *tcbs[it->second];
