@@ -764,3 +764,48 @@ TEST_F(TcpTest, OutOfWindowDataGetsDuplicateAck) {
 
 }  // namespace
 }  // namespace shake::testing
+
+namespace shake::testing {
+namespace {
+
+// Every state change and segment is reported to the observer, for `shake trace`.
+class Recorder final : public StackObserver {
+ public:
+  void OnTrace(const TraceEvent& e) override {
+    if (e.kind == TraceEvent::Kind::kStateChange) {
+      states.push_back(std::string(StateName(e.from)) + ">" + std::string(StateName(e.to)));
+    } else if (e.kind == TraceEvent::Kind::kSegmentIn) {
+      ++in;
+    } else if (e.kind == TraceEvent::Kind::kSegmentOut) {
+      ++out;
+    }
+  }
+  void OnReadiness(SocketId) override { ++readiness; }
+  std::vector<std::string> states;
+  int in = 0, out = 0, readiness = 0;
+};
+
+class TraceTest : public TcpTest {};
+
+TEST_F(TraceTest, ObserverSeesEveryStateAndSegment) {
+  Recorder rec;
+  stack().SetObserver(&rec);
+  PassiveOpen();
+  stack().Close(h_.now(), conn_);
+  h_.Flush();
+  h_.Deliver(PeerSeg(f::kFin | f::kAck, 1, 2));
+  h_.Advance(Duration::Seconds(60));
+  EXPECT_EQ(rec.states,
+            (std::vector<std::string>{"LISTEN>SYN-RECEIVED", "SYN-RECEIVED>ESTABLISHED",
+                                      "ESTABLISHED>FIN-WAIT-1",
+                                      // The FIN-ACK's ACK is processed before its FIN.
+                                      "FIN-WAIT-1>FIN-WAIT-2", "FIN-WAIT-2>TIME-WAIT",
+                                      "TIME-WAIT>CLOSED"}));
+  EXPECT_EQ(rec.in, 3);   // SYN, ACK, FIN
+  EXPECT_EQ(rec.out, 3);  // SYN-ACK, FIN, ACK
+  EXPECT_GT(rec.readiness, 0);
+  stack().SetObserver(nullptr);
+}
+
+}  // namespace
+}  // namespace shake::testing
