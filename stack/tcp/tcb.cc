@@ -13,6 +13,9 @@ namespace {
 constexpr uint16_t kMinMss = 48 + 40;  // never fewer than 48 payload bytes (+ headers)
 constexpr int kMaxQuickAcks = 16;      // Linux TCP_MAX_QUICKACKS
 constexpr size_t kTimestampOptionLen = 12;
+constexpr int kMaxReordering = 300;  // Linux sysctl_tcp_max_reordering
+constexpr int kMaxReoWndMult = 64;   // the window is bounded by SRTT long before this
+constexpr Duration kMinReoWnd = Duration::Millis(1);  // RACK timer granularity (see RackReoWnd)
 
 bool IsSynchronized(TcpState s) {
   return s != TcpState::kClosed && s != TcpState::kListen && s != TcpState::kSynSent &&
@@ -31,6 +34,7 @@ Tcb::Tcb(TcpHost& host, std::pmr::memory_resource* mem)
       host_(host),
       send_q_(mem),
       recv_(mem),
+      tx_(mem),
       rtt_(host.tcp_config().rto_initial, host.tcp_config().rto_min,
            host.tcp_config().rto_max) {
   const TcpConfig& c = host.tcp_config();
@@ -416,7 +420,23 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
   // Duplicate ACK as RFC 5681 defines it.
   const bool dup = !advances && h.ack == snd_una_ && payload_len == 0 &&
                    !h.has(flag::kFin) && new_wnd == snd_wnd_ && snd_max_ > snd_una_;
-  if (sack_ok_ && h.options.sack_count != 0) UpdateSackScoreboard(h.options);
+  // Reordering is judged against what was delivered before this ACK (Linux's prior_fack).
+  rack_.prior_fack_valid = rack_.fack_valid;
+  rack_.prior_fack = rack_.fack;
+  if (sack_ok_ && rack_.dsack_round_active && snd_una_ >= rack_.dsack_round) {
+    rack_.dsack_round_active = false;  // RFC 8985 6.2 step 4: one widening per round trip
+  }
+  if (sack_ok_ && h.options.sack_count != 0) {
+    // RFC 2883 section 4: the first block reports a duplicate when it lies below the cumulative
+    // ACK or inside the second block.
+    const wire::SackBlock& b0 = h.options.sack[0];
+    const bool dsack = b0.right <= h.ack ||
+                       (h.options.sack_count > 1 && h.options.sack[1].left <= b0.left &&
+                        b0.right <= h.options.sack[1].right);
+    if (dsack && b0.left < b0.right) ProcessDsack(b0);
+    UpdateSackScoreboard(h.options);
+    MarkSackedRecords(now, h.options, dsack ? 1 : 0);
+  }
 
   // RTT sample from the timestamp echo (RFC 7323 4.1), or from the timed segment (Karn).
   if (advances) {
@@ -449,17 +469,27 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
   } else if (dup) {
     host_.counters().tcp_dup_acks_in++;
     ++dupacks_;
-    if (!in_recovery_ && dupacks_ == 3) {
+    max_dupacks_ = std::max(max_dupacks_, dupacks_);
+    // The duplicate-ACK threshold is the reordering degree seen so far (Linux tp->reordering),
+    // but never more than the flight can produce.
+    const int flight_segs = static_cast<int>(FlightSize() / snd_mss_);
+    const int dupthresh = std::max(3, std::min(reordering_, flight_segs - 1));
+    if (!in_recovery_ && sack_ok_ && dupacks_ == 3 && tx_.sacked_bytes() == 0) {
+      // Duplicate ACKs without SACK information (RFC 6675 5 step 4.3): SND.UNA is lost.
+      if (!tx_.empty()) tx_.MarkLost(tx_.first_id());
+      EnterRecovery(now);
+    } else if (!in_recovery_ && !sack_ok_ && dupacks_ == dupthresh) {
       EnterRecovery(now);
     } else if (in_recovery_ && !sack_ok_) {
       cwnd_ += snd_mss_;  // RFC 6582 step 4: inflate for each further duplicate
     }
   }
-  // RFC 6675 (5) with IsLost(SND.UNA): enough SACKed above the first unacknowledged byte
+  // RFC 8985 6.2 step 5 replaces RFC 6675's IsLost: a segment is lost once one sent after it
+  // was delivered and an RTT plus the reordering window has passed since it was sent. Any loss
   // starts recovery, whether or not the ACKs count as duplicates (their window may change).
-  if (!in_recovery_ && sack_ok_ && snd_una_ < snd_max_ && state_ != TcpState::kSynReceived &&
-      sacked_bytes() > 2u * snd_mss_) {
-    EnterRecovery(now);
+  if (sack_ok_ && snd_una_ < snd_max_ && state_ != TcpState::kSynReceived) {
+    RackDetectLoss(now);
+    if (!in_recovery_ && tx_.lost_bytes() != 0) EnterRecovery(now);
   }
 
   // Closing states waiting for the ACK of our FIN.
@@ -488,8 +518,12 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
 }
 
 void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
-  (void)h;
   const auto acked = static_cast<uint32_t>(ack - snd_una_);
+  if (sack_ok_) tx_.AckTo(ack, [&](const TxRecords::Record& r) { RackDelivered(now, r); });
+  // RFC 3522 (Eifel) as Linux's tcp_try_undo_partial / tcp_try_undo_loss: an ACK echoing a
+  // timestamp older than our first retransmission was caused by an original transmission, so
+  // the retransmissions (and the window reduction) were spurious.
+  if (undo_valid_ && (in_recovery_ || rto_recovery_) && PacketDelayed(h)) Undo();
   const size_t data_acked = std::min<size_t>(acked, send_q_.size());
   send_q_.Consume(data_acked);
   snd_una_ = ack;
@@ -509,7 +543,19 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
   }
   scoreboard_len_ = keep;
 
-  if (in_recovery_) {
+  if (rto_recovery_ && ack >= recover_) {
+    // The timeout's retransmissions are all acknowledged (Linux leaves TCP_CA_Loss here); the
+    // window keeps growing in slow start.
+    rto_recovery_ = false;
+    fin_rexmit_pending_ = false;
+    if (in_recovery_) in_recovery_ = false;
+    if (--rack_.reo_wnd_persist <= 0) {  // RFC 8985 6.2 step 4
+      rack_.reo_wnd_mult = 1;
+      rack_.reo_wnd_persist = 16;
+    }
+    if (undo_valid_ && undo_retrans_ == 0) Undo();
+  }
+  if (in_recovery_ && !rto_recovery_) {
     if (ack >= recover_) {
       // Full acknowledgment: leave recovery (RFC 6582 step 3, RFC 6675).
       in_recovery_ = false;
@@ -517,6 +563,13 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
                        : std::min<uint32_t>(ssthresh_,
                                             static_cast<uint32_t>(FlightSize()) + snd_mss_);
       cwnd_ = std::max<uint32_t>(cwnd_, 2u * snd_mss_);
+      if (--rack_.reo_wnd_persist <= 0) {  // RFC 8985 6.2 step 4
+        rack_.reo_wnd_mult = 1;
+        rack_.reo_wnd_persist = 16;
+      }
+      // Every retransmission was reported as a duplicate (RFC 2883): the recovery was
+      // spurious (Linux tcp_try_undo_recovery).
+      if (undo_valid_ && undo_retrans_ == 0) Undo();
     } else if (!sack_ok_) {
       // Partial acknowledgment (RFC 6582 step 5): retransmit the next hole, deflate.
       snd_nxt_ = snd_una_;
@@ -615,6 +668,7 @@ bool Tcb::NextHole(SeqNum from, SeqNum limit, SeqNum* start, SeqNum* end) const 
 void Tcb::EnterRecovery(Instant now) {
   // RFC 5681 (3.2) step 2 / RFC 6675 (5) step 4.
   host_.counters().tcp_fast_retransmits++;
+  InitUndo();
   ssthresh_ = std::max<uint32_t>(static_cast<uint32_t>(FlightSize()) / 2, 2u * snd_mss_);
   recover_ = snd_max_;
   in_recovery_ = true;
@@ -628,6 +682,171 @@ void Tcb::EnterRecovery(Instant now) {
     snd_nxt_ = snd_una_;
   }
   (void)now;
+}
+
+// ---- Loss detection (RACK, RFC 8985) and undo (RFC 2883, RFC 3522) -------------------------
+
+void Tcb::NoteSent(Instant now, SeqNum s, size_t n) {
+  if (!sack_ok_ || n == 0) return;
+  const SeqNum e = s + static_cast<uint32_t>(n);
+  SeqNum fresh = s;  // where data never recorded before starts
+  if (!tx_.empty()) {
+    // Resent data (go-back-N after an ICMP MTU drop): the records it covers were sent again.
+    for (uint32_t id = tx_.Find(s); id != tx_.end_id() && tx_.at(id).start < e; ++id) {
+      tx_.MarkRetransmitted(id, now);
+    }
+    fresh = SeqMax(s, tx_.end_seq());
+  }
+  if (fresh < e) tx_.Append(fresh, e, now);
+}
+
+void Tcb::MarkSackedRecords(Instant now, const wire::TcpOptions& o, uint8_t first) {
+  for (uint8_t i = first; i < o.sack_count; ++i) {
+    const SeqNum l = o.sack[i].left;
+    const SeqNum r = o.sack[i].right;
+    if (!(l < r) || r > snd_max_ || (r - l) > static_cast<int32_t>(0x40000000)) continue;
+    for (uint32_t id = tx_.Find(l); id != tx_.end_id(); ++id) {
+      const TxRecords::Record& rec = tx_.at(id);
+      if (!(rec.start < r)) break;
+      if (rec.start < l || rec.end > r || (rec.flags & TxRecords::kSacked) != 0) continue;
+      RackDelivered(now, rec);
+      tx_.MarkSacked(id);
+    }
+  }
+}
+
+void Tcb::RackDelivered(Instant now, const TxRecords::Record& r) {
+  // RFC 8985 6.2 step 2 (as Linux's tcp_rack_advance): a retransmitted segment acknowledged
+  // sooner than the minimum RTT was probably delivered by its original transmission; its
+  // ambiguous time does not advance RACK.
+  const Duration rtt = now - r.xmit;
+  const bool ever_retrans = (r.flags & TxRecords::kEverRetrans) != 0;
+  if (ever_retrans && has_min_rtt_ && rtt < min_rtt_) return;
+  if (!ever_retrans && (!has_min_rtt_ || rtt < min_rtt_)) {
+    has_min_rtt_ = true;
+    min_rtt_ = rtt;
+  }
+  rack_.rtt = rtt;
+  if (!rack_.valid || r.xmit > rack_.xmit_ts ||
+      (r.xmit == rack_.xmit_ts && r.end > rack_.end_seq)) {
+    rack_.valid = true;
+    rack_.xmit_ts = r.xmit;
+    rack_.end_seq = r.end;
+  }
+  // Step 3: a never-retransmitted segment delivered below the highest delivered one was
+  // reordered. Linux also measures how far (tcp_check_sack_reordering) into tp->reordering.
+  if (ever_retrans) return;
+  if (rack_.prior_fack_valid && r.end < rack_.prior_fack) {
+    rack_.reordering_seen = true;
+    const int degree = static_cast<int>((rack_.prior_fack - r.start) / snd_mss_) + 1;
+    reordering_ = std::min(kMaxReordering, std::max(reordering_, degree));
+  }
+  if (!rack_.fack_valid || r.end > rack_.fack) {
+    rack_.fack_valid = true;
+    rack_.fack = r.end;
+  }
+}
+
+Duration Tcb::RackReoWnd() const {
+  // RFC 8985 6.2 step 4, in Linux's form (tcp_rack_reo_wnd): until reordering has been seen,
+  // no window during recovery or once DupThresh segments are SACKed (RFC 6675's rule);
+  // otherwise min_RTT/4 per step, widened by D-SACKs, never beyond SRTT.
+  if (!rack_.reordering_seen) {
+    if (in_recovery_) return Duration::Zero();
+    if (tx_.sacked_segments() >= static_cast<uint32_t>(reordering_)) return Duration::Zero();
+  }
+  const Duration base = (has_min_rtt_ ? min_rtt_ : rtt_.srtt()) / 4 * rack_.reo_wnd_mult;
+  const Duration wnd = rtt_.has_sample() ? Min(base, rtt_.srtt()) : base;
+  // Never under a millisecond: Linux's RACK timer cannot fire sooner (TCP_TIMEOUT_MIN, in
+  // jiffies), and an RTT measured as near zero must not turn every SACK into a loss.
+  return Max(wnd, kMinReoWnd);
+}
+
+void Tcb::RackDetectLoss(Instant now) {
+  // RFC 8985 6.2 step 5. The records in flight are kept in transmit order, so the scan stops at
+  // the first one sent after the RACK segment or not yet overdue; that one arms the timer.
+  reo_deadline_ = Instant::Never();
+  if (!rack_.valid) return;
+  const Duration reo_wnd = RackReoWnd();
+  uint32_t id = tx_.oldest();
+  while (id != TxRecords::kNil) {
+    const TxRecords::Record& r = tx_.at(id);
+    const uint32_t next = r.next;
+    const bool sent_before = rack_.xmit_ts > r.xmit ||
+                             (rack_.xmit_ts == r.xmit && rack_.end_seq > r.end);
+    if (!sent_before) break;
+    const Instant deadline = r.xmit + rack_.rtt + reo_wnd;
+    if (deadline > now) {
+      reo_deadline_ = deadline;
+      break;
+    }
+    tx_.MarkLost(id);
+    id = next;
+  }
+}
+
+void Tcb::ProcessDsack(const wire::SackBlock& b) {
+  // RFC 8985 6.2 step 4: a D-SACK widens the reordering window, once per round trip.
+  if (!rack_.dsack_round_active) {
+    rack_.dsack_round_active = true;
+    rack_.dsack_round = snd_max_;
+    rack_.reo_wnd_mult = std::min(rack_.reo_wnd_mult + 1, kMaxReoWndMult);
+    rack_.reo_wnd_persist = 16;
+  }
+  rack_.reordering_seen = true;
+  // RFC 2883 section 4.2 / Linux tcp_check_dsack: each duplicate of one of this episode's
+  // retransmissions takes one off the count; at zero every retransmission was unnecessary.
+  if (!undo_valid_ || undo_retrans_ <= 0 || !(b.right > undo_marker_)) return;
+  bool retransmitted = true;  // below SND.UNA the record is gone: Linux's "dumb counting"
+  if (b.left >= snd_una_) {
+    const uint32_t id = tx_.Find(b.left);
+    retransmitted = id != tx_.end_id() && (tx_.at(id).flags & TxRecords::kEverRetrans) != 0;
+  }
+  if (!retransmitted) return;
+  const int segs = std::max(1, static_cast<int>((static_cast<uint32_t>(b.right - b.left) +
+                                                 snd_mss_ - 1u) / snd_mss_));
+  undo_retrans_ = std::max(0, undo_retrans_ - segs);
+  // Outside recovery the undo happens now (Linux tcp_try_undo_dsack); inside, when it ends.
+  if (undo_retrans_ == 0 && !in_recovery_ && !rto_recovery_) Undo();
+}
+
+void Tcb::InitUndo() {
+  // Linux tcp_init_undo: remember the window to restore if the episode proves spurious.
+  undo_valid_ = true;
+  undo_marker_ = snd_una_;
+  undo_retrans_ = -1;
+  retrans_stamp_set_ = false;
+  prior_cwnd_ = cwnd_;
+  prior_ssthresh_ = std::max(ssthresh_, cwnd_ / 2 + cwnd_ / 4);  // tcp_current_ssthresh
+  max_dupacks_ = dupacks_;
+}
+
+bool Tcb::PacketDelayed(const TcpHeader& h) const {
+  // RFC 3522 section 2 (Linux tcp_packet_delayed): the echoed timestamp predates the first
+  // retransmission.
+  return ts_ok_ && retrans_stamp_set_ && h.options.timestamp && h.options.timestamp->ecr != 0 &&
+         static_cast<int32_t>(h.options.timestamp->ecr - retrans_stamp_) < 0;
+}
+
+void Tcb::Undo() {
+  // Linux tcp_undo_cwnd_reduction: restore the window and slow-start threshold.
+  undo_valid_ = false;
+  cwnd_ = std::max(cwnd_, prior_cwnd_);
+  ssthresh_ = std::max(ssthresh_, prior_ssthresh_);
+  rack_.reordering_seen = true;
+  if (!sack_ok_) {
+    // Without SACK the only measure of reordering is the duplicate ACKs it caused (Linux
+    // tcp_update_reordering from the undo path).
+    reordering_ = std::min(kMaxReordering, std::max(reordering_, max_dupacks_ + 1));
+  }
+  if (in_recovery_ || rto_recovery_) {
+    in_recovery_ = false;
+    rto_recovery_ = false;
+    fin_rexmit_pending_ = false;
+    dupacks_ = 0;
+    if (sack_ok_) tx_.UnmarkLost();  // RACK marks again whatever is really missing
+    if (snd_nxt_ < snd_max_) snd_nxt_ = snd_max_;  // stop going back N
+  }
 }
 
 void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, FrameSink& out) {
@@ -939,6 +1158,14 @@ bool Tcb::SendSegment(Instant now, uint8_t flags, SeqNum seq, size_t len, bool r
   if (retransmit) {
     ++retransmits_;
     host_.counters().tcp_retransmits++;
+    if (undo_valid_ && len != 0) {
+      // Linux tcp_retransmit_skb: count the episode's retransmissions and stamp the first.
+      undo_retrans_ = std::max(undo_retrans_, 0) + 1;
+      if (!retrans_stamp_set_ && h.options.timestamp) {
+        retrans_stamp_set_ = true;
+        retrans_stamp_ = h.options.timestamp->val;
+      }
+    }
   }
   return true;
 }
@@ -973,44 +1200,62 @@ void Tcb::ArmRetransmit(Instant now) {
   }
 }
 
+bool Tcb::RetransmitRecord(Instant now, uint32_t id, FrameSink& out) {
+  const TxRecords::Record r = tx_.at(id);
+  const SeqNum end = SeqMin(r.end, data_end());
+  bool ok = false;
+  for (SeqNum s = r.start; s < end;) {
+    const size_t n = std::min<size_t>(static_cast<size_t>(end - s), snd_mss_);
+    const bool last = s + static_cast<uint32_t>(n) == data_end();
+    uint8_t flags = flag::kAck;
+    if (last) flags |= flag::kPsh;
+    // Our FIN rides with the last data again, as it did the first time.
+    const bool fin = last && fin_queued_ && snd_max_ > data_end();
+    if (fin) flags |= flag::kFin;
+    if (!SendSegment(now, flags, s, n, true, out)) break;
+    if (fin) fin_rexmit_pending_ = false;
+    ok = true;
+    s = s + static_cast<uint32_t>(n);
+  }
+  if (ok) tx_.MarkRetransmitted(id, now);
+  return ok;
+}
+
 bool Tcb::SendSackRecovery(Instant now, FrameSink& out) {
-  // RFC 6675 (5): while pipe < cwnd, retransmit the next lost hole, else send new data.
-  // pipe is approximated as the bytes above the highest SACK plus the holes retransmitted.
+  // RFC 6675 (5): while pipe < cwnd, send NextSeg(): first a segment marked lost (here by RACK,
+  // RFC 8985, rather than by IsLost), else new data. pipe is computed as Linux's
+  // tcp_packets_in_flight, in bytes: FlightSize - SACKed - lost + retransmitted.
   bool sent = false;
   for (int guard = 0; guard < 1024; ++guard) {
-    const SeqNum hs = highest_sacked();
-    uint32_t rexmitted = 0;
-    {
-      SeqNum s = snd_una_, e;
-      SeqNum cursor = snd_una_;
-      while (cursor < high_rxt_ && NextHole(cursor, SeqMin(high_rxt_, hs), &s, &e)) {
-        rexmitted += static_cast<uint32_t>(e - s);
-        cursor = e;
-      }
-    }
-    const uint32_t above = snd_max_ > hs ? static_cast<uint32_t>(snd_max_ - hs) : 0;
-    const uint32_t pipe = above + rexmitted;
-    if (pipe >= cwnd_) break;
-    SeqNum s, e;
-    if (NextHole(SeqMax(high_rxt_, snd_una_), hs, &s, &e)) {
-      const auto len = std::min<uint32_t>(static_cast<uint32_t>(e - s), snd_mss_);
-      const size_t avail = static_cast<size_t>(data_end() - s);
-      const size_t n = std::min<size_t>(len, avail);
-      if (n == 0) break;
-      if (!SendSegment(now, flag::kAck, s, n, true, out)) break;
-      high_rxt_ = s + static_cast<uint32_t>(n);
+    const int64_t pipe = static_cast<int64_t>(FlightSize()) - tx_.sacked_bytes() -
+                         tx_.lost_bytes() + tx_.retrans_bytes();
+    if (pipe >= static_cast<int64_t>(cwnd_)) break;
+    // NextSeg (1): the lowest lost segment not yet retransmitted.
+    if (const uint32_t id = tx_.NextLost(); id != TxRecords::kNil) {
+      if (!RetransmitRecord(now, id, out)) break;
       sent = true;
       continue;
     }
-    // New data, limited by the peer's window.
+    // NextSeg (2): new data, limited by the peer's window.
     const SeqNum wnd_end = snd_una_ + snd_wnd_;
-    if (!(snd_max_ < data_end()) || !(snd_max_ < wnd_end)) break;
-    const size_t n = std::min<size_t>({static_cast<size_t>(data_end() - snd_max_),
-                                       static_cast<size_t>(wnd_end - snd_max_), snd_mss_});
-    if (!SendSegment(now, flag::kAck | flag::kPsh, snd_max_, n, false, out)) break;
-    snd_max_ = snd_max_ + static_cast<uint32_t>(n);
-    snd_nxt_ = snd_max_;
-    sent = true;
+    if (snd_max_ < data_end() && snd_max_ < wnd_end && !(fin_queued_ && snd_max_ > data_end())) {
+      const size_t n = std::min<size_t>({static_cast<size_t>(data_end() - snd_max_),
+                                         static_cast<size_t>(wnd_end - snd_max_), snd_mss_});
+      if (!SendSegment(now, flag::kAck | flag::kPsh, snd_max_, n, false, out)) break;
+      NoteSent(now, snd_max_, n);
+      snd_max_ = snd_max_ + static_cast<uint32_t>(n);
+      snd_nxt_ = snd_max_;
+      sent = true;
+      continue;
+    }
+    // After a timeout, a FIN that no retransmitted segment carried goes again on its own.
+    if (fin_rexmit_pending_ && fin_queued_ && !fin_acked() && snd_max_ > data_end()) {
+      if (SendSegment(now, flag::kAck | flag::kFin, data_end(), 0, true, out)) {
+        fin_rexmit_pending_ = false;
+        sent = true;
+      }
+    }
+    break;
   }
   return sent;
 }
@@ -1065,6 +1310,7 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
       if (all_rest) flags |= flag::kPsh;
       if (fin_queued_ && all_rest) flags |= flag::kFin;
       if (!SendSegment(now, flags, s, n, retransmit, out)) break;
+      NoteSent(now, s, n);
       sent = true;
       if (!rtt_timing_ && !retransmit && !ts_ok_) {
         rtt_timing_ = true;
@@ -1166,7 +1412,7 @@ void Tcb::Output(Instant now, FrameSink& out) {
 // ---- Timers -------------------------------------------------------------------------------
 
 Instant Tcb::NextDeadline() const {
-  Instant t = Min(rto_deadline_, delack_deadline_);
+  Instant t = Min(Min(rto_deadline_, reo_deadline_), delack_deadline_);
   t = Min(t, keepalive_deadline_);
   return Min(t, state_deadline_);
 }
@@ -1185,6 +1431,18 @@ void Tcb::OnTimer(Instant now, FrameSink& out) {
     // Linux: a delayed ACK that had to fire ends interactive mode.
     pingpong_ = false;
     if (IsSynchronized(state_)) SendAck(now, out);
+  }
+  if (reo_deadline_ <= now) {
+    // RFC 8985 6.3: the reordering window has passed for a segment sent before a delivered one.
+    reo_deadline_ = Instant::Never();
+    if (sack_ok_ && IsSynchronized(state_) && state_ != TcpState::kTimeWait &&
+        snd_una_ < snd_max_) {
+      RackDetectLoss(now);
+      if (tx_.lost_bytes() != 0) {
+        if (!in_recovery_) EnterRecovery(now);
+        Output(now, out);
+      }
+    }
   }
   if (rto_deadline_ <= now) {
     rto_deadline_ = Instant::Never();
@@ -1276,6 +1534,8 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
   }
   if (retries_ == 0) first_retransmit_ = now;
   ++retries_;
+  // A timeout inside a recovery episode keeps the episode's undo state (Linux tcp_enter_loss).
+  if (!(in_recovery_ || rto_recovery_) || !undo_valid_) InitUndo();
   // RFC 5681 (3.1) eq. 4 and RFC 6298 (5.4)-(5.6): collapse the window, back off, go back N.
   if (!in_recovery_ || retries_ == 1) {
     ssthresh_ = std::max<uint32_t>(static_cast<uint32_t>(FlightSize()) / 2, 2u * snd_mss_);
@@ -1286,9 +1546,20 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
   dupacks_ = 0;
   rtt_timing_ = false;
   rtt_.Backoff();
-  snd_nxt_ = snd_una_;
-  // The SACK scoreboard is kept, as Linux keeps it (tcp_enter_loss): resending after the
-  // timeout skips what the receiver already holds.
+  recover_ = snd_max_;
+  rto_recovery_ = true;
+  const bool fin_out = fin_queued_ && snd_max_ > data_end();
+  if (sack_ok_ && (!tx_.empty() || fin_out)) {
+    // As Linux's tcp_enter_loss: every segment not SACKed is marked lost and recovery resends
+    // them in order as the window allows, skipping what the receiver already holds (the SACK
+    // scoreboard is kept across the timeout), instead of going back N over the whole flight.
+    for (uint32_t id = tx_.first_id(); id != tx_.end_id(); ++id) tx_.MarkLost(id);
+    in_recovery_ = true;
+    fin_rexmit_pending_ = fin_out;
+    reo_deadline_ = Instant::Never();
+  } else {
+    snd_nxt_ = snd_una_;
+  }
   rto_kind_ = RtoKind::kRetransmit;
   rto_deadline_ = now + rtt_.rto();
   if (options.user_timeout != Duration::Zero()) {

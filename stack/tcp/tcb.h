@@ -3,6 +3,8 @@
 // Read first: RFC 9293 (the protocol), RFC 5961 (blind-attack defences), RFC 7323 (window
 // scale, timestamps, PAWS), RFC 6298 (the retransmission timer), RFC 5681 and RFC 6582
 // (congestion control, NewReno), RFC 2018 and RFC 6675 (SACK and SACK-based recovery),
+// RFC 8985 (RACK time-based loss detection), RFC 2883 and RFC 3522 (D-SACK and Eifel: detecting
+// spurious retransmissions and undoing their window reduction),
 // RFC 1122 (delayed ACK, keepalive, zero-window probes), RFC 6528 (initial sequence numbers).
 //
 // A Tcb never touches a device or a clock. It is driven by its host (Stack::Impl) through
@@ -27,6 +29,7 @@
 #include "stack/tcp/byte_queue.h"
 #include "stack/tcp/recv_buffer.h"
 #include "stack/tcp/rtt.h"
+#include "stack/tcp/tx_records.h"
 #include "stack/wire/tcp.h"
 
 namespace shake {
@@ -165,6 +168,18 @@ class Tcb {
   void UpdateSackScoreboard(const wire::TcpOptions& o);
   void EnterRecovery(Instant now);
 
+  // Loss detection and undo (SACK connections keep a record per segment in tx_).
+  void NoteSent(Instant now, SeqNum s, size_t n);
+  void MarkSackedRecords(Instant now, const wire::TcpOptions& o, uint8_t first);
+  void RackDelivered(Instant now, const TxRecords::Record& r);
+  void RackDetectLoss(Instant now);
+  Duration RackReoWnd() const;
+  void ProcessDsack(const wire::SackBlock& b);
+  void InitUndo();
+  bool PacketDelayed(const wire::TcpHeader& h) const;
+  void Undo();
+  bool RetransmitRecord(Instant now, uint32_t id, FrameSink& out);
+
   // Output helpers.
   bool SendSegment(Instant now, uint8_t flags, SeqNum seq, size_t len, bool retransmit,
                    FrameSink& out);
@@ -243,6 +258,43 @@ class Tcb {
   };
   std::array<Sacked, 16> scoreboard_{};
   size_t scoreboard_len_ = 0;
+
+  // Per-segment transmit records (SACK connections only): RACK and the pipe estimate.
+  TxRecords tx_;
+  // RACK state (RFC 8985 6.1): the most recently sent segment known delivered.
+  struct Rack {
+    bool valid = false;
+    Instant xmit_ts;
+    SeqNum end_seq;
+    Duration rtt;
+    bool fack_valid = false;
+    SeqNum fack;                 // highest end of a delivered, never-retransmitted segment
+    bool prior_fack_valid = false;
+    SeqNum prior_fack;           // fack before the ACK being processed
+    bool reordering_seen = false;
+    int reo_wnd_mult = 1;        // RFC 8985 6.2 step 4
+    int reo_wnd_persist = 16;
+    bool dsack_round_active = false;
+    SeqNum dsack_round;
+  };
+  Rack rack_;
+  bool has_min_rtt_ = false;
+  Duration min_rtt_;
+  Instant reo_deadline_ = Instant::Never();  // RACK reordering timer (RFC 8985 6.3)
+  bool rto_recovery_ = false;        // recovering after a timeout (Linux's TCP_CA_Loss)
+  bool fin_rexmit_pending_ = false;  // the timeout also owes the peer our FIN
+  // Reordering degree in segments (Linux tp->reordering): the duplicate-ACK threshold for
+  // connections without SACK, raised when a recovery proves spurious; at most kMaxReordering.
+  int reordering_ = 3;
+  int max_dupacks_ = 0;
+  // Undo of a spurious recovery (RFC 2883 with Linux's undo_retrans counting; RFC 3522).
+  bool undo_valid_ = false;
+  SeqNum undo_marker_;
+  int undo_retrans_ = -1;
+  uint32_t prior_cwnd_ = 0;
+  uint32_t prior_ssthresh_ = 0;
+  bool retrans_stamp_set_ = false;
+  uint32_t retrans_stamp_ = 0;       // TSval of the episode's first retransmission
 
   // RTT (RFC 6298) with Karn's rule; timed by timestamps when negotiated.
   RttEstimator rtt_;
