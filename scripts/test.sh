@@ -9,7 +9,9 @@ build=${BUILD_DIR:-build}
 rm -rf "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$build" -j"$(nproc)"
-ctest --test-dir "$build" --output-on-failure -j"$(nproc)"
+# A failing test ends the script here (pipefail); the fuzzing pass runs only after a green ctest.
+ctest --test-dir "$build" --output-on-failure -j"$(nproc)" 2>&1 | tee "$build/ctest.log"
+summary=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$build/ctest.log" | tail -1)
 
 # libFuzzer targets, built with clang, each run for FUZZ_SECONDS.
 fuzz_seconds=${FUZZ_SECONDS:-60}
@@ -22,4 +24,11 @@ if [ "$fuzz_seconds" != 0 ]; then
   mkdir -p "$fbuild/corpus"
   "$fbuild/tests/stack/fuzz/fuzz_stack" -max_total_time="$fuzz_seconds" -print_final_stats=1 \
     "$fbuild/corpus" tests/stack/fuzz/corpus
+fi
+
+# The closing line: ctest's counts, after the fuzzing pass's output.
+if [[ $summary =~ ([0-9]+)\ tests\ failed\ out\ of\ ([0-9]+) ]]; then
+  failed=${BASH_REMATCH[1]}
+  total=${BASH_REMATCH[2]}
+  echo "ctest: $((total - failed)) passed, $failed failed"
 fi
