@@ -676,6 +676,7 @@ void Tcb::EnterRecovery(Instant now) {
   rtt_timing_ = false;
   if (sack_ok_) {
     cwnd_ = ssthresh_;
+    force_rexmit_ = true;
   } else {
     cwnd_ = ssthresh_ + 3u * snd_mss_;
     // Retransmit the first unacknowledged segment now.
@@ -1229,7 +1230,10 @@ bool Tcb::SendSackRecovery(Instant now, FrameSink& out) {
   for (int guard = 0; guard < 1024; ++guard) {
     const int64_t pipe = static_cast<int64_t>(FlightSize()) - tx_.sacked_bytes() -
                          tx_.lost_bytes() + tx_.retrans_bytes();
-    if (pipe >= static_cast<int64_t>(cwnd_)) break;
+    // RFC 6675 (5) step 4.3: entering recovery retransmits the first lost segment whatever
+    // pipe says; afterwards pipe rules.
+    if (pipe >= static_cast<int64_t>(cwnd_) && !(force_rexmit_ && tx_.lost_bytes() != 0)) break;
+    force_rexmit_ = false;
     // NextSeg (1): the lowest lost segment not yet retransmitted.
     if (const uint32_t id = tx_.NextLost(); id != TxRecords::kNil) {
       if (!RetransmitRecord(now, id, out)) break;

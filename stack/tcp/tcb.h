@@ -281,6 +281,7 @@ class Tcb {
   bool has_min_rtt_ = false;
   Duration min_rtt_;
   Instant reo_deadline_ = Instant::Never();  // RACK reordering timer (RFC 8985 6.3)
+  bool force_rexmit_ = false;        // recovery just began: its first retransmission is due
   bool rto_recovery_ = false;        // recovering after a timeout (Linux's TCP_CA_Loss)
   bool fin_rexmit_pending_ = false;  // the timeout also owes the peer our FIN
   // Reordering degree in segments (Linux tp->reordering): the duplicate-ACK threshold for

@@ -294,5 +294,86 @@ TEST_F(TcpDataTest, ReceiveWindowShrinksAsBufferFillsAndReopens) {
   EXPECT_GT(out[0].window, 60000);
 }
 
+// ---- Loss recovery under reordering: RACK (RFC 8985) and undo (RFC 2883) -----------------
+
+TEST_F(TcpDataTest, RackWaitsOutTheReorderingWindowBeforeRetransmitting) {
+  Send(5000);
+  ASSERT_EQ(h_.Flush().size(), 5u);
+  h_.Advance(Duration::Millis(10));
+  // Segment 1 is acknowledged and segment 3 SACKed: segment 2 may only be late.
+  Seg s = Peer(f::kAck, 1, 1001);
+  s.options.sack_count = 1;
+  s.options.sack[0] = {iss_ + 2001, iss_ + 3001};
+  EXPECT_TRUE(h_.Deliver(s).empty()) << "one SACK above a hole is not a loss yet";
+  // RACK's timer (an RTT plus the reordering window after segment 2 was sent) resends it,
+  // long before the 200 ms retransmission timeout.
+  auto out = h_.Advance(Duration::Millis(20));
+  ASSERT_GE(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 1001u);
+  EXPECT_EQ(out[0].payload.size(), 1000u);
+  EXPECT_EQ(h_.stack().counters().tcp_rto_expirations, 0u);
+}
+
+TEST_F(TcpDataTest, LateOriginalThenDsackUndoesTheWindowReduction) {
+  Send(5000);
+  ASSERT_EQ(h_.Flush().size(), 5u);
+  h_.Advance(Duration::Millis(10));
+  const auto before = h_.stack().Info(conn_);
+  ASSERT_TRUE(before.ok());
+  auto sack = [&](uint32_t right) {
+    Seg s = Peer(f::kAck, 1, 1001);
+    s.options.sack_count = 1;
+    s.options.sack[0] = {iss_ + 2001, iss_ + right};
+    return h_.Deliver(s);
+  };
+  sack(3001);
+  sack(4001);
+  auto out = sack(5001);
+  ASSERT_GE(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 1001u) << "fast retransmit";
+  const auto during = h_.stack().Info(conn_);
+  ASSERT_TRUE(during.ok());
+  EXPECT_LT((*during).cwnd, (*before).cwnd);
+  // The original segment 2 was only delayed: everything is acknowledged, then the
+  // retransmission arrives as a duplicate and the receiver reports it with a D-SACK.
+  h_.Advance(Duration::Millis(1));
+  h_.Deliver(Peer(f::kAck, 1, 5001));
+  Seg d = Peer(f::kAck, 1, 5001);
+  d.options.sack_count = 1;
+  d.options.sack[0] = {iss_ + 1001, iss_ + 2001};
+  h_.Deliver(d);
+  const auto after = h_.stack().Info(conn_);
+  ASSERT_TRUE(after.ok());
+  EXPECT_GE((*after).cwnd, (*before).cwnd) << "the spurious reduction is undone";
+  EXPECT_GE((*after).ssthresh, (*before).cwnd);
+}
+
+TEST_F(TcpDataTest, RetransmissionsAfterTimeoutSkipSackedSegments) {
+  Send(5000);
+  ASSERT_EQ(h_.Flush().size(), 5u);
+  h_.Advance(Duration::Millis(10));
+  // Segments 2 and 4 arrived; nothing more is heard.
+  Seg s = Peer(f::kAck, 1, 1);
+  s.options.sack_count = 2;
+  s.options.sack[0] = {iss_ + 3001, iss_ + 4001};
+  s.options.sack[1] = {iss_ + 1001, iss_ + 2001};
+  h_.Deliver(s);
+  std::vector<Seg> all;
+  for (int i = 0; i < 20; ++i) {
+    auto out = h_.Advance(Duration::Millis(100));
+    all.insert(all.end(), out.begin(), out.end());
+  }
+  bool resent1 = false, resent3 = false;
+  for (const Seg& o : all) {
+    if (o.payload.empty()) continue;
+    EXPECT_NE(Off(o.seq), 1001u) << "SACKed segment 2 resent";
+    EXPECT_NE(Off(o.seq), 3001u) << "SACKed segment 4 resent";
+    resent1 = resent1 || Off(o.seq) == 1u;
+    resent3 = resent3 || Off(o.seq) == 2001u;
+  }
+  EXPECT_TRUE(resent1);
+  EXPECT_TRUE(resent3);
+}
+
 }  // namespace
 }  // namespace shake::testing
