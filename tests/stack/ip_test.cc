@@ -67,6 +67,17 @@ class IcmpErrorTest : public ::testing::Test {
     return IcmpPacket(m);
   }
   TcpState State() { return h_.stack().Info(conn_).value().state; }
+  // The peer's SYN-ACK completes the handshake.
+  void Establish() {
+    Seg sa;
+    sa.src_port = 80;
+    sa.dst_port = syn_.src_port;
+    sa.flags = f::kSyn | f::kAck;
+    sa.seq = SeqNum(5000);
+    sa.ack = syn_.seq + 1;
+    sa.options.mss = 1460;
+    h_.Deliver(sa);
+  }
 
   TcpHarness h_;
   SocketId conn_ = kNoSocket;
@@ -96,28 +107,14 @@ TEST_F(IcmpErrorTest, HostUnreachableIsSoftAndReportedAtTimeout) {
 }
 
 TEST_F(IcmpErrorTest, ErrorsNeverResetAnEstablishedConnection) {
-  Seg sa;
-  sa.src_port = 80;
-  sa.dst_port = syn_.src_port;
-  sa.flags = f::kSyn | f::kAck;
-  sa.seq = SeqNum(5000);
-  sa.ack = syn_.seq + 1;
-  sa.options.mss = 1460;
-  h_.Deliver(sa);
+  Establish();
   ASSERT_EQ(State(), TcpState::kEstablished);
   h_.DeliverFrame(ErrorFor(wire::kIcmpDestUnreachable, wire::kIcmpPortUnreachable, syn_.seq + 1));
   EXPECT_EQ(State(), TcpState::kEstablished);
 }
 
 TEST_F(IcmpErrorTest, FragmentationNeededLowersTheMss) {
-  Seg sa;
-  sa.src_port = 80;
-  sa.dst_port = syn_.src_port;
-  sa.flags = f::kSyn | f::kAck;
-  sa.seq = SeqNum(5000);
-  sa.ack = syn_.seq + 1;
-  sa.options.mss = 1460;
-  h_.Deliver(sa);
+  Establish();
   std::vector<std::byte> data(3000, std::byte{1});
   ASSERT_TRUE(h_.stack().Send(conn_, data).ok());
   auto out = h_.Flush();

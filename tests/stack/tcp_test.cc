@@ -33,6 +33,15 @@ class TcpTest : public ::testing::Test {
     return *s;
   }
 
+  // The peer's SYN to the listener, with an MSS option when `mss` is non-zero.
+  Seg Syn(uint16_t mss = 0) const {
+    Seg s;
+    s.flags = f::kSyn;
+    s.seq = peer_isn_;
+    if (mss != 0) s.options.mss = mss;
+    return s;
+  }
+
   // The peer's segments carry timestamps when the handshake negotiated them.
   Seg PeerSeg(uint8_t flags, uint32_t seq_off, uint32_t ack_off, std::string_view data = {}) {
     Seg s;
@@ -51,9 +60,7 @@ class TcpTest : public ::testing::Test {
   void PassiveOpen(bool options = true) {
     listener_ = Listen();
     with_ts_ = options;
-    Seg syn;
-    syn.flags = f::kSyn;
-    syn.seq = peer_isn_;
+    Seg syn = Syn();
     syn.window = 65535;
     if (options) syn.options = SynOptions(peer_ts_);
     auto out = h_.Deliver(syn);
@@ -143,9 +150,7 @@ class TcpTest : public ::testing::Test {
 
 TEST_F(TcpTest, PassiveOpenNegotiatesOptions) {
   listener_ = Listen();
-  Seg syn;
-  syn.flags = f::kSyn;
-  syn.seq = peer_isn_;
+  Seg syn = Syn();
   syn.options = SynOptions(100);
   auto out = h_.Deliver(syn);
   ASSERT_EQ(out.size(), 1u);
@@ -207,9 +212,7 @@ TEST_F(TcpTest, ActiveOpenSendsOptionsAndAcksSynAck) {
 
 TEST_F(TcpTest, SynAckEchoesOnlyOfferedOptions) {
   listener_ = Listen();
-  Seg syn;
-  syn.flags = f::kSyn;
-  syn.seq = peer_isn_;
+  Seg syn = Syn();
   syn.options.mss = 1000;
   auto out = h_.Deliver(syn);
   ASSERT_EQ(out.size(), 1u);
@@ -267,9 +270,7 @@ TEST_F(TcpTest, ConnectToClosedPortIsRefused) {
 }
 
 TEST_F(TcpTest, SynToClosedPortGetsRstAck) {
-  Seg syn;
-  syn.flags = f::kSyn;
-  syn.seq = peer_isn_;
+  Seg syn = Syn();
   syn.dst_port = 9;
   auto out = h_.Deliver(syn);
   ASSERT_EQ(out.size(), 1u);
@@ -340,10 +341,7 @@ TEST_F(TcpTest, LostSynRecoveredByRetransmission) {
 
 TEST_F(TcpTest, LostSynAckRecoveredByRetransmission) {
   listener_ = Listen();
-  Seg syn;
-  syn.flags = f::kSyn;
-  syn.seq = peer_isn_;
-  syn.options.mss = 1460;
+  Seg syn = Syn(1460);
   auto out = h_.Deliver(syn);
   ASSERT_EQ(out.size(), 1u);
   iss_ = out[0].seq;
@@ -358,9 +356,7 @@ TEST_F(TcpTest, LostSynAckRecoveredByRetransmission) {
 
 TEST_F(TcpTest, RetransmittedSynGetsSynAckAgain) {
   listener_ = Listen();
-  Seg syn;
-  syn.flags = f::kSyn;
-  syn.seq = peer_isn_;
+  Seg syn = Syn();
   auto out = h_.Deliver(syn);
   ASSERT_EQ(out.size(), 1u);
   iss_ = out[0].seq;
@@ -370,10 +366,7 @@ TEST_F(TcpTest, RetransmittedSynGetsSynAckAgain) {
 
 TEST_F(TcpTest, LostFinalAckRecoveredBySynAckRetransmission) {
   listener_ = Listen();
-  Seg syn;
-  syn.flags = f::kSyn;
-  syn.seq = peer_isn_;
-  syn.options.mss = 1460;
+  Seg syn = Syn(1460);
   auto out = h_.Deliver(syn);
   iss_ = out[0].seq;
   // The peer's final ACK is lost; the server retransmits its SYN-ACK and the peer ACKs again.
@@ -384,10 +377,7 @@ TEST_F(TcpTest, LostFinalAckRecoveredBySynAckRetransmission) {
 
 TEST_F(TcpTest, LostFinalAckRecoveredByFirstDataSegment) {
   listener_ = Listen();
-  Seg syn;
-  syn.flags = f::kSyn;
-  syn.seq = peer_isn_;
-  syn.options.mss = 1460;
+  Seg syn = Syn(1460);
   auto out = h_.Deliver(syn);
   iss_ = out[0].seq;
   // The first data segment carries the ACK that completes the handshake.
@@ -405,9 +395,7 @@ TEST_F(TcpTest, StaleSynLeavesNoHalfOpenConnection) {
   // has no such connection, answers with RST (RFC 9293 3.5 figure 9), and the embryonic
   // connection is dropped: nothing half-open remains.
   listener_ = Listen();
-  Seg syn;
-  syn.flags = f::kSyn;
-  syn.seq = peer_isn_;
+  Seg syn = Syn();
   auto out = h_.Deliver(syn);
   ASSERT_EQ(out.size(), 1u);
   iss_ = out[0].seq;
@@ -734,9 +722,7 @@ TEST_F(TcpTest, SynInEstablishedGetsChallengeAck) {
 
 TEST_F(TcpTest, RstInSynReceivedReturnsToListen) {
   listener_ = Listen();
-  Seg syn;
-  syn.flags = f::kSyn;
-  syn.seq = peer_isn_;
+  Seg syn = Syn();
   auto out = h_.Deliver(syn);
   iss_ = out[0].seq;
   Seg rst;
