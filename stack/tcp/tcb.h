@@ -13,6 +13,8 @@
 //   Output          - send whatever the state allows: SYN, data, FIN, pending ACKs
 //   OnTimer         - retransmission, persist, delayed ACK, keepalive, TIME-WAIT, FIN-WAIT-2
 // and reports back through TcpHost: segments to put on the wire, state changes and readiness.
+// tcb.cc holds the arriving half and the application calls; tcb_send.cc the sending half (loss
+// detection, output, timers).
 // Where behaviour follows Linux rather than the RFC text, the code says so.
 #pragma once
 

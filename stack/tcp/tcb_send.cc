@@ -1,0 +1,803 @@
+// The sending half of Tcb: loss detection and undo, segment output, and the timers.
+// The arriving half (RFC 9293 3.10.7) is in tcb.cc.
+#include "stack/tcp/tcb.h"
+#include "stack/tcp/tcb_internal.h"
+
+#include <algorithm>
+#include <cerrno>
+
+namespace shake {
+
+using wire::TcpHeader;
+namespace flag = wire::tcpflag;
+
+using namespace tcb_internal;
+
+// ---- Loss detection (RACK, RFC 8985) and undo (RFC 2883, RFC 3522) -------------------------
+
+void Tcb::NoteSent(Instant now, SeqNum s, size_t n) {
+  if (!sack_ok_ || n == 0) return;
+  const SeqNum e = s + static_cast<uint32_t>(n);
+  SeqNum fresh = s;  // where data never recorded before starts
+  if (!tx_.empty()) {
+    // Resent data (go-back-N after an ICMP MTU drop): the records it covers were sent again.
+    for (uint32_t id = tx_.Find(s); id != tx_.end_id() && tx_.at(id).start < e; ++id) {
+      tx_.MarkRetransmitted(id, now);
+    }
+    fresh = SeqMax(s, tx_.end_seq());
+  }
+  if (fresh < e) tx_.Append(fresh, e, now);
+}
+
+void Tcb::MarkSackedRecords(Instant now, const wire::TcpOptions& o, uint8_t first) {
+  for (uint8_t i = first; i < o.sack_count; ++i) {
+    const SeqNum l = o.sack[i].left;
+    const SeqNum r = o.sack[i].right;
+    if (!(l < r) || r > snd_max_ || (r - l) > static_cast<int32_t>(0x40000000)) continue;
+    for (uint32_t id = tx_.Find(l); id != tx_.end_id(); ++id) {
+      const TxRecords::Record& rec = tx_.at(id);
+      if (!(rec.start < r)) break;
+      if (rec.start < l || rec.end > r || (rec.flags & TxRecords::kSacked) != 0) continue;
+      RackDelivered(now, rec);
+      tx_.MarkSacked(id);
+    }
+  }
+}
+
+void Tcb::RackDelivered(Instant now, const TxRecords::Record& r) {
+  // RFC 8985 6.2 step 2 (as Linux's tcp_rack_advance): a retransmitted segment acknowledged
+  // sooner than the minimum RTT was probably delivered by its original transmission; its
+  // ambiguous time does not advance RACK.
+  const Duration rtt = now - r.xmit;
+  const bool ever_retrans = (r.flags & TxRecords::kEverRetrans) != 0;
+  if (ever_retrans && has_min_rtt_ && rtt < min_rtt_) return;
+  if (!ever_retrans && (!has_min_rtt_ || rtt < min_rtt_)) {
+    has_min_rtt_ = true;
+    min_rtt_ = rtt;
+  }
+  rack_.rtt = rtt;
+  if (!rack_.valid || r.xmit > rack_.xmit_ts ||
+      (r.xmit == rack_.xmit_ts && r.end > rack_.end_seq)) {
+    rack_.valid = true;
+    rack_.xmit_ts = r.xmit;
+    rack_.end_seq = r.end;
+  }
+  // Step 3: a never-retransmitted segment delivered below the highest delivered one was
+  // reordered. Linux also measures how far (tcp_check_sack_reordering) into tp->reordering.
+  if (ever_retrans) return;
+  if (rack_.prior_fack_valid && r.end < rack_.prior_fack) {
+    rack_.reordering_seen = true;
+    const int degree = static_cast<int>((rack_.prior_fack - r.start) / snd_mss_) + 1;
+    reordering_ = std::min(kMaxReordering, std::max(reordering_, degree));
+  }
+  if (!rack_.fack_valid || r.end > rack_.fack) {
+    rack_.fack_valid = true;
+    rack_.fack = r.end;
+  }
+}
+
+Duration Tcb::RackReoWnd() const {
+  // RFC 8985 6.2 step 4, in Linux's form (tcp_rack_reo_wnd): until reordering has been seen,
+  // no window during recovery or once DupThresh segments are SACKed (RFC 6675's rule);
+  // otherwise min_RTT/4 per step, widened by D-SACKs, never beyond SRTT.
+  if (!rack_.reordering_seen) {
+    if (in_recovery_) return Duration::Zero();
+    if (tx_.sacked_segments() >= static_cast<uint32_t>(reordering_)) return Duration::Zero();
+  }
+  const Duration base = (has_min_rtt_ ? min_rtt_ : rtt_.srtt()) / 4 * rack_.reo_wnd_mult;
+  const Duration wnd = rtt_.has_sample() ? Min(base, rtt_.srtt()) : base;
+  // Never under a millisecond: Linux's RACK timer cannot fire sooner (TCP_TIMEOUT_MIN, in
+  // jiffies), and an RTT measured as near zero must not turn every SACK into a loss.
+  return Max(wnd, kMinReoWnd);
+}
+
+void Tcb::RackDetectLoss(Instant now) {
+  // RFC 8985 6.2 step 5. The records in flight are kept in transmit order, so the scan stops at
+  // the first one sent after the RACK segment or not yet overdue; that one arms the timer.
+  reo_deadline_ = Instant::Never();
+  if (!rack_.valid) return;
+  const Duration reo_wnd = RackReoWnd();
+  uint32_t id = tx_.oldest();
+  while (id != TxRecords::kNil) {
+    const TxRecords::Record& r = tx_.at(id);
+    const uint32_t next = r.next;
+    const bool sent_before = rack_.xmit_ts > r.xmit ||
+                             (rack_.xmit_ts == r.xmit && rack_.end_seq > r.end);
+    if (!sent_before) break;
+    const Instant deadline = r.xmit + rack_.rtt + reo_wnd;
+    if (deadline > now) {
+      reo_deadline_ = deadline;
+      break;
+    }
+    tx_.MarkLost(id);
+    id = next;
+  }
+}
+
+void Tcb::ProcessDsack(const wire::SackBlock& b) {
+  // RFC 8985 6.2 step 4: a D-SACK widens the reordering window, once per round trip.
+  if (!rack_.dsack_round_active) {
+    rack_.dsack_round_active = true;
+    rack_.dsack_round = snd_max_;
+    rack_.reo_wnd_mult = std::min(rack_.reo_wnd_mult + 1, kMaxReoWndMult);
+    rack_.reo_wnd_persist = 16;
+  }
+  rack_.reordering_seen = true;
+  // RFC 2883 section 4.2 / Linux tcp_check_dsack: each duplicate of one of this episode's
+  // retransmissions takes one off the count; at zero every retransmission was unnecessary.
+  if (!undo_valid_ || undo_retrans_ <= 0 || !(b.right > undo_marker_)) return;
+  bool retransmitted = true;  // below SND.UNA the record is gone: Linux's "dumb counting"
+  if (b.left >= snd_una_) {
+    const uint32_t id = tx_.Find(b.left);
+    retransmitted = id != tx_.end_id() && (tx_.at(id).flags & TxRecords::kEverRetrans) != 0;
+  }
+  if (!retransmitted) return;
+  const int segs = std::max(1, static_cast<int>((static_cast<uint32_t>(b.right - b.left) +
+                                                 snd_mss_ - 1u) / snd_mss_));
+  undo_retrans_ = std::max(0, undo_retrans_ - segs);
+  // Outside recovery the undo happens now (Linux tcp_try_undo_dsack); inside, when it ends.
+  if (undo_retrans_ == 0 && !in_recovery_ && !rto_recovery_) Undo();
+}
+
+void Tcb::InitUndo() {
+  // Linux tcp_init_undo: remember the window to restore if the episode proves spurious.
+  undo_valid_ = true;
+  undo_marker_ = snd_una_;
+  undo_retrans_ = -1;
+  retrans_stamp_set_ = false;
+  prior_cwnd_ = cwnd_;
+  prior_ssthresh_ = std::max(ssthresh_, cwnd_ / 2 + cwnd_ / 4);  // tcp_current_ssthresh
+  max_dupacks_ = dupacks_;
+}
+
+bool Tcb::PacketDelayed(const TcpHeader& h) const {
+  // RFC 3522 section 2 (Linux tcp_packet_delayed): the echoed timestamp predates the first
+  // retransmission.
+  return ts_ok_ && retrans_stamp_set_ && h.options.timestamp && h.options.timestamp->ecr != 0 &&
+         static_cast<int32_t>(h.options.timestamp->ecr - retrans_stamp_) < 0;
+}
+
+void Tcb::Undo() {
+  // Linux tcp_undo_cwnd_reduction: restore the window and slow-start threshold.
+  undo_valid_ = false;
+  cwnd_ = std::max(cwnd_, prior_cwnd_);
+  ssthresh_ = std::max(ssthresh_, prior_ssthresh_);
+  rack_.reordering_seen = true;
+  if (!sack_ok_) {
+    // Without SACK the only measure of reordering is the duplicate ACKs it caused (Linux
+    // tcp_update_reordering from the undo path).
+    reordering_ = std::min(kMaxReordering, std::max(reordering_, max_dupacks_ + 1));
+  }
+  if (in_recovery_ || rto_recovery_) {
+    in_recovery_ = false;
+    rto_recovery_ = false;
+    fin_rexmit_pending_ = false;
+    dupacks_ = 0;
+    if (sack_ok_) tx_.UnmarkLost();  // RACK marks again whatever is really missing
+    if (snd_nxt_ < snd_max_) snd_nxt_ = snd_max_;  // stop going back N
+  }
+}
+
+void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, FrameSink& out) {
+  const bool can_receive = state_ == TcpState::kEstablished ||
+                           state_ == TcpState::kFinWait1 || state_ == TcpState::kFinWait2;
+  if (!payload.empty() && can_receive) {
+    const SeqNum end = h.seq + static_cast<uint32_t>(payload.size());
+    if (read_shut_ && orphan() && end > recv_.rcv_nxt()) {
+      // RFC 1122 4.2.2.13 and Linux: data for a socket the application closed draws a reset.
+      Abort(now, &out, 0);
+      return;
+    }
+    const size_t space = recv_capacity() > recv_.readable() ? recv_capacity() - recv_.readable() : 0;
+    const bool had_hole = recv_.has_out_of_order();
+    const auto got = recv_.Insert(h.seq, payload, space);
+    if (got.in_order != 0) {
+      ++unacked_segments_;
+      last_data_received_ = now;
+      if (payload.size() > rcv_mss_) {
+        rcv_mss_ = static_cast<uint16_t>(std::min<size_t>(payload.size(), 65535));
+      }
+      host_.ReadinessChanged(*this);
+      // Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2): at least every second full segment;
+      // at once in Linux's quick-ack phase (unless the exchange is interactive), when a hole
+      // is filled, or with TCP_QUICKACK. A FIN riding on data makes the exchange interactive.
+      if (h.has(flag::kFin)) pingpong_ = true;
+      const bool quick = quickacks_ > 0 && !pingpong_;
+      if (unacked_segments_ >= 2 || quick || had_hole || options.quick_ack || got.out_of_order) {
+        ack_now_ = true;
+        if (quick) --quickacks_;
+      } else if (delack_deadline_.is_never()) {
+        delack_deadline_ = now + host_.tcp_config().delayed_ack;
+      }
+    }
+    if (got.out_of_order || got.duplicate) {
+      // RFC 5681 4.2: out-of-order data is acknowledged at once (with SACK blocks).
+      host_.counters().tcp_ooo_segments_in += got.out_of_order ? 1 : 0;
+      ack_now_ = true;
+    }
+    if (got.duplicate && sack_ok_ && h.seq < recv_.rcv_nxt()) {
+      // RFC 2883: report the duplicate below RCV.NXT in a D-SACK block.
+      dsack_pending_ = true;
+      dsack_ = {h.seq, SeqMin(end, recv_.rcv_nxt())};
+    }
+  }
+  if (h.has(flag::kFin) && (state_ == TcpState::kEstablished || state_ == TcpState::kFinWait1 ||
+                            state_ == TcpState::kFinWait2 || state_ == TcpState::kSynReceived)) {
+    const SeqNum fin_seq = h.seq + static_cast<uint32_t>(payload.size());
+    if (fin_seq == recv_.rcv_nxt()) {
+      ProcessFin(now, !payload.empty());
+    } else if (fin_seq > recv_.rcv_nxt()) {
+      ooo_fin_ = true;
+      ooo_fin_seq_ = fin_seq;
+      ack_now_ = true;
+    }
+  }
+  // A FIN that arrived beyond a hole takes effect once the hole is filled.
+  if (ooo_fin_ && !fin_received_ && ooo_fin_seq_ == recv_.rcv_nxt()) ProcessFin(now, false);
+}
+
+void Tcb::ProcessFin(Instant now, bool with_data) {
+  // RFC 9293 3.10.7.4, eighth: advance RCV.NXT over the FIN and acknowledge it. Linux
+  // acknowledges a bare FIN at once and one that came with data after the delayed-ACK time.
+  recv_.Reset(recv_.rcv_nxt() + 1);
+  fin_received_ = true;
+  ooo_fin_ = false;
+  if (!with_data || ack_now_) {
+    ack_now_ = true;
+    delack_deadline_ = Instant::Never();
+  } else if (delack_deadline_.is_never()) {
+    delack_deadline_ = now + host_.tcp_config().delayed_ack;
+  }
+  switch (state_) {
+    case TcpState::kSynReceived:
+    case TcpState::kEstablished:
+      SetState(now, TcpState::kCloseWait);
+      break;
+    case TcpState::kFinWait1:
+      if (fin_acked()) {
+        EnterTimeWait(now);
+      } else {
+        SetState(now, TcpState::kClosing);
+      }
+      break;
+    case TcpState::kFinWait2:
+      EnterTimeWait(now);
+      break;
+    default:
+      break;
+  }
+  host_.ReadinessChanged(*this);
+}
+
+void Tcb::EnterTimeWait(Instant now) {
+  rto_kind_ = RtoKind::kNone;
+  rto_deadline_ = Instant::Never();
+  keepalive_deadline_ = Instant::Never();
+  delack_deadline_ = Instant::Never();
+  state_deadline_ = now + host_.tcp_config().time_wait;
+  send_q_.Clear();
+  SetState(now, TcpState::kTimeWait);
+}
+
+bool Tcb::TimeWaitAcceptsSyn(const TcpHeader& h) const {
+  // Linux tcp_timewait_state_process: a SYN whose sequence number is above RCV.NXT, or whose
+  // timestamp is newer than the last one seen, may start a new incarnation.
+  if (ts_ok_ && h.options.timestamp) {
+    return static_cast<int32_t>(h.options.timestamp->val - ts_recent_) > 0;
+  }
+  return h.seq > recv_.rcv_nxt();
+}
+
+// ---- Output -------------------------------------------------------------------------------
+
+uint16_t Tcb::AdvertisedWindow(bool syn) {
+  const size_t cap = recv_capacity();
+  const size_t free_space = cap > recv_.readable() ? cap - recv_.readable() : 0;
+  const SeqNum rcv_nxt = recv_.rcv_nxt();
+  if (syn) {
+    // RFC 7323 2.2: the window in a SYN or SYN-ACK is never scaled.
+    const auto field = static_cast<uint16_t>(std::min<size_t>(free_space, 65535));
+    if (rcv_nxt + field > rcv_adv_) rcv_adv_ = rcv_nxt + field;
+    return field;
+  }
+  size_t wnd = std::min<size_t>(free_space, size_t{65535} << rcv_wscale_);
+  // Never shrink the window we already offered (RFC 9293 3.8.6.2.2).
+  const size_t offered = rcv_adv_ > rcv_nxt ? static_cast<size_t>(rcv_adv_ - rcv_nxt) : 0;
+  if (wnd < offered) {
+    wnd = offered;
+  } else if (wnd - offered < std::min<size_t>(cap / 2, rcv_mss_) && offered != 0) {
+    wnd = offered;  // receiver SWS avoidance: do not announce a small increase
+  }
+  auto field = static_cast<uint16_t>(std::min<size_t>(wnd >> rcv_wscale_, 65535));
+  const SeqNum edge = rcv_nxt + (static_cast<uint32_t>(field) << rcv_wscale_);
+  if (edge > rcv_adv_) rcv_adv_ = edge;
+  return field;
+}
+
+wire::TcpOptions Tcb::OptionsFor(Instant now, uint8_t flags) {
+  wire::TcpOptions o;
+  const bool syn = (flags & flag::kSyn) != 0;
+  if (syn) {
+    const bool syn_ack = (flags & flag::kAck) != 0;
+    o.mss = options.max_segment != 0 ? std::min(local_mss, options.max_segment) : local_mss;
+    // A SYN offers what we want; a SYN-ACK echoes only what the peer offered (RFC 7323, 2018).
+    if (syn_ack ? ws_ok_ : want_ws_) o.window_scale = rcv_wscale_;
+    o.sack_permitted = syn_ack ? sack_ok_ : want_sack_;
+    if (syn_ack ? ts_ok_ : want_ts_) {
+      o.timestamp = wire::TcpTimestamp{host_.TimestampClock(now) + ts_offset_,
+                                       syn_ack ? ts_recent_ : 0};
+    }
+    return o;
+  }
+  if (ts_ok_) o.timestamp = wire::TcpTimestamp{host_.TimestampClock(now) + ts_offset_, ts_recent_};
+  if (!sack_ok_ || (flags & flag::kRst) != 0) return o;
+  const size_t room = ts_ok_ ? 3 : 4;
+  size_t n = 0;
+  if (dsack_pending_) {
+    // RFC 2883: the duplicate range goes first.
+    o.sack[n++] = dsack_;
+    dsack_pending_ = false;
+  }
+  n += recv_.SackBlocks(std::span(o.sack).subspan(n, room - n));
+  if (ooo_fin_ && !fin_received_) {
+    // A FIN held beyond a hole is SACKed with the data next to it, as Linux does.
+    bool merged = false;
+    for (size_t i = 0; i < n; ++i) {
+      if (o.sack[i].right == ooo_fin_seq_) {
+        o.sack[i].right = ooo_fin_seq_ + 1;
+        merged = true;
+      }
+    }
+    if (!merged && n < room) {
+      std::copy_backward(o.sack.begin(), o.sack.begin() + static_cast<std::ptrdiff_t>(n),
+                         o.sack.begin() + static_cast<std::ptrdiff_t>(n + 1));
+      o.sack[0] = {ooo_fin_seq_, ooo_fin_seq_ + 1};
+      ++n;
+    }
+  }
+  o.sack_count = static_cast<uint8_t>(n);
+  return o;
+}
+
+bool Tcb::SendSegment(Instant now, uint8_t flags, SeqNum seq, size_t len, bool retransmit,
+                      FrameSink& out) {
+  TcpHeader h;
+  h.src_port = tuple.local.port;
+  h.dst_port = tuple.remote.port;
+  h.seq = seq;
+  h.flags = flags;
+  const bool syn = (flags & flag::kSyn) != 0;
+  if ((flags & flag::kAck) != 0) h.ack = recv_.rcv_nxt();
+  h.window = AdvertisedWindow(syn);
+  h.options = OptionsFor(now, flags);
+  size_t offset = 0;
+  if (len != 0) offset = static_cast<size_t>(seq - snd_una_);
+  if (!host_.Transmit(now, *this, h, offset, len, retransmit, out)) return false;
+  // Linux enters interactive mode when it answers received data within the ACK timeout.
+  if (len != 0 && !retransmit && now - last_data_received_ < host_.tcp_config().delayed_ack) {
+    pingpong_ = true;
+  }
+  if ((flags & flag::kAck) != 0) {
+    last_ack_sent_ = h.ack;
+    ack_now_ = false;
+    unacked_segments_ = 0;
+    delack_deadline_ = Instant::Never();
+  }
+  if (retransmit) {
+    ++retransmits_;
+    host_.counters().tcp_retransmits++;
+    if (undo_valid_ && len != 0) {
+      // Linux tcp_retransmit_skb: count the episode's retransmissions and stamp the first.
+      undo_retrans_ = std::max(undo_retrans_, 0) + 1;
+      if (!retrans_stamp_set_ && h.options.timestamp) {
+        retrans_stamp_set_ = true;
+        retrans_stamp_ = h.options.timestamp->val;
+      }
+    }
+  }
+  return true;
+}
+
+void Tcb::SendAck(Instant now, FrameSink& out) {
+  // SND.MAX, not SND.NXT: after a timeout SND.NXT falls back, but the peer has seen more, and
+  // an ACK below its RCV.NXT would be out of window (Linux's tcp_acceptable_seq does the same).
+  SendSegment(now, flag::kAck, snd_max_, 0, false, out);
+}
+
+void Tcb::SendChallengeAck(Instant now, FrameSink& out) {
+  // RFC 5961 7: rate-limited. Linux limits per socket to one per tcp_invalid_ratelimit.
+  if (oow_ack_sent_ && now - last_oow_ack_ < host_.tcp_config().challenge_ack_interval) {
+    host_.counters().tcp_challenge_acks_limited++;
+    return;
+  }
+  oow_ack_sent_ = true;
+  last_oow_ack_ = now;
+  host_.counters().tcp_challenge_acks++;
+  SendAck(now, out);
+}
+
+void Tcb::SendProbe(Instant now, FrameSink& out) {
+  // Linux's zero-window and keepalive probe: an ACK carrying SND.UNA - 1 and no data.
+  SendSegment(now, flag::kAck, snd_una_ - 1, 0, false, out);
+}
+
+void Tcb::ArmRetransmit(Instant now) {
+  if (rto_kind_ != RtoKind::kRetransmit) {
+    rto_kind_ = RtoKind::kRetransmit;
+    rto_deadline_ = now + rtt_.rto();
+  }
+}
+
+bool Tcb::RetransmitRecord(Instant now, uint32_t id, FrameSink& out) {
+  const TxRecords::Record r = tx_.at(id);
+  const SeqNum end = SeqMin(r.end, data_end());
+  bool ok = false;
+  for (SeqNum s = r.start; s < end;) {
+    const size_t n = std::min<size_t>(static_cast<size_t>(end - s), snd_mss_);
+    const bool last = s + static_cast<uint32_t>(n) == data_end();
+    uint8_t flags = flag::kAck;
+    if (last) flags |= flag::kPsh;
+    // Our FIN rides with the last data again, as it did the first time.
+    const bool fin = last && fin_queued_ && snd_max_ > data_end();
+    if (fin) flags |= flag::kFin;
+    if (!SendSegment(now, flags, s, n, true, out)) break;
+    if (fin) fin_rexmit_pending_ = false;
+    ok = true;
+    s = s + static_cast<uint32_t>(n);
+  }
+  if (ok) tx_.MarkRetransmitted(id, now);
+  return ok;
+}
+
+bool Tcb::SendSackRecovery(Instant now, FrameSink& out) {
+  // RFC 6675 (5): while pipe < cwnd, send NextSeg(): first a segment marked lost (here by RACK,
+  // RFC 8985, rather than by IsLost), else new data. pipe is computed as Linux's
+  // tcp_packets_in_flight, in bytes: FlightSize - SACKed - lost + retransmitted.
+  bool sent = false;
+  for (int guard = 0; guard < 1024; ++guard) {
+    const int64_t pipe = static_cast<int64_t>(FlightSize()) - tx_.sacked_bytes() -
+                         tx_.lost_bytes() + tx_.retrans_bytes();
+    // RFC 6675 (5) step 4.3: entering recovery retransmits the first lost segment whatever
+    // pipe says; afterwards pipe rules.
+    if (pipe >= static_cast<int64_t>(cwnd_) && !(force_rexmit_ && tx_.lost_bytes() != 0)) break;
+    force_rexmit_ = false;
+    // NextSeg (1): the lowest lost segment not yet retransmitted.
+    if (const uint32_t id = tx_.NextLost(); id != TxRecords::kNil) {
+      if (!RetransmitRecord(now, id, out)) break;
+      sent = true;
+      continue;
+    }
+    // NextSeg (2): new data, limited by the peer's window.
+    const SeqNum wnd_end = snd_una_ + snd_wnd_;
+    if (snd_max_ < data_end() && snd_max_ < wnd_end && !(fin_queued_ && snd_max_ > data_end())) {
+      const size_t n = std::min<size_t>({static_cast<size_t>(data_end() - snd_max_),
+                                         static_cast<size_t>(wnd_end - snd_max_), snd_mss_});
+      if (!SendSegment(now, flag::kAck | flag::kPsh, snd_max_, n, false, out)) break;
+      NoteSent(now, snd_max_, n);
+      snd_max_ = snd_max_ + static_cast<uint32_t>(n);
+      snd_nxt_ = snd_max_;
+      sent = true;
+      continue;
+    }
+    // After a timeout, a FIN that no retransmitted segment carried goes again on its own.
+    if (fin_rexmit_pending_ && fin_queued_ && !fin_acked() && snd_max_ > data_end()) {
+      if (SendSegment(now, flag::kAck | flag::kFin, data_end(), 0, true, out)) {
+        fin_rexmit_pending_ = false;
+        sent = true;
+      }
+    }
+    break;
+  }
+  return sent;
+}
+
+bool Tcb::SendData(Instant now, FrameSink& out) {
+  bool sent = false;
+  if (in_recovery_ && sack_ok_) {
+    sent = SendSackRecovery(now, out);
+    if (sent) ArmRetransmit(now);
+    return sent;
+  }
+  if (in_recovery_ && !sack_ok_ && snd_nxt_ == snd_una_ && snd_una_ < snd_max_) {
+    // NewReno: retransmit one segment from SND.UNA, then carry on with new data.
+    const size_t n = std::min<size_t>(snd_mss_, static_cast<size_t>(data_end() - snd_una_));
+    if (n != 0 && SendSegment(now, flag::kAck, snd_una_, n, true, out)) sent = true;
+    snd_nxt_ = snd_max_;
+  }
+  for (int guard = 0; guard < 4096; ++guard) {
+    const SeqNum end = data_end();
+    const uint32_t usable_window = std::min(snd_wnd_, cwnd_);
+    const SeqNum wnd_end = snd_una_ + usable_window;
+    if (snd_nxt_ < end) {
+      // Skip what the peer already SACKed when resending after a timeout.
+      SeqNum s = snd_nxt_, e = end;
+      if (snd_nxt_ < snd_max_ && scoreboard_len_ != 0) {
+        if (!NextHole(snd_nxt_, SeqMin(end, snd_max_), &s, &e)) {
+          s = SeqMin(end, snd_max_);
+          e = end;
+        }
+        if (!(s < e)) {
+          snd_nxt_ = SeqMin(end, snd_max_);
+          if (!(snd_nxt_ < end)) continue;
+          s = snd_nxt_;
+          e = end;
+        }
+      }
+      if (!(s < wnd_end)) {
+        break;
+      }
+      size_t n = std::min<size_t>({static_cast<size_t>(e - s), static_cast<size_t>(wnd_end - s),
+                                   snd_mss_});
+      const bool all_rest = s + static_cast<uint32_t>(n) == end;
+      // Nagle (RFC 1122 4.2.3.4) in Minshall's form, as Linux: a small segment waits while an
+      // earlier small segment is unacknowledged.
+      if (n < snd_mss_ && !(s < snd_max_)) {
+        const bool fin_now = fin_queued_ && all_rest;
+        if (options.cork && !fin_now) break;
+        if (!options.no_delay && snd_sml_ > snd_una_ && !fin_now) break;
+      }
+      const bool retransmit = s < snd_max_;
+      uint8_t flags = flag::kAck;
+      if (all_rest) flags |= flag::kPsh;
+      if (fin_queued_ && all_rest) flags |= flag::kFin;
+      if (!SendSegment(now, flags, s, n, retransmit, out)) break;
+      NoteSent(now, s, n);
+      sent = true;
+      if (!rtt_timing_ && !retransmit && !ts_ok_) {
+        rtt_timing_ = true;
+        rtt_seq_ = s;
+        rtt_start_ = now;
+      }
+      if (n < snd_mss_) snd_sml_ = s + static_cast<uint32_t>(n);
+      snd_nxt_ = s + static_cast<uint32_t>(n) + ((flags & flag::kFin) ? 1u : 0u);
+      snd_max_ = SeqMax(snd_max_, snd_nxt_);
+      ArmRetransmit(now);
+      continue;
+    }
+    if (fin_queued_ && snd_nxt_ == end && !fin_acked()) {
+      // FIN alone: needs no window.
+      const bool retransmit = snd_nxt_ < snd_max_;
+      if (!SendSegment(now, flag::kAck | flag::kFin, snd_nxt_, 0, retransmit, out)) break;
+      sent = true;
+      snd_nxt_ = end + 1;
+      snd_max_ = SeqMax(snd_max_, snd_nxt_);
+      ArmRetransmit(now);
+    }
+    break;
+  }
+  // Persist: data waits, the window is shut and nothing is in flight (RFC 9293 3.8.6.1).
+  if (snd_wnd_ == 0 && data_end() > snd_una_ && snd_max_ == snd_una_ &&
+      rto_kind_ != RtoKind::kPersist) {
+    rto_kind_ = RtoKind::kPersist;
+    rto_deadline_ = now + rtt_.rto();
+  }
+  return sent;
+}
+
+Duration Tcb::FinWait2Timeout() const {
+  return options.linger2 > Duration::Zero() ? options.linger2
+                                            : host_.tcp_config().fin_wait2_timeout;
+}
+
+void Tcb::Orphaned(Instant now) {
+  if (state_ == TcpState::kFinWait2 && state_deadline_.is_never()) {
+    state_deadline_ = now + FinWait2Timeout();
+  }
+}
+
+void Tcb::Output(Instant now, FrameSink& out) {
+  if (abort_pending_) {
+    abort_pending_ = false;
+    Abort(now, &out, 0);
+    return;
+  }
+  switch (state_) {
+    case TcpState::kClosed:
+    case TcpState::kListen:
+    case TcpState::kTimeWait:
+      if (state_ == TcpState::kTimeWait && ack_now_) SendAck(now, out);
+      return;
+    case TcpState::kSynSent:
+      if (send_syn_) {
+        send_syn_ = false;
+        const bool retransmit = retries_ != 0;
+        if (SendSegment(now, flag::kSyn, iss_, 0, retransmit, out)) {
+          if (!retransmit) {
+            rtt_start_ = now;
+            host_.counters().tcp_active_opens++;
+          }
+          snd_nxt_ = iss_ + 1;
+          snd_max_ = snd_nxt_;
+          rto_kind_ = RtoKind::kRetransmit;
+          rto_deadline_ = now + rtt_.rto();
+        }
+      }
+      return;
+    case TcpState::kSynReceived:
+      if (send_syn_) {
+        send_syn_ = false;
+        const bool retransmit = retries_ != 0;
+        if (SendSegment(now, flag::kSyn | flag::kAck, iss_, 0, retransmit, out)) {
+          if (!retransmit) rtt_start_ = now;
+          snd_nxt_ = iss_ + 1;
+          snd_max_ = snd_nxt_;
+          rto_kind_ = RtoKind::kRetransmit;
+          rto_deadline_ = now + rtt_.rto();
+        }
+      }
+      return;
+    default:
+      break;
+  }
+  if (!SendData(now, out) && ack_now_) SendAck(now, out);
+  if (ack_now_) SendAck(now, out);
+  // Keepalive (RFC 1122 4.2.3.6) restarts from the last segment received.
+  if (options.keepalive && keepalive_deadline_.is_never() && IsSynchronized(state_)) {
+    const Duration idle = options.keepalive_time != Duration::Zero()
+                              ? options.keepalive_time
+                              : host_.tcp_config().keepalive_time;
+    keepalive_deadline_ = last_received_ + idle;
+  }
+}
+
+// ---- Timers -------------------------------------------------------------------------------
+
+Instant Tcb::NextDeadline() const {
+  Instant t = Min(Min(rto_deadline_, reo_deadline_), delack_deadline_);
+  t = Min(t, keepalive_deadline_);
+  return Min(t, state_deadline_);
+}
+
+void Tcb::OnTimer(Instant now, FrameSink& out) {
+  if (state_deadline_ <= now) {
+    state_deadline_ = Instant::Never();
+    if (state_ == TcpState::kTimeWait || (state_ == TcpState::kFinWait2 && orphan())) {
+      done_ = true;
+      SetState(now, TcpState::kClosed);
+      return;
+    }
+  }
+  if (delack_deadline_ <= now) {
+    delack_deadline_ = Instant::Never();
+    // Linux: a delayed ACK that had to fire ends interactive mode.
+    pingpong_ = false;
+    if (IsSynchronized(state_)) SendAck(now, out);
+  }
+  if (reo_deadline_ <= now) {
+    // RFC 8985 6.3: the reordering window has passed for a segment sent before a delivered one.
+    reo_deadline_ = Instant::Never();
+    if (sack_ok_ && IsSynchronized(state_) && state_ != TcpState::kTimeWait &&
+        snd_una_ < snd_max_) {
+      RackDetectLoss(now);
+      if (tx_.lost_bytes() != 0) {
+        if (!in_recovery_) EnterRecovery(now);
+        Output(now, out);
+      }
+    }
+  }
+  if (rto_deadline_ <= now) {
+    rto_deadline_ = Instant::Never();
+    RetransmitTimeout(now, out);
+    if (done_) return;
+  }
+  if (keepalive_deadline_ <= now) {
+    keepalive_deadline_ = Instant::Never();
+    if (options.keepalive && IsSynchronized(state_) && state_ != TcpState::kTimeWait) {
+      const TcpConfig& c = host_.tcp_config();
+      const Duration idle = options.keepalive_time != Duration::Zero() ? options.keepalive_time
+                                                                       : c.keepalive_time;
+      const Duration interval = options.keepalive_interval != Duration::Zero()
+                                    ? options.keepalive_interval
+                                    : c.keepalive_interval;
+      const int max_probes =
+          options.keepalive_probes != 0 ? options.keepalive_probes : c.keepalive_probes;
+      if (now - last_received_ < idle) {
+        probes_ = 0;
+        keepalive_deadline_ = last_received_ + idle;
+      } else if (probes_ >= max_probes) {
+        // Linux resets the connection when keepalive gives up.
+        host_.counters().tcp_timeouts++;
+        Abort(now, &out, soft_error_ != 0 ? soft_error_ : ETIMEDOUT);
+        return;
+      } else if (snd_una_ == snd_max_) {
+        ++probes_;
+        host_.counters().tcp_keepalive_probes++;
+        SendProbe(now, out);
+        keepalive_deadline_ = now + interval;
+      } else {
+        keepalive_deadline_ = now + interval;  // data in flight: the RTO covers it
+      }
+    }
+  }
+}
+
+void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
+  const TcpConfig& c = host_.tcp_config();
+  const RtoKind kind = rto_kind_;
+  rto_kind_ = RtoKind::kNone;
+  if (kind == RtoKind::kNone) return;
+  host_.counters().tcp_rto_expirations++;
+
+  if (state_ == TcpState::kSynSent || state_ == TcpState::kSynReceived) {
+    const int limit = state_ == TcpState::kSynSent
+                          ? (options.syn_count != 0 ? options.syn_count : c.syn_retries)
+                          : c.synack_retries;
+    if (retries_ >= limit) {
+      host_.counters().tcp_failed_attempts++;
+      host_.counters().tcp_timeouts++;
+      Fail(now, soft_error_ != 0 ? soft_error_ : ETIMEDOUT);
+      return;
+    }
+    ++retries_;
+    rtt_.Backoff();
+    send_syn_ = true;
+    Output(now, out);
+    return;
+  }
+
+  const bool user_timeout_hit = options.user_timeout != Duration::Zero() && retries_ > 0 &&
+                                now - first_retransmit_ >= options.user_timeout;
+  if (kind == RtoKind::kPersist) {
+    // Zero-window probe with backoff (RFC 9293 3.8.6.1; Linux tcp_probe_timer).
+    if (snd_wnd_ != 0 || !(data_end() > snd_una_)) return;
+    if (probes_ == 0) first_retransmit_ = now;
+    if (probes_ >= c.data_retries ||
+        (options.user_timeout != Duration::Zero() && probes_ > 0 &&
+         now - first_retransmit_ >= options.user_timeout)) {
+      host_.counters().tcp_timeouts++;
+      Abort(now, &out, ETIMEDOUT);
+      return;
+    }
+    ++probes_;
+    host_.counters().tcp_zero_window_probes++;
+    SendProbe(now, out);
+    rtt_.Backoff();
+    rto_kind_ = RtoKind::kPersist;
+    rto_deadline_ = now + rtt_.rto();
+    return;
+  }
+
+  if (!(snd_una_ < snd_max_)) return;
+  if (retries_ >= c.data_retries || user_timeout_hit) {
+    host_.counters().tcp_timeouts++;
+    Fail(now, soft_error_ != 0 ? soft_error_ : ETIMEDOUT);
+    return;
+  }
+  if (retries_ == 0) first_retransmit_ = now;
+  ++retries_;
+  // A timeout inside a recovery episode keeps the episode's undo state (Linux tcp_enter_loss).
+  if (!(in_recovery_ || rto_recovery_) || !undo_valid_) InitUndo();
+  // RFC 5681 (3.1) eq. 4 and RFC 6298 (5.4)-(5.6): collapse the window, back off, go back N.
+  if (!in_recovery_ || retries_ == 1) {
+    ssthresh_ = std::max<uint32_t>(static_cast<uint32_t>(FlightSize()) / 2, 2u * snd_mss_);
+  }
+  cwnd_ = snd_mss_;
+  bytes_acked_ = 0;
+  in_recovery_ = false;
+  dupacks_ = 0;
+  rtt_timing_ = false;
+  rtt_.Backoff();
+  recover_ = snd_max_;
+  rto_recovery_ = true;
+  const bool fin_out = fin_queued_ && snd_max_ > data_end();
+  if (sack_ok_ && (!tx_.empty() || fin_out)) {
+    // As Linux's tcp_enter_loss: every segment not SACKed is marked lost and recovery resends
+    // them in order as the window allows, skipping what the receiver already holds (the SACK
+    // scoreboard is kept across the timeout), instead of going back N over the whole flight.
+    for (uint32_t id = tx_.first_id(); id != tx_.end_id(); ++id) tx_.MarkLost(id);
+    in_recovery_ = true;
+    fin_rexmit_pending_ = fin_out;
+    reo_deadline_ = Instant::Never();
+  } else {
+    snd_nxt_ = snd_una_;
+  }
+  rto_kind_ = RtoKind::kRetransmit;
+  rto_deadline_ = now + rtt_.rto();
+  if (options.user_timeout != Duration::Zero()) {
+    // Linux (tcp_clamp_rto_to_user_timeout): never wait past the user timeout.
+    rto_deadline_ = Min(rto_deadline_, first_retransmit_ + options.user_timeout);
+  }
+  Output(now, out);
+}
+
+}  // namespace shake
