@@ -2,6 +2,8 @@
 // order, retransmission of each handshake and close segment, resets (RFC 9293, RFC 5961).
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "tests/stack/tcp_harness.h"
 
 namespace shake::testing {
@@ -791,6 +793,63 @@ TEST_F(TraceTest, ObserverSeesEveryStateAndSegment) {
   EXPECT_EQ(rec.out, 3);  // SYN-ACK, FIN, ACK
   EXPECT_GT(rec.readiness, 0);
   stack().SetObserver(nullptr);
+}
+
+}  // namespace
+}  // namespace shake::testing
+
+namespace shake::testing {
+namespace {
+
+class PortTest : public TcpTest {};
+
+TEST_F(PortTest, EphemeralPortsNeverReuseALiveOrTimeWaitTuple) {
+  // A connection to the peer ends in TIME-WAIT on our side...
+  ActiveOpen();
+  const uint16_t first = local_port_;
+  stack().Close(h_.now(), conn_);
+  h_.Flush();
+  h_.Deliver(PeerSeg(f::kFin | f::kAck, 1, 2));
+  ASSERT_EQ(CountIn(TcpState::kTimeWait), 1u);
+  // ...and 200 more connections to the same remote endpoint all get other ports.
+  std::set<uint16_t> ports{first};
+  for (int i = 0; i < 200; ++i) {
+    auto s = stack().Open();
+    ASSERT_TRUE(s.ok());
+    ASSERT_EQ(stack().Connect(h_.now(), *s, Endpoint{kPeer, 80}).error(), EINPROGRESS);
+    auto info = stack().Info(*s).value();
+    EXPECT_TRUE(ports.insert(info.local.port).second) << "port reused: " << info.local.port;
+    EXPECT_GE(info.local.port, 32768);
+    EXPECT_LE(info.local.port, 60999);
+  }
+}
+
+TEST_F(PortTest, BindConflictsAndReuseAddr) {
+  listener_ = Listen();
+  auto s = stack().Open();
+  EXPECT_EQ(stack().Bind(*s, Endpoint{Ipv4Addr(), kServerPort}).error(), EADDRINUSE);
+  EXPECT_EQ(stack().Bind(*s, Endpoint{Ipv4Addr(198, 18, 0, 77), 81}).error(), EADDRNOTAVAIL);
+  ASSERT_TRUE(stack().Bind(*s, Endpoint{kLocal, 81}).ok());
+  EXPECT_EQ(stack().Bind(*s, Endpoint{kLocal, 82}).error(), EINVAL) << "already bound";
+  // A closed listener's port can be bound again at once.
+  stack().Close(h_.now(), listener_);
+  auto t = stack().Open();
+  EXPECT_TRUE(stack().Bind(*t, Endpoint{Ipv4Addr(), kServerPort}).ok());
+}
+
+TEST_F(PortTest, ConnectErrors) {
+  auto s = stack().Open();
+  EXPECT_EQ(stack().Connect(h_.now(), *s, Endpoint{Ipv4Addr(8, 8, 8, 8), 80}).error(), ENETUNREACH)
+      << "off-subnet without a gateway";
+  EXPECT_EQ(stack().Connect(h_.now(), *s, Endpoint{kPeer, 80}).error(), EINPROGRESS);
+  EXPECT_EQ(stack().Connect(h_.now(), *s, Endpoint{kPeer, 80}).error(), EALREADY);
+  std::byte buf[4];
+  EXPECT_EQ(stack().Recv(*s, buf).error(), EAGAIN);
+  EXPECT_EQ(stack().Send(*s, buf).error(), EAGAIN);
+  auto fresh = stack().Open();
+  EXPECT_EQ(stack().Recv(*fresh, buf).error(), ENOTCONN);
+  EXPECT_EQ(stack().Send(*fresh, buf).error(), EPIPE) << "as Linux: send on an unconnected socket";
+  EXPECT_EQ(stack().Shutdown(h_.now(), *fresh, false, true).error(), ENOTCONN);
 }
 
 }  // namespace
