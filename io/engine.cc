@@ -110,8 +110,10 @@ class Engine::RawReceiver final : public FrameReceiver {
   Engine* e_;
 };
 
-Engine::Engine(Device& device, PacketHandler& handler, const EngineOptions& options)
+Engine::Engine(Device& device, PacketHandler& handler, const EngineOptions& options,
+               EngineLock* lock)
     : dev_(device), handler_(handler), options_(options) {
+  if (lock != nullptr) lock_ = lock;
   if (options_.rx_batch == 0) options_.rx_batch = 1;
   if (options_.tx_buffers == 0) options_.tx_buffers = 1;
   sink_ = std::make_unique<Sink>(this);
@@ -209,7 +211,7 @@ void Engine::Wake() {
 }
 
 EngineStats Engine::stats() {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<EngineLock> lock(*lock_);
   return stats_;
 }
 
@@ -324,7 +326,7 @@ void Engine::Pass(Duration max_wait) {
 void Engine::PassUring(Duration max_wait) {
   Uring& u = *uring_;
   io_uring* ring = &u.ring;
-  std::unique_lock<std::mutex> lock(mu_);
+  std::unique_lock<EngineLock> lock(*lock_);
   {
     ++stats_.passes;
     now_ = MonotonicNow();
@@ -442,13 +444,14 @@ void Engine::PassUring(Duration max_wait) {
   io_uring_cqe* cqe = nullptr;
   ++stats_.submits;
   lock.unlock();
+  passes_.fetch_add(1, std::memory_order_release);
   io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, nullptr);
 }
 
 void Engine::PassPoll(Duration max_wait) {
   bool more = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<EngineLock> lock(*lock_);
     ++stats_.passes;
     now_ = MonotonicNow();
     const int n = port_->Receive(*raw_receiver_);
@@ -458,6 +461,7 @@ void Engine::PassPoll(Duration max_wait) {
     deadline_ = ProcessTimers(now_);
     FlushTxSync();
   }
+  passes_.fetch_add(1, std::memory_order_release);
   pollfd fds[2] = {{dev_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
   const Duration wait = more ? Duration::Zero() : Min(max_wait, deadline_ - MonotonicNow());
   const __kernel_timespec kts = ToTimespec(wait);
@@ -465,7 +469,7 @@ void Engine::PassPoll(Duration max_wait) {
   if (ppoll(fds, 2, &ts, nullptr) > 0 && (fds[1].revents & POLLIN)) {
     uint64_t v;
     (void)!read(wake_fd_, &v, sizeof v);
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<EngineLock> lock(*lock_);
     ++stats_.wakeups;
   }
 }

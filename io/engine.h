@@ -12,9 +12,15 @@
 // engine says so in one line on stderr and runs the same loop on ppoll with
 // recvmmsg/sendmmsg (or read/write on a TUN).
 //
-// Threads: the handler (a shake::Stack) is not thread-safe. The engine holds mutex() whenever it
+// Threads: the handler (a shake::Stack) is not thread-safe. The engine holds its lock whenever it
 // calls the handler; another thread that wants to use the stack calls WithLock(fn), which runs
-// fn under the same mutex and then wakes the engine so output queued by fn is sent at once.
+// fn under the same lock and then wakes the engine so output queued by fn is sent at once. The
+// lock is the engine's own std::mutex, or one the host passes in (EngineLock): libshake passes a
+// process-shared robust mutex so that engines in several processes can drive one shared stack.
+//
+// After fork: the child must not use its copy of the parent's engine (the ring is the
+// parent's). It destroys it — which unmaps and closes only the child's references — and builds
+// a new one on the same device.
 //
 //   io::Engine engine(*device, handler);
 //   std::jthread loop([&](std::stop_token st) { engine.Run(st); });
@@ -36,6 +42,14 @@
 #include "stack/stack.h"
 
 namespace shake::io {
+
+// A lock the host supplies (BasicLockable). Engine holds it around every handler call.
+class EngineLock {
+ public:
+  virtual ~EngineLock() = default;
+  virtual void lock() = 0;
+  virtual void unlock() = 0;
+};
 
 // What the engine drives. StackHandler (io/stack_host.h) adapts shake::Stack.
 class PacketHandler {
@@ -80,7 +94,10 @@ struct EngineStats {
 
 class Engine {
  public:
-  Engine(Device& device, PacketHandler& handler, const EngineOptions& options = {});
+  // `lock`: null for the engine's own mutex; otherwise the host's lock, which must outlive the
+  // engine (then mutex() is unused).
+  Engine(Device& device, PacketHandler& handler, const EngineOptions& options = {},
+         EngineLock* lock = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -102,10 +119,14 @@ class Engine {
       Engine* e;
       ~Waker() { e->Wake(); }
     } waker{this};
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<EngineLock> lock(*lock_);
     return std::forward<F>(fn)();
   }
+  // The engine's own mutex: the lock only when no EngineLock was passed in.
   std::mutex& mutex() { return mu_; }
+  EngineLock& lock() { return *lock_; }
+  // Passes completed so far (read without the lock; for hosts that wait for one pass).
+  uint64_t passes() const { return passes_.load(std::memory_order_acquire); }
 
   const EngineFeatures& features() const { return features_; }
   EngineStats stats();  // takes the mutex
@@ -135,7 +156,19 @@ class Engine {
   EngineOptions options_;
   EngineFeatures features_;
   EngineStats stats_;
+  class OwnMutex final : public EngineLock {
+   public:
+    explicit OwnMutex(std::mutex& m) : m_(m) {}
+    void lock() override { m_.lock(); }
+    void unlock() override { m_.unlock(); }
+
+   private:
+    std::mutex& m_;
+  };
   std::mutex mu_;
+  OwnMutex own_lock_{mu_};
+  EngineLock* lock_ = &own_lock_;
+  std::atomic<uint64_t> passes_{0};
   int wake_fd_ = -1;
   Instant now_;
   Instant deadline_ = Instant::Never();

@@ -30,8 +30,11 @@ namespace shake::shim {
 enum class FdKind : uint8_t {
   kKernel = 0,    // not ours (the default for every number)
   kStack = 1,     // a stack socket; the fd is its placeholder
-  kListener = 2,  // a listener on INADDR_ANY: a kernel listener (the fd itself) plus a stack
-                  // listener, so loopback and the stack's device are both accepted
+  kListener = 2,  // a listener on INADDR_ANY: the fd is an epoll instance over a hidden kernel
+                  // listener and the stack listener's eventfd, so connections through the
+                  // stack's device and on loopback are both accepted
+  kHidden = 3,    // libshake's own fd (a socket's per-process eventfd, a kernel listener): the
+                  // program's close() of it is a no-op; its other calls see a kernel fd
 };
 
 struct FdEntry {

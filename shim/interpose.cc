@@ -38,8 +38,15 @@ StackBackend* StackFor(int fd, FdEntry& e) {
   shake::shim::FdTable* t = shake::shim::Fds();
   if (t == nullptr || !t->any()) return nullptr;
   e = t->Get(fd);
-  if (e.kind == FdKind::kKernel) return nullptr;
+  if (e.kind == FdKind::kKernel || e.kind == FdKind::kHidden) return nullptr;
   return CurrentBackend();
+}
+
+// True for libshake's own fds, which the program must not close from under it.
+bool IsHidden(int fd) {
+  if (shake::shim::InsideShim()) return false;
+  shake::shim::FdTable* t = shake::shim::Fds();
+  return t != nullptr && t->any() && t->Get(fd).kind == FdKind::kHidden;
 }
 
 // The backend for a decision point (socket not yet decided), or null.
@@ -69,6 +76,7 @@ msghdr OneBuffer(iovec& v) {
 // Drops the table entry of `fd` (it is being closed or replaced) and tells the backend.
 void ReleaseFd(int fd) {
   if (!AnyStackFd()) return;
+  if (shake::shim::Fds()->Get(fd).kind == FdKind::kHidden) return;
   FdEntry e = shake::shim::Fds()->Take(fd);
   if (e.kind == FdKind::kKernel) return;
   if (StackBackend* b = CurrentBackend()) b->Release(e, fd);
@@ -362,6 +370,7 @@ int shutdown(int fd, int how) noexcept {
 }
 
 int close(int fd) {
+  if (IsHidden(fd)) return 0;  // e.g. a program closing every fd after fork
   ReleaseFd(fd);
   return real::close(fd);
 }
@@ -571,10 +580,21 @@ int dup3(int oldfd, int newfd, int flags) noexcept {
 }
 
 int close_range(unsigned int first, unsigned int last, int flags) noexcept {
-  if (AnyStackFd() && !(flags & CLOSE_RANGE_CLOEXEC)) {
+  if (!AnyStackFd()) return real::close_range(first, last, flags);
+  if (!(flags & CLOSE_RANGE_CLOEXEC)) {
     shake::shim::Fds()->ForEach(first, last, [](int fd, FdEntry) { ReleaseFd(fd); });
   }
-  return real::close_range(first, last, flags);
+  // libshake's own fds stay open: close the ranges between them.
+  unsigned lo = first;
+  int rc = 0;
+  shake::shim::Fds()->ForEach(first, last, [&](int fd, FdEntry e) {
+    if (e.kind != FdKind::kHidden) return;
+    const auto u = static_cast<unsigned>(fd);
+    if (u > lo && real::close_range(lo, u - 1, flags) != 0) rc = -1;
+    lo = u + 1;
+  });
+  if (lo <= last && lo >= first && real::close_range(lo, last, flags) != 0) rc = -1;
+  return rc;
 }
 
 // ---- Processes -----------------------------------------------------------------------------

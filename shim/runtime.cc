@@ -11,6 +11,7 @@
 #include "shim/guard.h"
 #include "shim/log.h"
 #include "shim/real.h"
+#include "shim/stack_backend.h"
 
 namespace shake::shim {
 
@@ -49,11 +50,11 @@ void Initialise() {
     LogLine(err->Line().c_str());
     if (c.fallback_kernel) Log(LogLevel::kInfo, "SHAKE_FALLBACK=kernel: TCP stays on the kernel");
   } else if (c.configured()) {
-    Log(LogLevel::kInfo,
-        "device %s:%s, address %s/%d: this libshake has no stack backend yet; sockets stay "
-        "kernel sockets",
-        c.device == DeviceKind::kTun ? "tun" : "packet", c.ifname.c_str(),
-        FormatIpv4(c.addr).c_str(), c.prefix_len);
+    g_runtime = rt;  // the backend's set-up makes calls that look the runtime up
+    if (!InstallStackBackend(c) && !c.fallback_kernel) {
+      rt->error = ConfigError{"SHAKE_DEVICE", c.ifname, "cannot be opened",
+                              "check the device and the privileges", ENODEV};
+    }
   } else {
     Log(LogLevel::kDebug, "SHAKE_DEVICE is not set: every socket stays a kernel socket");
   }
