@@ -92,6 +92,8 @@ struct Counters {
   uint64_t tcp_keepalive_probes = 0;
   uint64_t tcp_timeouts = 0;
   uint64_t tcp_time_wait_reused = 0;
+  uint64_t tcp_loss_probes = 0;            // RFC 8985 7.3 probes sent (PTO expirations)
+  uint64_t tcp_loss_probe_recoveries = 0;  // RFC 8985 7.4: a probe repaired a real loss
   std::array<uint64_t, static_cast<size_t>(Drop::kCount)> drops{};
 
   void CountDrop(Drop d) { ++drops[static_cast<size_t>(d)]; }

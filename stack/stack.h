@@ -68,6 +68,12 @@ enum class LinkMode : uint8_t {
   kEthernet,  // frames are Ethernet II; the stack answers ARP for its address
 };
 
+// The sender's congestion controller (TcpConfig::congestion_control).
+enum class CongestionControl : uint8_t {
+  kReno,   // RFC 5681 / RFC 6582: slow start (RFC 3465 ABC, L = 2), halve on loss, +1 MSS per RTT
+  kCubic,  // RFC 9438: beta 0.7, C 0.4, Reno-friendly region and fast convergence (Linux default)
+};
+
 struct TcpConfig {
   size_t send_buffer = 1 << 20;  // bytes, per connection; memory is used only as data is queued
   size_t recv_buffer = 1 << 20;
@@ -90,6 +96,13 @@ struct TcpConfig {
   int default_backlog_limit = 4096;                          // Linux somaxconn
   uint16_t ephemeral_low = 32768;                            // Linux ip_local_port_range
   uint16_t ephemeral_high = 60999;
+  // Congestion control for the data we send. Linux's default is CUBIC as well.
+  CongestionControl congestion_control = CongestionControl::kCubic;
+  // RFC 8985 section 7 tail loss probes (SACK connections only): when the tail of a flight gets
+  // no ACK within a probe timeout (about 2*SRTT), send one probe segment instead of waiting for
+  // the RTO. Linux's tcp_early_retrans >= 3 (its default); set false to match
+  // tcp_early_retrans=0, where only the RTO recovers a lost tail.
+  bool tail_loss_probe = true;
 };
 
 struct StackConfig {

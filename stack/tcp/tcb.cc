@@ -16,6 +16,7 @@ Tcb::Tcb(TcpHost& host, std::pmr::memory_resource* mem)
       host_(host),
       send_q_(mem),
       recv_(mem),
+      cc_(host.tcp_config().congestion_control),
       tx_(mem),
       rtt_(host.tcp_config().rto_initial, host.tcp_config().rto_min,
            host.tcp_config().rto_max) {
@@ -408,6 +409,7 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
   if (sack_ok_ && rack_.dsack_round_active && snd_una_ >= rack_.dsack_round) {
     rack_.dsack_round_active = false;  // RFC 8985 6.2 step 4: one widening per round trip
   }
+  const wire::SackBlock* dsack_block = nullptr;
   if (sack_ok_ && h.options.sack_count != 0) {
     // RFC 2883 section 4: the first block reports a duplicate when it lies below the cumulative
     // ACK or inside the second block.
@@ -415,7 +417,10 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
     const bool dsack = b0.right <= h.ack ||
                        (h.options.sack_count > 1 && h.options.sack[1].left <= b0.left &&
                         b0.right <= h.options.sack[1].right);
-    if (dsack && b0.left < b0.right) ProcessDsack(b0);
+    if (dsack && b0.left < b0.right) {
+      ProcessDsack(b0);
+      dsack_block = &b0;
+    }
     UpdateSackScoreboard(h.options);
     MarkSackedRecords(now, h.options, dsack ? 1 : 0);
   }
@@ -469,10 +474,14 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
   // RFC 8985 6.2 step 5 replaces RFC 6675's IsLost: a segment is lost once one sent after it
   // was delivered and an RTT plus the reordering window has passed since it was sent. Any loss
   // starts recovery, whether or not the ACKs count as duplicates (their window may change).
+  if (tlp_active_) ProcessLossProbeAck(h, advances, dup, dsack_block);
   if (sack_ok_ && snd_una_ < snd_max_ && state_ != TcpState::kSynReceived) {
     RackDetectLoss(now);
     if (!in_recovery_ && tx_.lost_bytes() != 0) EnterRecovery(now);
   }
+  // RFC 8985 7.2: an ACK that advances SND.UNA restarts the probe timer; one that brings SACKs
+  // or starts recovery leaves loss detection to RACK and fast recovery instead.
+  if (advances || !tlp_deadline_.is_never()) ScheduleLossProbe(now);
 
   // Closing states waiting for the ACK of our FIN.
   const bool fin_acked = this->fin_acked();
@@ -562,14 +571,8 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
     } else {
       high_rxt_ = SeqMax(high_rxt_, snd_una_);
     }
-  } else if (cwnd_ < ssthresh_) {
-    cwnd_ += std::min<uint32_t>(acked, 2u * snd_mss_);  // slow start, RFC 3465 L = 2
   } else {
-    bytes_acked_ += acked;
-    if (bytes_acked_ >= cwnd_) {
-      bytes_acked_ -= cwnd_;
-      cwnd_ += snd_mss_;
-    }
+    GrowWindow(now, acked);
   }
 
   // RFC 6298 (5.2) and (5.3): stop the timer when all is acknowledged, restart it otherwise.
@@ -651,7 +654,11 @@ void Tcb::EnterRecovery(Instant now) {
   // RFC 5681 (3.2) step 2 / RFC 6675 (5) step 4.
   host_.counters().tcp_fast_retransmits++;
   InitUndo();
-  ssthresh_ = std::max<uint32_t>(static_cast<uint32_t>(FlightSize()) / 2, 2u * snd_mss_);
+  ssthresh_ = CongestionEvent(false);
+  // The recovery's own reduction stands for any loss a pending tail loss probe would have
+  // reported (Linux clears tlp_high_seq when a window reduction begins).
+  tlp_active_ = false;
+  tlp_deadline_ = Instant::Never();
   recover_ = snd_max_;
   in_recovery_ = true;
   high_rxt_ = snd_una_;
@@ -742,6 +749,7 @@ void Tcb::Fail(Instant now, int error) {
   send_q_.Clear();
   rto_kind_ = RtoKind::kNone;
   rto_deadline_ = Instant::Never();
+  tlp_deadline_ = Instant::Never();
   delack_deadline_ = Instant::Never();
   keepalive_deadline_ = Instant::Never();
   state_deadline_ = Instant::Never();

@@ -3,7 +3,8 @@
 // Read first: RFC 9293 (the protocol), RFC 5961 (blind-attack defences), RFC 7323 (window
 // scale, timestamps, PAWS), RFC 6298 (the retransmission timer), RFC 5681 and RFC 6582
 // (congestion control, NewReno), RFC 2018 and RFC 6675 (SACK and SACK-based recovery),
-// RFC 8985 (RACK time-based loss detection), RFC 2883 and RFC 3522 (D-SACK and Eifel: detecting
+// RFC 8985 (RACK-TLP: time-based loss detection and tail loss probes), RFC 9438 (CUBIC, in
+// congestion.h), RFC 2883 and RFC 3522 (D-SACK and Eifel: detecting
 // spurious retransmissions and undoing their window reduction),
 // RFC 1122 (delayed ACK, keepalive, zero-window probes), RFC 6528 (initial sequence numbers).
 //
@@ -29,6 +30,7 @@
 #include "stack/counters.h"
 #include "stack/stack.h"
 #include "stack/tcp/byte_queue.h"
+#include "stack/tcp/congestion.h"
 #include "stack/tcp/recv_buffer.h"
 #include "stack/tcp/rtt.h"
 #include "stack/tcp/tx_records.h"
@@ -169,6 +171,16 @@ class Tcb {
   void NewAck(Instant now, const wire::TcpHeader& h, SeqNum ack);
   void UpdateSackScoreboard(const wire::TcpOptions& o);
   void EnterRecovery(Instant now);
+  // A loss was detected: ssthresh from the congestion controller (RFC 5681 / RFC 9438).
+  uint32_t CongestionEvent(bool timeout);
+  // Newly acknowledged bytes outside recovery grow cwnd (RFC 5681 3.1, RFC 9438 4).
+  void GrowWindow(Instant now, uint32_t acked);
+
+  // Tail loss probes (RFC 8985 section 7).
+  void ScheduleLossProbe(Instant now);
+  void LossProbeTimeout(Instant now, FrameSink& out);
+  void ProcessLossProbeAck(const wire::TcpHeader& h, bool advances, bool dup,
+                           const wire::SackBlock* dsack);
 
   // Loss detection and undo (SACK connections keep a record per segment in tx_).
   void NoteSent(Instant now, SeqNum s, size_t n);
@@ -250,7 +262,7 @@ class Tcb {
   // Congestion control (RFC 5681, RFC 6582, RFC 6675).
   uint32_t cwnd_ = 0;
   uint32_t ssthresh_ = 0x7fffffff;
-  uint32_t bytes_acked_ = 0;  // for congestion avoidance byte counting
+  CongestionController cc_;   // slow start and congestion avoidance growth, loss response
   int dupacks_ = 0;
   bool in_recovery_ = false;
   SeqNum recover_;
@@ -296,6 +308,7 @@ class Tcb {
   int undo_retrans_ = -1;
   uint32_t prior_cwnd_ = 0;
   uint32_t prior_ssthresh_ = 0;
+  CongestionController::Saved prior_cc_;
   bool retrans_stamp_set_ = false;
   uint32_t retrans_stamp_ = 0;       // TSval of the episode's first retransmission
 
@@ -310,6 +323,13 @@ class Tcb {
   RtoKind rto_kind_ = RtoKind::kNone;
   Instant rto_deadline_ = Instant::Never();
   Instant delack_deadline_ = Instant::Never();
+  // Tail loss probe (RFC 8985 7): the probe timeout, and the episode of the probe sent (at most
+  // one probe until it is acknowledged; TLP.end_seq in the RFC, Linux's tlp_high_seq).
+  Instant tlp_deadline_ = Instant::Never();
+  bool tlp_active_ = false;
+  bool tlp_is_retrans_ = false;
+  SeqNum tlp_start_;  // the probe's first byte
+  SeqNum tlp_end_;    // SND.NXT after the probe
   Instant keepalive_deadline_ = Instant::Never();
   Instant state_deadline_ = Instant::Never();  // TIME-WAIT, orphan FIN-WAIT-2
   int retries_ = 0;

@@ -18,6 +18,11 @@ inline constexpr int kMaxReordering = 300;  // Linux sysctl_tcp_max_reordering
 inline constexpr int kMaxReoWndMult = 64;   // the window is bounded by SRTT long before this
 // RACK timer granularity (see RackReoWnd).
 inline constexpr Duration kMinReoWnd = Duration::Millis(1);
+// RFC 8985 7.2's WCDelAckT: the worst-case delayed ACK a lone probe-timed segment may meet
+// (also Linux's TCP_DELACK_MAX).
+inline constexpr Duration kTlpWorstCaseDelAck = Duration::Millis(200);
+// The probe timeout's floor, as Linux's tcp_schedule_loss_probe (at least 10 ms).
+inline constexpr Duration kTlpMinPto = Duration::Millis(10);
 
 inline bool IsSynchronized(TcpState s) {
   return s != TcpState::kClosed && s != TcpState::kListen && s != TcpState::kSynSent &&

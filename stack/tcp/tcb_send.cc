@@ -147,6 +147,7 @@ void Tcb::InitUndo() {
   retrans_stamp_set_ = false;
   prior_cwnd_ = cwnd_;
   prior_ssthresh_ = std::max(ssthresh_, cwnd_ / 2 + cwnd_ / 4);  // tcp_current_ssthresh
+  prior_cc_ = cc_.Save();
   max_dupacks_ = dupacks_;
 }
 
@@ -162,6 +163,7 @@ void Tcb::Undo() {
   undo_valid_ = false;
   cwnd_ = std::max(cwnd_, prior_cwnd_);
   ssthresh_ = std::max(ssthresh_, prior_ssthresh_);
+  cc_.Restore(prior_cc_);  // RFC 9438 4.9
   rack_.reordering_seen = true;
   if (!sack_ok_) {
     // Without SACK the only measure of reordering is the duplicate ACKs it caused (Linux
@@ -175,6 +177,128 @@ void Tcb::Undo() {
     dupacks_ = 0;
     if (sack_ok_) tx_.UnmarkLost();  // RACK marks again whatever is really missing
     if (snd_nxt_ < snd_max_) snd_nxt_ = snd_max_;  // stop going back N
+  }
+}
+
+// ---- Congestion control (RFC 5681, RFC 9438) ------------------------------------------------
+
+uint32_t Tcb::CongestionEvent(bool timeout) {
+  return cc_.OnCongestionEvent(cwnd_, static_cast<uint32_t>(FlightSize()), snd_mss_, timeout);
+}
+
+void Tcb::GrowWindow(Instant now, uint32_t acked) {
+  cc_.OnAck(now, acked, snd_mss_, ssthresh_, rtt_.srtt(), &cwnd_);
+}
+
+// ---- Tail loss probes (RFC 8985 section 7) --------------------------------------------------
+
+void Tcb::ScheduleLossProbe(Instant now) {
+  tlp_deadline_ = Instant::Never();
+  // RFC 8985 7.2: a probe timer runs while data is outstanding on a SACK connection, except in
+  // fast recovery or RTO recovery, once segments are SACKed (RACK's reordering timer covers
+  // those), and while an earlier probe awaits its acknowledgment (one probe per episode).
+  if (!host_.tcp_config().tail_loss_probe || !sack_ok_ || !IsSynchronized(state_) ||
+      state_ == TcpState::kTimeWait) {
+    return;
+  }
+  if (!(snd_una_ < snd_max_) || in_recovery_ || rto_recovery_ || tlp_active_) return;
+  if (tx_.sacked_segments() != 0 || rto_kind_ != RtoKind::kRetransmit) return;
+  // RFC 8985 7.2: PTO = 2 * SRTT, plus the worst-case delayed ACK when a single segment is in
+  // flight (its ACK may be delayed); 1 s without an RTT sample. Like Linux
+  // (tcp_schedule_loss_probe), never under 10 ms, which covers a near-zero SRTT.
+  Duration pto = Duration::Seconds(1);
+  if (rtt_.has_sample()) {
+    pto = rtt_.srtt() * 2;
+    if (FlightSize() <= snd_mss_) pto = pto + kTlpWorstCaseDelAck;
+  }
+  pto = Max(pto, kTlpMinPto);
+  // RFC 8985 7.2 caps the PTO at the RTO's expiry, so that the probe replaces the timeout. Here
+  // a probe that could not go out before the RTO is not scheduled at all and the RTO (with its
+  // backoff) stays in charge: in practice this is the lone-segment case, whose delayed-ACK
+  // allowance already puts the PTO past the 200 ms RTO floor.
+  if (now + pto >= rto_deadline_) return;
+  tlp_deadline_ = now + pto;
+}
+
+void Tcb::LossProbeTimeout(Instant now, FrameSink& out) {
+  if (!host_.tcp_config().tail_loss_probe || !sack_ok_ || !IsSynchronized(state_) ||
+      state_ == TcpState::kTimeWait || !(snd_una_ < snd_max_) || in_recovery_ ||
+      rto_recovery_ || tlp_active_ || rto_kind_ != RtoKind::kRetransmit) {
+    return;
+  }
+  // RFC 8985 7.3: send one segment of new data if there is any and the peer's window allows it
+  // (the probe is not held back by cwnd), otherwise retransmit the last segment sent.
+  const SeqNum wnd_end = snd_una_ + snd_wnd_;
+  const bool fin_sent = fin_queued_ && snd_max_ > data_end();
+  bool sent = false;
+  bool retrans = false;
+  SeqNum start = snd_max_;
+  if (snd_nxt_ == snd_max_ && snd_max_ < data_end() && snd_max_ < wnd_end && !fin_sent) {
+    const size_t n = std::min<size_t>({static_cast<size_t>(data_end() - snd_max_),
+                                       static_cast<size_t>(wnd_end - snd_max_), snd_mss_});
+    const bool all_rest = snd_max_ + static_cast<uint32_t>(n) == data_end();
+    uint8_t flags = flag::kAck;
+    if (all_rest) flags |= flag::kPsh;
+    if (all_rest && fin_queued_) flags |= flag::kFin;
+    if (SendSegment(now, flags, snd_max_, n, false, out)) {
+      NoteSent(now, snd_max_, n);
+      if (n < snd_mss_) snd_sml_ = snd_max_ + static_cast<uint32_t>(n);
+      snd_max_ = snd_max_ + static_cast<uint32_t>(n) + ((flags & flag::kFin) ? 1u : 0u);
+      snd_nxt_ = snd_max_;
+      sent = true;
+    }
+  } else if (!tx_.empty()) {
+    const uint32_t last = tx_.end_id() - 1;
+    start = tx_.at(last).start;
+    // Resends our FIN with it when the FIN went out after this segment.
+    sent = RetransmitRecord(now, last, out);
+    retrans = true;
+  } else if (fin_sent && !fin_acked()) {
+    start = data_end();
+    sent = SendSegment(now, flag::kAck | flag::kFin, data_end(), 0, true, out);
+    retrans = true;
+  }
+  if (!sent) {
+    ScheduleLossProbe(now);  // the device had no room: try again after another PTO
+    return;
+  }
+  host_.counters().tcp_loss_probes++;
+  tlp_active_ = true;
+  tlp_is_retrans_ = retrans;
+  tlp_start_ = start;
+  tlp_end_ = snd_max_;
+  // RFC 8985 7.3: after the probe the RTO runs, not another PTO.
+  rto_kind_ = RtoKind::kRetransmit;
+  rto_deadline_ = now + rtt_.rto();
+}
+
+void Tcb::ProcessLossProbeAck(const TcpHeader& h, bool advances, bool dup,
+                              const wire::SackBlock* dsack) {
+  // RFC 8985 7.4, in Linux's form (tcp_process_tlp_ack): did the probe repair a loss?
+  if (h.ack < tlp_end_ && dsack == nullptr) return;
+  if (!tlp_is_retrans_) {
+    // A probe of new data: its ACK or SACK drives RACK, which finds any loss before it.
+    if (h.ack >= tlp_end_) tlp_active_ = false;
+    return;
+  }
+  if (dsack != nullptr && dsack->left < tlp_end_ && dsack->right > tlp_start_) {
+    // 7.4.1: a D-SACK for the probe: both the original and the probe arrived, nothing was lost.
+    tlp_active_ = false;
+    return;
+  }
+  if (h.ack > tlp_end_) {
+    // 7.4.2: the ACK covers the probe and no D-SACK reported a duplicate: the probe repaired a
+    // lost segment, so the window is reduced as fast recovery would have (RFC 5681 3.2 /
+    // RFC 9438 4.6), without retransmitting anything.
+    tlp_active_ = false;
+    host_.counters().tcp_loss_probe_recoveries++;
+    ssthresh_ = CongestionEvent(false);
+    cwnd_ = std::min(cwnd_, ssthresh_);
+    return;
+  }
+  if (h.ack == tlp_end_ && dup && !advances) {
+    // A duplicate ACK at the probe's end without SACK news: the probe was a duplicate too.
+    tlp_active_ = false;
   }
 }
 
@@ -274,6 +398,7 @@ void Tcb::EnterTimeWait(Instant now) {
   rto_deadline_ = Instant::Never();
   keepalive_deadline_ = Instant::Never();
   delack_deadline_ = Instant::Never();
+  tlp_deadline_ = Instant::Never();
   state_deadline_ = now + host_.tcp_config().time_wait;
   send_q_.Clear();
   SetState(now, TcpState::kTimeWait);
@@ -504,6 +629,7 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
     if (n != 0 && SendSegment(now, flag::kAck, snd_una_, n, true, out)) sent = true;
     snd_nxt_ = snd_max_;
   }
+  const SeqNum max_before = snd_max_;
   for (int guard = 0; guard < 4096; ++guard) {
     const SeqNum end = data_end();
     const uint32_t usable_window = std::min(snd_wnd_, cwnd_);
@@ -565,6 +691,8 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
     }
     break;
   }
+  // RFC 8985 7.2: sending new data (re)starts the probe timer.
+  if (snd_max_ != max_before) ScheduleLossProbe(now);
   // Persist: data waits, the window is shut and nothing is in flight (RFC 9293 3.8.6.1).
   if (snd_wnd_ == 0 && data_end() > snd_una_ && snd_max_ == snd_una_ &&
       rto_kind_ != RtoKind::kPersist) {
@@ -644,6 +772,7 @@ void Tcb::Output(Instant now, FrameSink& out) {
 
 Instant Tcb::NextDeadline() const {
   Instant t = Min(Min(rto_deadline_, reo_deadline_), delack_deadline_);
+  t = Min(t, tlp_deadline_);
   t = Min(t, keepalive_deadline_);
   return Min(t, state_deadline_);
 }
@@ -674,6 +803,11 @@ void Tcb::OnTimer(Instant now, FrameSink& out) {
         Output(now, out);
       }
     }
+  }
+  if (tlp_deadline_ <= now) {
+    // RFC 8985 7.3: the probe timeout fires ahead of the RTO.
+    tlp_deadline_ = Instant::Never();
+    LossProbeTimeout(now, out);
   }
   if (rto_deadline_ <= now) {
     rto_deadline_ = Instant::Never();
@@ -768,11 +902,13 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
   // A timeout inside a recovery episode keeps the episode's undo state (Linux tcp_enter_loss).
   if (!(in_recovery_ || rto_recovery_) || !undo_valid_) InitUndo();
   // RFC 5681 (3.1) eq. 4 and RFC 6298 (5.4)-(5.6): collapse the window, back off, go back N.
-  if (!in_recovery_ || retries_ == 1) {
-    ssthresh_ = std::max<uint32_t>(static_cast<uint32_t>(FlightSize()) / 2, 2u * snd_mss_);
-  }
+  // RFC 9438 4.8: CUBIC takes ssthresh from beta_cubic here too.
+  if (!in_recovery_ || retries_ == 1) ssthresh_ = CongestionEvent(true);
   cwnd_ = snd_mss_;
-  bytes_acked_ = 0;
+  cc_.OnTimeout();
+  // RFC 8985 7: the timeout ends any probe episode.
+  tlp_active_ = false;
+  tlp_deadline_ = Instant::Never();
   in_recovery_ = false;
   dupacks_ = 0;
   rtt_timing_ = false;
