@@ -2,6 +2,7 @@
 // fast retransmit, zero-window probes, keepalive, user timeout and PAWS.
 #include <gtest/gtest.h>
 
+#include "stack/tcp/congestion.h"
 #include "tests/stack/tcp_harness.h"
 
 namespace shake::testing {
@@ -373,6 +374,181 @@ TEST_F(TcpDataTest, RetransmissionsAfterTimeoutSkipSackedSegments) {
   }
   EXPECT_TRUE(resent1);
   EXPECT_TRUE(resent3);
+}
+
+// ---- Tail loss probes (RFC 8985 section 7) and CUBIC (RFC 9438) ----------------------------
+
+TEST_F(TcpDataTest, TailLossProbeRetransmitsTheLastSegmentBeforeTheRto) {
+  Send(3000);
+  ASSERT_EQ(h_.Flush().size(), 3u);
+  // The handshake measured an RTT of zero: PTO = max(2 * SRTT, 10 ms) = 10 ms (RFC 8985 7.2).
+  EXPECT_TRUE(h_.Advance(Duration::Millis(9)).empty());
+  auto out = h_.Advance(Duration::Millis(1));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 2001u) << "no new data: the last segment is the probe (7.3)";
+  EXPECT_EQ(out[0].payload.size(), 1000u);
+  EXPECT_EQ(h_.stack().counters().tcp_loss_probes, 1u);
+  // One probe per episode; then the RTO, counted from the probe.
+  EXPECT_TRUE(h_.Advance(Duration::Millis(199)).empty());
+  out = h_.Advance(Duration::Millis(1));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 1u);
+  EXPECT_EQ(h_.stack().counters().tcp_rto_expirations, 1u);
+}
+
+TEST_F(TcpDataTest, TailLossProbeSendsNewDataWhenItCan) {
+  Send(12000);
+  ASSERT_EQ(h_.Flush().size(), 10u) << "the initial window";
+  auto out = h_.Advance(Duration::Millis(10));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 10001u) << "the probe is new data, beyond cwnd (RFC 8985 7.3)";
+  EXPECT_EQ(h_.stack().counters().tcp_retransmits, 0u);
+  // Its SACK shows the whole flight before it missing: RACK recovers without a timeout.
+  h_.Advance(Duration::Millis(5));
+  Seg s = Peer(f::kAck, 1, 1);
+  s.options.sack_count = 1;
+  s.options.sack[0] = {iss_ + 10001, iss_ + 11001};
+  out = h_.Deliver(s);
+  ASSERT_GE(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 1u);
+  EXPECT_EQ(h_.stack().counters().tcp_rto_expirations, 0u);
+}
+
+TEST_F(TcpDataTest, NoTailLossProbeWhenDisabled) {
+  h_.~TcpHarness();
+  StackConfig c = TcpHarness::DefaultConfig();
+  c.tcp.tail_loss_probe = false;  // Linux tcp_early_retrans=0
+  new (&h_) TcpHarness(c);
+  Open(/*sack=*/true, /*ts=*/false);
+  Send(3000);
+  ASSERT_EQ(h_.Flush().size(), 3u);
+  EXPECT_TRUE(h_.Advance(Duration::Millis(199)).empty());
+  auto out = h_.Advance(Duration::Millis(1));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(Off(out[0].seq), 1u);
+  EXPECT_EQ(h_.stack().counters().tcp_loss_probes, 0u);
+}
+
+TEST_F(TcpDataTest, ProbeThatRepairedALossReducesTheWindow) {
+  Send(3000);
+  ASSERT_EQ(h_.Flush().size(), 3u);
+  ASSERT_EQ(h_.Advance(Duration::Millis(10)).size(), 1u);  // the probe: segment 3 again
+  // The ACK covers the probe and no D-SACK says the original arrived: segment 3 was lost.
+  h_.Deliver(Peer(f::kAck, 1, 3001));
+  Send(1000);
+  ASSERT_EQ(h_.Flush().size(), 1u);
+  h_.Deliver(Peer(f::kAck, 1, 4001));
+  EXPECT_EQ(h_.stack().counters().tcp_loss_probe_recoveries, 1u);
+  const auto info = h_.stack().Info(conn_);
+  ASSERT_TRUE(info.ok());
+  EXPECT_LT((*info).ssthresh, 0x7fffffffu) << "RFC 8985 7.4.2: a congestion response";
+  EXPECT_EQ(h_.stack().counters().tcp_fast_retransmits, 0u);
+}
+
+TEST_F(TcpDataTest, ProbeReportedAsDuplicateKeepsTheWindow) {
+  Send(3000);
+  ASSERT_EQ(h_.Flush().size(), 3u);
+  ASSERT_EQ(h_.Advance(Duration::Millis(10)).size(), 1u);
+  // Everything arrived, and then the probe as a duplicate (RFC 2883 D-SACK).
+  h_.Deliver(Peer(f::kAck, 1, 3001));
+  Seg d = Peer(f::kAck, 1, 3001);
+  d.options.sack_count = 1;
+  d.options.sack[0] = {iss_ + 2001, iss_ + 3001};
+  h_.Deliver(d);
+  Send(1000);
+  ASSERT_EQ(h_.Flush().size(), 1u);
+  h_.Deliver(Peer(f::kAck, 1, 4001));
+  EXPECT_EQ(h_.stack().counters().tcp_loss_probe_recoveries, 0u);
+  const auto info = h_.stack().Info(conn_);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ((*info).ssthresh, 0x7fffffffu);
+}
+
+// Fast recovery with 4 segments in flight (the first ACK acknowledges segment 1): CUBIC keeps
+// 0.7 of them (RFC 9438 4.6), Reno half (RFC 5681 equation 4).
+TEST_F(TcpDataTest, CubicAndRenoReduceByTheirBeta) {
+  for (const auto& [cc, want] : {std::pair{CongestionControl::kCubic, 2800u},
+                                std::pair{CongestionControl::kReno, 2000u}}) {
+    h_.~TcpHarness();
+    StackConfig c = TcpHarness::DefaultConfig();
+    c.tcp.congestion_control = cc;
+    new (&h_) TcpHarness(c);
+    Open(/*sack=*/true, /*ts=*/false);
+    Send(5000);
+    ASSERT_EQ(h_.Flush().size(), 5u);
+    for (uint32_t right : {3001u, 4001u, 5001u}) {
+      Seg s = Peer(f::kAck, 1, 1001);
+      s.options.sack_count = 1;
+      s.options.sack[0] = {iss_ + 2001, iss_ + right};
+      h_.Deliver(s);
+    }
+    EXPECT_EQ(h_.stack().counters().tcp_fast_retransmits, 1u);
+    const auto info = h_.stack().Info(conn_);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ((*info).ssthresh, want) << static_cast<int>(cc);
+  }
+}
+
+}  // namespace
+
+// The controller alone, driven one RTT (a full window of ACKs) at a time.
+namespace {
+
+constexpr uint32_t kMss = 1000;
+
+uint32_t RunRtts(CongestionController& cc, Instant* now, Duration rtt, int rtts, uint32_t cwnd,
+                 uint32_t ssthresh) {
+  for (int i = 0; i < rtts; ++i) {
+    *now = *now + rtt;
+    cc.OnAck(*now, cwnd, kMss, ssthresh, rtt, &cwnd);
+  }
+  return cwnd;
+}
+
+TEST(CubicTest, WindowClimbsBackToWmaxAfterK) {
+  CongestionController cc(CongestionControl::kCubic);
+  const uint32_t ssthresh = cc.OnCongestionEvent(100 * kMss, 100 * kMss, kMss, false);
+  EXPECT_EQ(ssthresh, 70 * kMss);
+  EXPECT_DOUBLE_EQ(cc.w_max_segments(), 100.0);
+  // K = cbrt(W_max * (1 - beta) / C) = cbrt(75) = 4.22 s (RFC 9438 4.2); with a 100 ms RTT the
+  // Reno-friendly estimate is still below the cubic then, so the cubic sets the window.
+  Instant now = Instant::FromNanos(0);
+  const uint32_t at_k = RunRtts(cc, &now, Duration::Millis(100), 42, ssthresh, ssthresh);
+  EXPECT_NEAR(static_cast<double>(at_k) / kMss, 100.0, 1.5);
+  // Beyond K the convex region probes above W_max.
+  const uint32_t later = RunRtts(cc, &now, Duration::Millis(100), 20, at_k, ssthresh);
+  EXPECT_GT(later, 105 * kMss);
+}
+
+TEST(CubicTest, RenoFriendlyRegionAtShortRtts) {
+  CongestionController cc(CongestionControl::kCubic);
+  const uint32_t ssthresh = cc.OnCongestionEvent(10 * kMss, 10 * kMss, kMss, false);
+  EXPECT_EQ(ssthresh, 7 * kMss);
+  // 1 s at a 10 ms RTT: the cubic is still below W_max (K = 1.96 s), but Reno would have
+  // grown by about one segment per RTT; RFC 9438 4.3 follows the Reno estimate.
+  Instant now = Instant::FromNanos(0);
+  const uint32_t cwnd = RunRtts(cc, &now, Duration::Millis(10), 100, ssthresh, ssthresh);
+  EXPECT_GT(cwnd, 50 * kMss);
+}
+
+TEST(CubicTest, FastConvergenceLowersWmax) {
+  CongestionController cc(CongestionControl::kCubic);
+  cc.OnCongestionEvent(100 * kMss, 100 * kMss, kMss, false);
+  // A second loss below the previous W_max (RFC 9438 4.7): W_max = cwnd * (1 + beta) / 2.
+  cc.OnCongestionEvent(80 * kMss, 80 * kMss, kMss, false);
+  EXPECT_DOUBLE_EQ(cc.w_max_segments(), 80 * 0.85);
+  // Undo (RFC 9438 4.9) restores what was saved.
+  const auto saved = cc.Save();
+  cc.OnCongestionEvent(50 * kMss, 50 * kMss, kMss, false);
+  cc.Restore(saved);
+  EXPECT_DOUBLE_EQ(cc.w_max_segments(), 80 * 0.85);
+}
+
+TEST(CubicTest, RenoGrowsOneSegmentPerWindow) {
+  CongestionController cc(CongestionControl::kReno);
+  EXPECT_EQ(cc.OnCongestionEvent(20 * kMss, 10 * kMss, kMss, false), 5 * kMss);
+  Instant now = Instant::FromNanos(0);
+  EXPECT_EQ(RunRtts(cc, &now, Duration::Millis(10), 10, 10 * kMss, 5 * kMss), 20 * kMss);
 }
 
 }  // namespace
