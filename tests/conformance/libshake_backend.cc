@@ -71,9 +71,7 @@ shake::StackConfig MakeConfig() {
   c.tcp.ephemeral_low = 32768;
   c.tcp.ephemeral_high = 60999;
   c.tcp.tail_loss_probe = false;  // tcp_early_retrans=0
-  // The namespace keeps the kernel's default tcp_congestion_control, CUBIC on a stock kernel;
-  // the scripts do not lose enough to tell CUBIC from Reno apart.
-  c.tcp.congestion_control = shake::CongestionControl::kCubic;
+  c.tcp.congestion_control = shake::CongestionControl::kReno;  // tcp_congestion_control=reno
   for (size_t i = 0; i < c.isn_secret.size(); ++i) c.isn_secret[i] = static_cast<uint8_t>(i * 37 + 11);
   c.seed = 0x5eed;
   return c;

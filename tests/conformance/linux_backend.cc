@@ -39,6 +39,9 @@ const std::vector<std::pair<std::string, std::string>> kLinuxSysctls = {
     {"ipv4/tcp_keepalive_probes", "9"},
     {"ipv4/tcp_syncookies", "0"},           // a full queue drops SYNs, as libshake does
     {"ipv4/tcp_early_retrans", "0"},        // no tail loss probes: RTO timing is exact
+    // Pinned rather than the host's choice (bbr here). A namespace may only pick from
+    // tcp_allowed_congestion_control, which offers reno but not cubic.
+    {"ipv4/tcp_congestion_control", "reno"},
     {"ipv4/tcp_comp_sack_nr", "0"},         // every out-of-order segment is SACKed at once
     {"ipv4/tcp_no_metrics_save", "1"},      // no RTT cache between connections
     {"ipv4/tcp_autocorking", "0"},
