@@ -8,10 +8,17 @@ void TxRecords::Clear() {
   head_ = tail_ = lost_cursor_ = 0;
   list_head_ = list_tail_ = kNil;
   sacked_ = lost_ = retrans_ = sacked_segs_ = 0;
+  Release();
+}
+
+void TxRecords::Release() {
+  if (ring_.empty()) return;
+  std::pmr::vector<Record>(ring_.get_allocator()).swap(ring_);
+  mask_ = 0;
 }
 
 void TxRecords::Grow() {
-  const size_t cap = ring_.empty() ? 64 : ring_.size() * 2;
+  const size_t cap = ring_.empty() ? 8 : ring_.size() * 2;
   std::pmr::vector<Record> bigger(cap, ring_.get_allocator());
   const auto new_mask = static_cast<uint32_t>(cap - 1);
   for (uint32_t id = head_; id != tail_; ++id) bigger[id & new_mask] = ring_[id & mask_];

@@ -3,8 +3,9 @@
 //
 // Each record holds a segment's sequence range, the time it was last (re)transmitted and whether
 // it has been SACKed, marked lost or retransmitted. Records live in sequence order in a ring whose
-// memory comes from the Tcb's pmr resource (no global allocation); a record is addressed by a
-// 32-bit id that only grows (slot = id & mask), so ids stay valid while the ring grows.
+// memory comes from the Tcb's pmr resource (no global allocation) and is released whenever the
+// whole flight is acknowledged, so idle connections hold none; a record is addressed by a 32-bit
+// id that only grows (slot = id & mask), so ids stay valid while the ring grows.
 //
 // Records that are still "in flight" in RACK's sense (neither SACKed nor marked lost) are also
 // threaded on a doubly-linked list in transmit-time order, as Linux's tsorted_sent_queue, so the
@@ -88,6 +89,8 @@ class TxRecords {
       ++head_;
     }
     if (lost_cursor_ - head_ > tail_ - head_) lost_cursor_ = head_;
+    // Everything in flight is acknowledged: an idle connection keeps no ring.
+    if (empty()) Release();
   }
 
   // The first record marked lost and not yet retransmitted, at or after the cursor.
@@ -103,6 +106,7 @@ class TxRecords {
 
  private:
   void Grow();
+  void Release();  // frees the ring; only when empty()
   void Link(uint32_t id);    // append at the time list's tail
   void Unlink(uint32_t id);  // no-op when not on the list
   // Adds (or with a negative delta, removes) `bytes` of `r` to the counters its flags select.
