@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "stack/base/siphash.h"
+#include "stack/conn_table.h"
+#include "stack/timer_heap.h"
 #include "stack/tcp/tcb.h"
 #include "stack/wire/arp.h"
 #include "stack/wire/checksum.h"
@@ -33,27 +35,6 @@ constexpr uint32_t kIndexBits = 20;
 constexpr uint32_t kIndexMask = (1u << kIndexBits) - 1;
 constexpr size_t kMaxPendingPerNeighbor = 4;
 constexpr Duration kArpRetry = Duration::Seconds(1);
-
-struct TupleHash {
-  uint64_t seed = 0;
-  size_t operator()(const FourTuple& t) const {
-    uint64_t x = (uint64_t{t.local.addr.value()} << 32 | t.remote.addr.value()) ^ seed;
-    x ^= (uint64_t{t.local.port} << 16 | t.remote.port) * 0x9e3779b97f4a7c15ull;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return static_cast<size_t>(x);
-  }
-};
-
-struct HeapEntry {
-  Instant when;
-  uint32_t index;
-  uint32_t generation;
-  bool operator>(const HeapEntry& o) const { return when > o.when; }
-};
 
 struct Neighbor {
   MacAddr mac;
@@ -107,10 +88,10 @@ struct Stack::Impl final : TcpHost {
         tcbs(m),
         generations(m),
         free_slots(m),
-        conns(64, TupleHash{c.seed}, m),
+        conns(m, c.seed),
         listeners(m),
         bound_ports(m),
-        heap(m),
+        timers(m),
         dirty(m),
         zombies(m),
         neighbors(m),
@@ -130,10 +111,10 @@ struct Stack::Impl final : TcpHost {
   std::pmr::vector<Tcb*> tcbs;  // slot -> control block
   std::pmr::vector<uint32_t> generations;
   std::pmr::vector<uint32_t> free_slots;
-  std::pmr::unordered_map<FourTuple, uint32_t, TupleHash> conns;
+  ConnTable conns;  // 4-tuple -> slot
   std::pmr::unordered_map<uint16_t, uint32_t> listeners;    // port -> slot
   std::pmr::unordered_map<uint16_t, uint32_t> bound_ports;  // port -> explicit binds
-  std::pmr::vector<HeapEntry> heap;
+  TimerHeap timers;  // one entry per connection with a deadline
   std::pmr::vector<uint32_t> dirty;
   std::pmr::vector<uint32_t> zombies;
   std::pmr::unordered_map<uint32_t, Neighbor> neighbors;
@@ -187,7 +168,7 @@ struct Stack::Impl final : TcpHost {
   }
   void Free(Tcb* t) {
     if (t->in_table) {
-      conns.erase(t->tuple);
+      conns.Erase(t->tuple);
       t->in_table = false;
     }
     if (t->explicitly_bound) Unbind(t->tuple.local.port);
@@ -196,6 +177,7 @@ struct Stack::Impl final : TcpHost {
       if (it != listeners.end() && it->second == t->index) listeners.erase(it);
     }
     const uint32_t slot = t->index;
+    timers.Remove(slot);
     tcbs[slot] = nullptr;
     generations[slot]++;
     free_slots.push_back(slot);
@@ -225,9 +207,11 @@ struct Stack::Impl final : TcpHost {
     const Instant when = t.NextDeadline();
     if (when == t.scheduled) return;
     t.scheduled = when;
-    if (when.is_never()) return;
-    heap.push_back({when, t.index, t.generation});
-    std::push_heap(heap.begin(), heap.end(), std::greater<>());
+    if (when.is_never()) {
+      timers.Remove(t.index);
+    } else {
+      timers.Set(t.index, when);
+    }
   }
   void MarkDirty(Tcb& t) {
     if (t.dirty) return;
@@ -315,7 +299,7 @@ struct Stack::Impl final : TcpHost {
       const auto port = static_cast<uint16_t>(c.ephemeral_low + (start + i) % range);
       if (PortTaken(port)) continue;
       if (remote.port != 0 &&
-          conns.contains(FourTuple{Endpoint{config.addr, port}, remote}))
+          conns.Contains(FourTuple{Endpoint{config.addr, port}, remote}))
         continue;
       return port;
     }
@@ -485,7 +469,7 @@ void Stack::Impl::StateChanged(Instant now, Tcb& tcb, TcpState from) {
   }
   if (to == TcpState::kClosed) {
     if (tcb.in_table) {
-      conns.erase(tcb.tuple);
+      conns.Erase(tcb.tuple);
       tcb.in_table = false;
     }
     MaybeReap(tcb);
@@ -631,12 +615,12 @@ void Stack::Impl::HandleIcmp(Instant now, const wire::Ipv4Header& ip, wire::Byte
   const FourTuple tuple{Endpoint{quoted.src, wire::Load16(rest, 0)},
                         Endpoint{quoted.dst, wire::Load16(rest, 2)}};
   const SeqNum seq(wire::Load32(rest, 4));
-  auto it = conns.find(tuple);
-  if (it == conns.end()) {
+  const uint32_t slot = conns.Find(tuple);
+  if (slot == ConnTable::kAbsent) {
     stats.CountDrop(Drop::kIcmpIgnored);
     return;
   }
-  Tcb& t = *tcbs[it->second];
+  Tcb& t = *tcbs[slot];
   // RFC 5927 4.1: the quoted sequence number must lie in SND.UNA..SND.NXT.
   if (seq < t.snd_una() || seq > t.snd_max()) {
     stats.CountDrop(Drop::kIcmpIgnored);
@@ -673,16 +657,16 @@ void Stack::Impl::HandleTcp(Instant now, const wire::Ipv4Header& ip, wire::Bytes
   }
   const FourTuple tuple{Endpoint{ip.dst, h.dst_port}, Endpoint{ip.src, h.src_port}};
   TraceSegment(TraceEvent::Kind::kSegmentIn, now, tuple, h, data.size());
-  auto it = conns.find(tuple);
-  if (it != conns.end()) {
-    Tcb& t = *tcbs[it->second];
+  const uint32_t slot = conns.Find(tuple);
+  if (slot != ConnTable::kAbsent) {
+    Tcb& t = *tcbs[slot];
     if (t.state() == TcpState::kTimeWait && h.has(flag::kSyn) && !h.has(flag::kAck) &&
         t.TimeWaitAcceptsSyn(h)) {
       auto l = listeners.find(h.dst_port);
       if (l != listeners.end()) {
         const SeqNum iss = t.time_wait_next_iss();
         stats.tcp_time_wait_reused++;
-        conns.erase(it);
+        conns.Erase(tuple);
         t.in_table = false;
         Free(&t);
         HandleListen(now, *tcbs[l->second], tuple, h, data, out, iss, true);
@@ -737,7 +721,7 @@ void Stack::Impl::HandleListen(Instant now, Tcb& listener, const FourTuple& tupl
   PeerSyn syn{h.seq, h.window, h.options};
   const SeqNum iss = use_override ? iss_override : Isn(now, tuple);
   child->OpenPassive(now, iss, TsOffset(tuple), syn);
-  conns.emplace(tuple, child->index);
+  conns.Insert(tuple, child->index);
   child->in_table = true;
   listener.syn_queue_len++;
   stats.tcp_passive_opens++;
@@ -811,12 +795,9 @@ Instant Stack::Poll(Instant now, FrameSink& out) {
   }
   s.dirty.clear();
   // Due timers.
-  while (!s.heap.empty() && s.heap.front().when <= now) {
-    const HeapEntry e = s.heap.front();
-    std::pop_heap(s.heap.begin(), s.heap.end(), std::greater<>());
-    s.heap.pop_back();
-    Tcb* t = e.index < s.tcbs.size() ? s.tcbs[e.index] : nullptr;
-    if (t == nullptr || t->generation != e.generation || t->scheduled != e.when) continue;
+  while (!s.timers.empty() && s.timers.top_when() <= now) {
+    Tcb* t = s.tcbs[s.timers.top_slot()];
+    s.timers.Pop();
     t->scheduled = Instant::Never();
     t->OnTimer(now, out);
     s.Reschedule(*t);
@@ -824,21 +805,12 @@ Instant Stack::Poll(Instant now, FrameSink& out) {
   }
   s.reassembler.Expire(now);
   s.ReapZombies();
-  // Keep the heap from filling with stale entries.
-  if (s.heap.size() > 1024 && s.heap.size() > 4 * (s.tcbs.size() - s.free_slots.size())) {
-    s.heap.clear();
-    for (Tcb* t : s.tcbs) {
-      if (t != nullptr && !t->scheduled.is_never())
-        s.heap.push_back({t->scheduled, t->index, t->generation});
-    }
-    std::make_heap(s.heap.begin(), s.heap.end(), std::greater<>());
-  }
   return NextDeadline();
 }
 
 Instant Stack::NextDeadline() const {
   const Impl& s = *impl_;
-  Instant t = s.heap.empty() ? Instant::Never() : s.heap.front().when;
+  Instant t = s.timers.empty() ? Instant::Never() : s.timers.top_when();
   if (!s.dirty.empty()) t = Instant::FromNanos(std::numeric_limits<int64_t>::min() / 2);
   return Min(t, s.reassembler.NextDeadline());
 }
@@ -937,11 +909,11 @@ Result0 Stack::Connect(Instant now, SocketId id, Endpoint remote) {
     t->tuple.local = Endpoint{s.config.addr, *p};
   }
   t->tuple.remote = remote;
-  if (s.conns.contains(t->tuple)) {
+  if (s.conns.Contains(t->tuple)) {
     t->tuple.remote = Endpoint{};
     return Error(EADDRNOTAVAIL);
   }
-  s.conns.emplace(t->tuple, t->index);
+  s.conns.Insert(t->tuple, t->index);
   t->in_table = true;
   t->OpenActive(now, s.Isn(now, t->tuple), s.TsOffset(t->tuple));
   s.MarkDirty(*t);

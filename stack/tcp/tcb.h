@@ -82,7 +82,6 @@ class Tcb {
   bool explicitly_bound = false;
   uint32_t listener = 0;     // for a passive child: 1 + the listener's index; 0 otherwise
   bool in_accept_queue = false;
-  uint32_t heap_generation = 0;
   Instant scheduled = Instant::Never();  // deadline the host's timer heap holds for us
   bool dirty = false;                    // queued for output at the next Poll
   bool reaping = false;                  // queued to be freed at the end of the current call
