@@ -38,9 +38,11 @@ RecvBuffer::Accepted RecvBuffer::Insert(SeqNum seq, std::span<const std::byte> d
       new_nxt = SeqMax(new_nxt, ranges_[absorbed].right);
       ++absorbed;
     }
-    std::copy(ranges_.begin() + static_cast<std::ptrdiff_t>(absorbed),
-              ranges_.begin() + static_cast<std::ptrdiff_t>(range_count_), ranges_.begin());
-    range_count_ -= absorbed;
+    if (absorbed != 0) {
+      std::copy(ranges_ + absorbed, ranges_ + range_count_, ranges_);
+      range_count_ -= absorbed;
+      if (range_count_ == 0) FreeRanges();
+    }
     // Out-of-order bytes at or below new_nxt were already written, except the ones that this
     // segment covers, which it rewrote with identical sequence positions.
     result.in_order = static_cast<size_t>(new_nxt - rcv_nxt_);
@@ -80,6 +82,9 @@ RecvBuffer::Accepted RecvBuffer::Insert(SeqNum seq, std::span<const std::byte> d
 }
 
 void RecvBuffer::AddRange(SeqNum left, SeqNum right) {
+  if (ranges_ == nullptr) {
+    ranges_ = static_cast<Range*>(mem_->allocate(kMaxRanges * sizeof(Range), alignof(Range)));
+  }
   // Merge with every range it overlaps or touches, then insert in order.
   size_t i = 0;
   while (i < range_count_ && ranges_[i].right < left) ++i;
@@ -91,16 +96,12 @@ void RecvBuffer::AddRange(SeqNum left, SeqNum right) {
   }
   const Range merged{left, right, ++clock_};
   if (j == i) {
-    std::copy_backward(ranges_.begin() + static_cast<std::ptrdiff_t>(i),
-                       ranges_.begin() + static_cast<std::ptrdiff_t>(range_count_),
-                       ranges_.begin() + static_cast<std::ptrdiff_t>(range_count_ + 1));
+    std::copy_backward(ranges_ + i, ranges_ + range_count_, ranges_ + range_count_ + 1);
     ranges_[i] = merged;
     ++range_count_;
   } else {
     ranges_[i] = merged;
-    std::copy(ranges_.begin() + static_cast<std::ptrdiff_t>(j),
-              ranges_.begin() + static_cast<std::ptrdiff_t>(range_count_),
-              ranges_.begin() + static_cast<std::ptrdiff_t>(i + 1));
+    std::copy(ranges_ + j, ranges_ + range_count_, ranges_ + i + 1);
     range_count_ -= (j - i - 1);
   }
 }

@@ -2,7 +2,8 @@
 //
 // In-order bytes are readable; out-of-order bytes are placed at their offset in the same
 // ByteQueue and tracked as ranges, from which the SACK blocks of RFC 2018 are produced (the
-// block holding the most recently received segment first).
+// block holding the most recently received segment first). The range table is allocated only
+// while out-of-order data is held, so an in-order connection carries none of it.
 #pragma once
 
 #include <array>
@@ -20,12 +21,16 @@ class RecvBuffer {
  public:
   static constexpr size_t kMaxRanges = 32;
 
-  explicit RecvBuffer(std::pmr::memory_resource* mem) : queue_(mem) {}
+  explicit RecvBuffer(std::pmr::memory_resource* mem) : mem_(mem), queue_(mem) {}
+  ~RecvBuffer() { FreeRanges(); }
+  RecvBuffer(const RecvBuffer&) = delete;
+  RecvBuffer& operator=(const RecvBuffer&) = delete;
 
   // rcv_nxt corresponds to offset readable() in the queue.
   void Reset(SeqNum rcv_nxt) {
     rcv_nxt_ = rcv_nxt;
     range_count_ = 0;
+    FreeRanges();
   }
   SeqNum rcv_nxt() const { return rcv_nxt_; }
   size_t readable() const { return queue_.size(); }
@@ -48,6 +53,7 @@ class RecvBuffer {
   void Clear() {
     queue_.Clear();
     range_count_ = 0;
+    FreeRanges();
   }
 
  private:
@@ -56,10 +62,18 @@ class RecvBuffer {
     uint64_t touched;  // insertion order, for SACK block ordering
   };
   void AddRange(SeqNum left, SeqNum right);
+  void FreeRanges() {
+    if (ranges_ == nullptr) return;
+    mem_->deallocate(ranges_, kMaxRanges * sizeof(Range), alignof(Range));
+    ranges_ = nullptr;
+  }
 
+  std::pmr::memory_resource* mem_;
   ByteQueue queue_;
   SeqNum rcv_nxt_;
-  std::array<Range, kMaxRanges> ranges_{};  // sorted, disjoint, non-adjacent, all > rcv_nxt
+  // kMaxRanges entries while out-of-order data is held (else null): sorted, disjoint,
+  // non-adjacent, all > rcv_nxt; the first range_count_ are in use.
+  Range* ranges_ = nullptr;
   size_t range_count_ = 0;
   uint64_t clock_ = 0;
 };
