@@ -872,7 +872,7 @@ Result<SocketId> Stack::Accept(SocketId id) {
   if (l->state() != TcpState::kListen) return Error(EINVAL);
   if (l->accept_queue.empty()) return Error(EAGAIN);
   const uint32_t slot = l->accept_queue.front();
-  l->accept_queue.erase(l->accept_queue.begin());
+  l->accept_queue.pop_front();
   Tcb* c = s.tcbs[slot];
   c->in_accept_queue = false;
   c->listener = 0;

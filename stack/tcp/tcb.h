@@ -20,9 +20,11 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <memory_resource>
+#include <vector>
 
 #include "stack/base/addr.h"
 #include "stack/base/seqnum.h"
@@ -39,6 +41,34 @@
 namespace shake {
 
 class Tcb;
+
+// A FIFO of slot indices (a listener's accept queue): pop_front is O(1) amortized, where erasing
+// the front of a vector moved the whole queue (up to the 4096-entry backlog) on every accept().
+class SlotQueue {
+ public:
+  explicit SlotQueue(std::pmr::memory_resource* mem) : v_(mem) {}
+  bool empty() const { return head_ == v_.size(); }
+  size_t size() const { return v_.size() - head_; }
+  uint32_t front() const { return v_[head_]; }
+  void push_back(uint32_t x) { v_.push_back(x); }
+  void pop_front() {
+    if (++head_ == v_.size()) {
+      v_.clear();
+      head_ = 0;
+    } else if (head_ >= 64 && 2 * head_ >= v_.size()) {
+      v_.erase(v_.begin(), v_.begin() + static_cast<std::ptrdiff_t>(head_));
+      head_ = 0;
+    }
+  }
+  void clear() {
+    v_.clear();
+    head_ = 0;
+  }
+
+ private:
+  std::pmr::vector<uint32_t> v_;
+  size_t head_ = 0;
+};
 
 // What a Tcb needs from its host.
 class TcpHost {
@@ -90,7 +120,7 @@ class Tcb {
 
   // ---- listener ----
   int backlog = 0;
-  std::pmr::vector<uint32_t> accept_queue;  // child indices, oldest first
+  SlotQueue accept_queue;  // child indices, oldest first
   uint32_t syn_queue_len = 0;
 
   TcpState state() const { return state_; }
