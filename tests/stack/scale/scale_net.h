@@ -88,6 +88,12 @@ class RouteSink final : public FrameSink {
 };
 
 struct Node {
+  // `pool`: count on top of an unsynchronized_pool_resource (as a host's arena would be) rather
+  // than on malloc.
+  explicit Node(bool pool)
+      : pool_(pool ? std::make_unique<std::pmr::unsynchronized_pool_resource>() : nullptr),
+        mem(pool_ ? pool_.get() : std::pmr::new_delete_resource()) {}
+  std::unique_ptr<std::pmr::unsynchronized_pool_resource> pool_;
   CountingResource mem;
   std::unique_ptr<Stack> stack;
   Ipv4Addr addr;
@@ -104,10 +110,11 @@ class Net {
   }
 
   // nodes()[0] is the server; 1..clients are the clients. `tune` may adjust each config.
-  explicit Net(size_t clients, uint64_t seed = 1, void (*tune)(StackConfig&) = nullptr)
+  explicit Net(size_t clients, bool pool = true, uint64_t seed = 1,
+               void (*tune)(StackConfig&) = nullptr)
       : sink_(*this) {
     for (size_t i = 0; i <= clients; ++i) {
-      auto n = std::make_unique<Node>();
+      auto n = std::make_unique<Node>(pool);
       StackConfig c;
       c.addr = i == 0 ? kServerAddr : ClientAddr(i - 1);
       c.prefix_len = 15;
