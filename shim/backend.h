@@ -50,6 +50,9 @@ class StackBackend {
   virtual Outcome Bind(int fd, const sockaddr* addr, socklen_t len) = 0;
   virtual Outcome Connect(int fd, const sockaddr* addr, socklen_t len) = 0;
   virtual Outcome Listen(int fd, int backlog) = 0;
+  // `ep` is a new epoll instance (epoll_create, epoll_create1): a socket taken over later must
+  // stay registered in it.
+  virtual void NoteEpoll(int /*ep*/) {}
   // Options set before a decision, recorded for replay onto a stack socket.
   virtual void NoteOption(int fd, int level, int name, const void* value, socklen_t len) = 0;
 

@@ -504,8 +504,17 @@ int pselect(int n, fd_set* r, fd_set* w, fd_set* x, const timespec* timeout,
   return real::pselect(n, r, w, x, timeout, mask);
 }
 
-int epoll_create(int size) noexcept { return real::epoll_create(size); }
-int epoll_create1(int flags) noexcept { return real::epoll_create1(flags); }
+int epoll_create(int size) noexcept {
+  int ep = real::epoll_create(size);
+  if (StackBackend* b = ep >= 0 ? Decider() : nullptr) b->NoteEpoll(ep);
+  return ep;
+}
+
+int epoll_create1(int flags) noexcept {
+  int ep = real::epoll_create1(flags);
+  if (StackBackend* b = ep >= 0 ? Decider() : nullptr) b->NoteEpoll(ep);
+  return ep;
+}
 
 int epoll_ctl(int ep, int op, int fd, epoll_event* ev) noexcept {
   FdEntry e;

@@ -104,6 +104,8 @@ struct SocketRec {
   bool any_listener = false;        // also has a kernel listener (FdKind::kListener)
   int64_t rcvtimeo_ns = 0;          // SO_RCVTIMEO / SO_SNDTIMEO, 0 = none
   int64_t sndtimeo_ns = 0;
+  bool connect_pending = false;     // a connect returned EINPROGRESS/EINTR: the next that finds
+                                    // the connection established returns 0, as Linux does
   uint16_t refs[kMaxProcs] = {};    // fds per process slot
 };
 
@@ -214,6 +216,11 @@ class Backend final : public StackBackend, public StackObserver {
   Outcome Connect(int fd, const sockaddr* addr, socklen_t len) override;
   Outcome Listen(int fd, int backlog) override;
   void NoteOption(int, int, int, const void*, socklen_t) override {}
+  void NoteEpoll(int ep) override {
+    if (ep >= 0 && static_cast<uint32_t>(ep) < kMaxEpollFds) {
+      epolls_[ep / 64].fetch_or(uint64_t{1} << (ep % 64));
+    }
+  }
   Outcome Accept(FdEntry e, int fd, sockaddr* addr, socklen_t* len, int flags) override;
   Outcome Recv(FdEntry e, int fd, msghdr* msg, int flags) override;
   Outcome Send(FdEntry e, int fd, const msghdr* msg, int flags) override;
@@ -307,6 +314,16 @@ class Backend final : public StackBackend, public StackObserver {
   int hidden_base_ = 1024;
   int* pfd_ = nullptr;  // per socket record: this process's hidden eventfd, or -1
   int* kfd_ = nullptr;  // per socket record: this process's hidden kernel listener, or -1
+  // Epoll instances the program created, whose registrations of a socket we take over must
+  // follow it to its new file.
+  static constexpr uint32_t kMaxEpollFds = 1 << 16;
+  std::atomic<uint64_t> epolls_[kMaxEpollFds / 64] = {};
+  struct Carried {
+    int ep;
+    epoll_event ev;
+  };
+  int CollectRegistrations(int fd, Carried* out, int max);
+  SocketId Rebirth(SocketId old);
   Reg* regs_ = nullptr;
   uint32_t reg_free_ = 0;  // 1-based index of a free Reg, 0: take regs_high_
   uint32_t regs_high_ = 0;
@@ -638,6 +655,7 @@ int Backend::AdoptLocked(Stack& st, SocketId id, bool nonblock, bool listener) {
   r.listener = listener;
   r.any_listener = false;
   r.rcvtimeo_ns = r.sndtimeo_ns = 0;
+  r.connect_pending = false;
   std::memset(r.refs, 0, sizeof r.refs);
   r.refs[slot_] = 1;
   r.image = ImageOf(st.Readiness(id), listener);
@@ -825,6 +843,8 @@ int Backend::TakeOver(int fd, SocketId* out_id) {
     errno = err;
     return -1;
   }
+  Carried carried[8];
+  const int nc = CollectRegistrations(fd, carried, 8);
   // The placeholder takes the socket's number; the kernel socket goes away with it.
   if (real::dup3(hidden, fd, k.cloexec ? O_CLOEXEC : 0) < 0) {
     err = errno;
@@ -833,7 +853,88 @@ int Backend::TakeOver(int fd, SocketId* out_id) {
     return -1;
   }
   Register(fd, FdKind::kStack, *out_id, hidden, -1);
+  for (int i = 0; i < nc; ++i) {
+    EpollCtl(carried[i].ep, EPOLL_CTL_ADD, fd, FdEntry{FdKind::kStack, *out_id}, &carried[i].ev);
+  }
   return 0;
+}
+
+// The program's epoll registrations of `fd` (read from /proc/self/fdinfo of each epoll instance
+// it created), so they can be made again once the fd is a different file.
+int Backend::CollectRegistrations(int fd, Carried* out, int max) {
+  int n = 0;
+  for (uint32_t w = 0; w < kMaxEpollFds / 64; ++w) {
+    uint64_t bits = epolls_[w].load(std::memory_order_relaxed);
+    while (bits != 0 && n < max) {
+      const int ep = static_cast<int>(w * 64 + static_cast<uint32_t>(std::countr_zero(bits)));
+      bits &= bits - 1;
+      if (ep == fd) continue;
+      char path[64];
+      snprintf(path, sizeof path, "/proc/self/fdinfo/%d", ep);
+      const int f = static_cast<int>(syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC));
+      if (f < 0) continue;
+      char buf[8192];
+      size_t len = 0;
+      for (ssize_t r; len < sizeof buf - 1 && (r = real::read(f, buf + len, sizeof buf - 1 - len)) > 0;) {
+        len += static_cast<size_t>(r);
+      }
+      real::close(f);
+      buf[len] = '\0';
+      for (char* line = buf; line != nullptr && *line != '\0' && n < max;) {
+        char* next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        int tfd = -1;
+        unsigned events = 0;
+        unsigned long long data = 0;
+        if (sscanf(line, "tfd: %d events: %x data: %llx", &tfd, &events, &data) == 3 &&
+            tfd == fd) {
+          out[n].ep = ep;
+          out[n].ev.events = events;
+          out[n].ev.data.u64 = data;
+          ++n;
+        }
+        line = next;
+      }
+    }
+  }
+  return n;
+}
+
+// A socket whose connection failed may connect again (Linux allows it; the stack's socket is
+// spent): a fresh stack socket takes over the record, the eventfd and the fds.
+SocketId Backend::Rebirth(SocketId old) {
+  SocketId fresh = Locked([&](Stack& st) -> SocketId {
+    Result<SocketId> s = st.Open();
+    const uint32_t ni = s.ok() ? IndexOf(*s) : kMaxSockets;
+    if (ni >= kMaxSockets) {
+      if (s.ok()) st.Close(io::MonotonicNow(), *s);
+      return kNoSocket;
+    }
+    (void)st.SetOptions(*s, *st.GetOptions(old));
+    SocketRec& from = Rec(old);
+    SocketRec& to = sh_->socks[ni];
+    const uint32_t oi = IndexOf(old);
+    to.id = *s;
+    to.image = from.image;
+    to.listener = false;
+    to.any_listener = false;
+    to.rcvtimeo_ns = from.rcvtimeo_ns;
+    to.sndtimeo_ns = from.sndtimeo_ns;
+    to.connect_pending = false;
+    std::memcpy(to.refs, from.refs, sizeof to.refs);
+    pfd_[ni] = pfd_[oi];
+    pfd_[oi] = -1;
+    from.id = kNoSocket;
+    sh_->high = std::max(sh_->high, ni + 1);
+    st.Close(io::MonotonicNow(), old);
+    return *s;
+  });
+  if (fresh != kNoSocket) {
+    Fds()->ForEach(0, ~0u, [&](int f, FdEntry e) {
+      if (e.socket == old) Fds()->Set(f, FdEntry{e.kind, fresh});
+    });
+  }
+  return fresh;
 }
 
 Outcome Backend::Bind(int fd, const sockaddr* addr, socklen_t len) {
@@ -876,6 +977,18 @@ Outcome Backend::Connect(int fd, const sockaddr* addr, socklen_t len) {
       if (!r.ok()) return Fail(r.error());
     }
   }
+  {
+    bool spent = false;
+    Locked([&](Stack& st) {
+      const Result<SocketInfo> info = st.Info(id);
+      spent = info.ok() && (*info).state == TcpState::kClosed && (*info).remote.port != 0;
+      return 0;
+    });
+    if (spent) {
+      id = Rebirth(id);
+      if (id == kNoSocket) return Fail(ENOBUFS);
+    }
+  }
   SocketRec& r = Rec(id);
   uint32_t seq = 0;
   const Result0 c = Locked([&](Stack& st) {
@@ -886,7 +999,12 @@ Outcome Backend::Connect(int fd, const sockaddr* addr, socklen_t len) {
     return x;
   });
   if (c.ok()) return Outcome::Done(0);
+  if (c.error() == EISCONN && r.connect_pending) {
+    r.connect_pending = false;
+    return Outcome::Done(0);
+  }
   if (c.error() != EINPROGRESS) return Fail(c.error());
+  r.connect_pending = true;
   if (WantsNonBlocking(fd, 0)) return Fail(EINPROGRESS);
   const Instant deadline = DeadlineAfter(r.sndtimeo_ns);
   for (;;) {
@@ -903,7 +1021,10 @@ Outcome Backend::Connect(int fd, const sockaddr* addr, socklen_t len) {
       if (result == 0 && !info.ok()) result = ECONNREFUSED;
       return true;
     });
-    if (done) return result == 0 ? Outcome::Done(0) : Fail(result);
+    if (done) {
+      r.connect_pending = false;
+      return result == 0 ? Outcome::Done(0) : Fail(result);
+    }
     const int w = WaitWord(&r.seq, seq, deadline);
     r.waiters.fetch_sub(1);
     if (w == EINTR) return Fail(EINTR);
@@ -978,9 +1099,12 @@ Outcome Backend::Listen(int fd, int backlog) {
   ev.data.fd = pfd;
   real::epoll_ctl(ep, EPOLL_CTL_ADD, pfd, &ev);
   if (k.nonblock) real::fcntl(ep, F_SETFL, static_cast<unsigned long>(O_NONBLOCK));
+  Carried carried[8];
+  const int nc = CollectRegistrations(fd, carried, 8);
   real::dup3(ep, fd, k.cloexec ? O_CLOEXEC : 0);
   real::close(ep);
   Register(fd, FdKind::kListener, id, pfd, kfd);
+  for (int i = 0; i < nc; ++i) real::epoll_ctl(carried[i].ep, EPOLL_CTL_ADD, fd, &carried[i].ev);
   return Outcome::Done(0);
 }
 
@@ -1102,10 +1226,10 @@ Outcome Backend::Recv(FdEntry e, int fd, msghdr* msg, int flags) {
         if (*got < n || peek) break;
       }
       UpdateImageLocked(st, *r, false);
-      if (err == EAGAIN && !eof) r->waiters.fetch_add(1);
+      r->waiters.fetch_add(1);  // before the unlock: a change after it wakes the wait below
       return 0;
     });
-    const bool waited = err == EAGAIN && !eof;
+    const bool waited = true;
     auto unwait = [&] {
       if (waited) r->waiters.fetch_sub(1);
     };
@@ -1698,7 +1822,15 @@ void Backend::DropRegsOf(uint32_t index, int fd) {
 }
 
 Outcome Backend::EpollCtl(int ep, int op, int fd, FdEntry e, epoll_event* ev) {
-  if (e.kind != FdKind::kStack) return Outcome::Pass();  // a kListener's epoll fd is exact
+  if (e.kind == FdKind::kListener) {
+    // The listener's fd is an epoll instance, exact for EPOLLIN; the kernel refuses
+    // EPOLLEXCLUSIVE on one, so every waiter wakes and all but one find EAGAIN.
+    if (ev == nullptr || !(ev->events & EPOLLEXCLUSIVE)) return Outcome::Pass();
+    epoll_event copy = *ev;
+    copy.events &= ~static_cast<uint32_t>(EPOLLEXCLUSIVE);
+    return Outcome::Done(real::epoll_ctl(ep, op, fd, &copy));
+  }
+  if (e.kind != FdKind::kStack) return Outcome::Pass();
   if (op != EPOLL_CTL_DEL && ev == nullptr) return Fail(EFAULT);
   return Locked([&](Stack&) -> Outcome {
     const uint32_t index = IndexOf(e.socket);
