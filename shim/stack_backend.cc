@@ -1213,6 +1213,7 @@ Outcome Backend::Recv(FdEntry e, int fd, msghdr* msg, int flags) {
         base += skip;
         n -= skip;
         skip = 0;
+        // A short read is followed by another, which tells end of stream (0) from EAGAIN.
         const Result<size_t> got = st.Recv(e.socket, {base, n}, peek);
         if (!got.ok()) {
           err = got.error();
@@ -1223,7 +1224,12 @@ Outcome Backend::Recv(FdEntry e, int fd, msghdr* msg, int flags) {
           break;
         }
         total += *got;
-        if (*got < n || peek) break;
+        if (peek) break;
+        if (*got < n) {
+          skip = 0;
+          i = static_cast<size_t>(-1);  // restart the walk at `total`
+          skip = total;
+        }
       }
       UpdateImageLocked(st, *r, false);
       r->waiters.fetch_add(1);  // before the unlock: a change after it wakes the wait below
