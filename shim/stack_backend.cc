@@ -210,6 +210,7 @@ class Backend final : public StackBackend, public StackObserver {
  public:
   explicit Backend(const Config& c) : config_(c) {}
   bool Init();
+  bool busy() const { return busy_; }
 
   // ---- StackBackend -----------------------------------------------------------------------
   Outcome Bind(int fd, const sockaddr* addr, socklen_t len) override;
@@ -297,6 +298,7 @@ class Backend final : public StackBackend, public StackObserver {
   void RunDeferred();
 
   Config config_;
+  bool busy_ = false;  // the device is held by another process family
   Arena* arena_ = nullptr;
   std::unique_ptr<ArenaLock> lock_;
   Shared* sh_ = nullptr;
@@ -358,6 +360,14 @@ bool Backend::Init() {
   std::string error;
   dev_ = io::OpenDevice(spec, &error);
   if (!dev_) {
+    if (error.find("busy") != std::string::npos) {
+      // Another process family (typically our own parent, which exec'd a helper) holds the
+      // device: this process keeps kernel sockets. Sharing a stack across exec is not done yet.
+      Log(LogLevel::kInfo, "%s is in use by another program: sockets stay kernel sockets",
+          spec.c_str());
+      busy_ = true;
+      return false;
+    }
     LogLine(("shake: SHAKE_DEVICE=" + spec + ": " + error).c_str());
     return false;
   }
@@ -1959,7 +1969,7 @@ bool InstallStackBackend(const Config& config) {
   g_backend = b;
   if (!b->Init()) {
     g_backend = nullptr;
-    return false;
+    return b->busy();  // a busy device is not a configuration error: pass through
   }
   InstallBackend(b);
   return true;
