@@ -674,6 +674,120 @@ void Tcb::EnterRecovery(Instant now) {
   (void)now;
 }
 
+void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, FrameSink& out) {
+  const bool can_receive = state_ == TcpState::kEstablished ||
+                           state_ == TcpState::kFinWait1 || state_ == TcpState::kFinWait2;
+  if (!payload.empty() && can_receive) {
+    const SeqNum end = h.seq + static_cast<uint32_t>(payload.size());
+    if (read_shut_ && orphan() && end > recv_.rcv_nxt()) {
+      // RFC 1122 4.2.2.13 and Linux: data for a socket the application closed draws a reset.
+      Abort(now, &out, 0);
+      return;
+    }
+    const size_t space = recv_capacity() > recv_.readable() ? recv_capacity() - recv_.readable() : 0;
+    const bool had_hole = recv_.has_out_of_order();
+    const auto got = recv_.Insert(h.seq, payload, space);
+    if (got.in_order != 0) {
+      ++unacked_segments_;
+      last_data_received_ = now;
+      if (payload.size() > rcv_mss_) {
+        rcv_mss_ = static_cast<uint16_t>(std::min<size_t>(payload.size(), 65535));
+      }
+      host_.ReadinessChanged(*this);
+      // Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2): at least every second full segment;
+      // at once in Linux's quick-ack phase (unless the exchange is interactive), when a hole
+      // is filled, or with TCP_QUICKACK. A FIN riding on data makes the exchange interactive.
+      if (h.has(flag::kFin)) pingpong_ = true;
+      const bool quick = quickacks_ > 0 && !pingpong_;
+      if (unacked_segments_ >= 2 || quick || had_hole || options.quick_ack || got.out_of_order) {
+        ack_now_ = true;
+        if (quick) --quickacks_;
+      } else if (delack_deadline_.is_never()) {
+        delack_deadline_ = now + host_.tcp_config().delayed_ack;
+      }
+    }
+    if (got.out_of_order || got.duplicate) {
+      // RFC 5681 4.2: out-of-order data is acknowledged at once (with SACK blocks).
+      host_.counters().tcp_ooo_segments_in += got.out_of_order ? 1 : 0;
+      ack_now_ = true;
+    }
+    if (got.duplicate && sack_ok_ && h.seq < recv_.rcv_nxt()) {
+      // RFC 2883: report the duplicate below RCV.NXT in a D-SACK block.
+      dsack_pending_ = true;
+      dsack_ = {h.seq, SeqMin(end, recv_.rcv_nxt())};
+    }
+  }
+  if (h.has(flag::kFin) && (state_ == TcpState::kEstablished || state_ == TcpState::kFinWait1 ||
+                            state_ == TcpState::kFinWait2 || state_ == TcpState::kSynReceived)) {
+    const SeqNum fin_seq = h.seq + static_cast<uint32_t>(payload.size());
+    if (fin_seq == recv_.rcv_nxt()) {
+      ProcessFin(now, !payload.empty());
+    } else if (fin_seq > recv_.rcv_nxt()) {
+      ooo_fin_ = true;
+      ooo_fin_seq_ = fin_seq;
+      ack_now_ = true;
+    }
+  }
+  // A FIN that arrived beyond a hole takes effect once the hole is filled.
+  if (ooo_fin_ && !fin_received_ && ooo_fin_seq_ == recv_.rcv_nxt()) ProcessFin(now, false);
+}
+
+void Tcb::ProcessFin(Instant now, bool with_data) {
+  // RFC 9293 3.10.7.4, eighth: advance RCV.NXT over the FIN and acknowledge it. Linux
+  // acknowledges a bare FIN at once and one that came with data after the delayed-ACK time.
+  recv_.Reset(recv_.rcv_nxt() + 1);
+  fin_received_ = true;
+  ooo_fin_ = false;
+  // Only the FIN that takes ESTABLISHED to CLOSE-WAIT may wait; in FIN-WAIT the peer is closing
+  // too and Linux answers at once (tcp_fin).
+  const bool may_delay = state_ == TcpState::kEstablished || state_ == TcpState::kSynReceived;
+  if (!with_data || ack_now_ || !may_delay) {
+    ack_now_ = true;
+    delack_deadline_ = Instant::Never();
+  } else if (delack_deadline_.is_never()) {
+    delack_deadline_ = now + host_.tcp_config().delayed_ack;
+  }
+  switch (state_) {
+    case TcpState::kSynReceived:
+    case TcpState::kEstablished:
+      SetState(now, TcpState::kCloseWait);
+      break;
+    case TcpState::kFinWait1:
+      if (fin_acked()) {
+        EnterTimeWait(now);
+      } else {
+        SetState(now, TcpState::kClosing);
+      }
+      break;
+    case TcpState::kFinWait2:
+      EnterTimeWait(now);
+      break;
+    default:
+      break;
+  }
+  host_.ReadinessChanged(*this);
+}
+
+void Tcb::EnterTimeWait(Instant now) {
+  rto_kind_ = RtoKind::kNone;
+  rto_deadline_ = Instant::Never();
+  keepalive_deadline_ = Instant::Never();
+  delack_deadline_ = Instant::Never();
+  tlp_deadline_ = Instant::Never();
+  state_deadline_ = now + host_.tcp_config().time_wait;
+  send_q_.Clear();
+  SetState(now, TcpState::kTimeWait);
+}
+
+bool Tcb::TimeWaitAcceptsSyn(const TcpHeader& h) const {
+  // Linux tcp_timewait_state_process: a SYN whose sequence number is above RCV.NXT, or whose
+  // timestamp is newer than the last one seen, may start a new incarnation.
+  if (ts_ok_ && h.options.timestamp) {
+    return static_cast<int32_t>(h.options.timestamp->val - ts_recent_) > 0;
+  }
+  return h.seq > recv_.rcv_nxt();
+}
+
 // ---- Application calls --------------------------------------------------------------------
 
 size_t Tcb::SendSpace() const {

@@ -854,3 +854,21 @@ TEST_F(PortTest, ConnectErrors) {
 
 }  // namespace
 }  // namespace shake::testing
+
+namespace shake::testing {
+namespace {
+
+class FinTest : public TcpTest {};
+
+TEST_F(FinTest, FinWithDataInFinWait2IsAckedAtOnce) {
+  // Only ESTABLISHED -> CLOSE-WAIT may delay the ACK of a FIN that carries data (Linux tcp_fin).
+  PassiveOpen();
+  ASSERT_TRUE(stack().Shutdown(h_.now(), conn_, false, true).ok());
+  Expect1(h_.Flush(), f::kFin | f::kAck, 1, 1);
+  EXPECT_TRUE(h_.Deliver(PeerSeg(f::kAck, 1, 2)).empty());
+  Expect1(h_.Deliver(PeerSeg(f::kFin | f::kPsh | f::kAck, 1, 2, "bye")), f::kAck, 2, 5);
+  EXPECT_EQ(State(), TcpState::kTimeWait);
+}
+
+}  // namespace
+}  // namespace shake::testing
