@@ -327,8 +327,9 @@ void Engine::PassUring(Duration max_wait) {
   Uring& u = *uring_;
   io_uring* ring = &u.ring;
   std::unique_lock<EngineLock> lock(*lock_);
-  {
-    ++stats_.passes;
+  ++stats_.passes;
+  // Reaps completions: received frames go to the handler, written buffers come back.
+  auto reap = [&] {
     now_ = MonotonicNow();
     io_uring_cqe* cqes[256];
     // Bounded: each round consumes the completions present; at most a few rounds per pass.
@@ -375,7 +376,7 @@ void Engine::PassUring(Duration max_wait) {
       io_uring_cq_advance(ring, n);
     }
     deadline_ = ProcessTimers(now_);
-  }
+  };
 
   auto get_sqe = [&]() {
     io_uring_sqe* sqe = io_uring_get_sqe(ring);
@@ -386,6 +387,13 @@ void Engine::PassUring(Duration max_wait) {
     }
     return sqe;
   };
+  // Everything that touches the device happens under the lock, so that processes sharing one
+  // stack (the shim's fork model) keep each connection's frames in order both ways: writes are
+  // submitted (and complete inline) before another process can build later frames, and reads
+  // are reaped and handled before another process can read frames that came after them.
+  bool reading = false;
+  for (int round = 0; round < 4; ++round) {
+  reap();
   if (!u.poll_armed) {
     if (io_uring_sqe* sqe = get_sqe()) {
       if (features_.multishot_poll) {
@@ -421,7 +429,7 @@ void Engine::PassUring(Duration max_wait) {
     io_uring_sqe_set_data64(sqe, EncodeUserData(Op::kWrite, index));
   }
   tx_pending_.clear();
-  bool reading = false;
+  reading = false;
   if (u.rx_readable && u.rx_inflight == 0) {
     for (size_t i = 0; i < options_.rx_batch; ++i) {
       io_uring_sqe* sqe = get_sqe();
@@ -438,11 +446,14 @@ void Engine::PassUring(Duration max_wait) {
       reading = true;
     }
   }
+  ++stats_.submits;
+  io_uring_submit(ring);  // reads and writes complete inline on a TUN or packet socket
+  if (!reading) break;
+  }
   Duration wait = Min(max_wait, deadline_ - MonotonicNow());
-  if (reading) wait = Duration::Zero();  // the reads complete during the submit itself
+  if (reading) wait = Duration::Zero();  // frames may still be waiting: come straight back
   __kernel_timespec ts = ToTimespec(wait);
   io_uring_cqe* cqe = nullptr;
-  ++stats_.submits;
   lock.unlock();
   passes_.fetch_add(1, std::memory_order_release);
   io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, nullptr);
