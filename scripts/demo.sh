@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
 # The main job end to end: build, a private network namespace with a TUN device, a kernel-side
-# HTTP server (nginx), a download through libshake's own TCP stack, and that connection's
-# handshake and close as they crossed the wire.
+# HTTP server (nginx), an unmodified curl whose TCP socket libshake's own stack serves
+# (`shake curl`), and that connection's handshake and close as they crossed the wire.
 #
 #   sudo scripts/demo.sh            # SIZE=1048576 by default
 #
-# Until the preload shim serves stack sockets, the client is shake-http, a small HTTP client
-# written on libshake's stack and io engine directly; the shim's `shake curl` takes its place next.
 # Everything happens inside a namespace this script creates and removes; addresses are in
 # 198.18.0.0/15.
 set -euo pipefail
@@ -19,7 +17,7 @@ fi
 scripts/install-deps.sh
 build=${BUILD_DIR:-build}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc)" --target shake-http >/dev/null
+cmake --build "$build" -j"$(nproc)" --target shake shake_preload >/dev/null
 
 ns="shake-demo-$$"
 work=$(mktemp -d /tmp/shake-demo.XXXXXX)
@@ -56,9 +54,10 @@ http {
 CONF
 ip netns exec "$ns" nginx -c "$work/nginx.conf" -p "$work"
 
-echo "== libshake downloads http://198.18.0.1/file ($size bytes) over its own TCP stack"
-ip netns exec "$ns" "$build/io/shake-http" get --device tun:shake0 --addr 198.18.0.2/24 \
-  --pcap "$work/demo.pcap" --time-wait-ms 1000 --drain 2 -o "$work/out" http://198.18.0.1/file
+echo "== shake curl http://198.18.0.1/file ($size bytes): curl's socket is served by libshake"
+ip netns exec "$ns" "$build/shim/shake" --device tun:shake0 --addr 198.18.0.2/24 \
+  --pcap "$work/demo.pcap" -- curl -sS -o "$work/out" -w 'curl: HTTP %{http_code}, %{size_download} bytes in %{time_total} s\n' \
+  http://198.18.0.1/file
 if cmp -s "$work/file" "$work/out"; then
   echo "== the download is byte-exact ($(sha256sum < "$work/out" | cut -c1-16)...)"
 else
