@@ -6,6 +6,11 @@
 #   - shake nginx (master + 2 workers, daemon on) under ab -n 5000 -c 50: no failed request;
 #     nginx -s reload keeps serving; nginx -s quit ends it
 #   - an idle shake'd server uses < 1% CPU over 5 s
+#   - shake redis-server under kernel-side redis-benchmark -q -n 100000 (a subset of its tests,
+#     $SHAKE_APPS_REDIS_TESTS; empty = its full default list, ~40-60 s per mode) with a BGSAVE
+#     every second during the run: every test line completes, no connection error, every BGSAVE
+#     child (which inherits all client sockets and _exits) succeeds, and one redis-cli
+#     connection held open across the saves answers every PING
 #
 #   apps_test.sh SHAKE_LAUNCHER
 #
@@ -17,7 +22,6 @@
 set -uo pipefail
 shake=$(readlink -f "$1")
 ns="shkapps-$$"
-work=$(mktemp -d /tmp/shkapps.XXXXXX)
 py=$(command -v python3)
 py=$(readlink -f "$py")  # pyenv shims are shell scripts; preload the interpreter itself
 
@@ -27,7 +31,8 @@ skip() {
   exit 77
 }
 [[ $(id -u) -eq 0 ]] || skip "not root: the namespace and TUN device need CAP_NET_ADMIN"
-for p in ip curl nginx ab; do command -v $p >/dev/null || skip "$p is not installed"; done
+for p in ip curl nginx ab redis-server redis-cli redis-benchmark; do command -v $p >/dev/null || skip "$p is not installed"; done
+work=$(mktemp -d /tmp/shkapps.XXXXXX)  # after the skips: they exit before the cleanup trap
 
 cleanup() {
   for pidf in "$work"/*.pid; do [[ -f "$pidf" ]] && kill "$(cat "$pidf")" 2>/dev/null; done
@@ -146,6 +151,84 @@ assert hashlib.sha256(d).hexdigest() == \"$want\", len(d)'"
   done
   check "$dev: nginx -s quit ends nginx" test $gone -eq 1
   rm -f "$work/shaked.pid"
+
+  run_redis "$dev" "$saddr"
+}
+
+# redis-benchmark's default list takes ~40-60 s per mode here (LRANGE_300..600 are most of it);
+# this subset keeps both modes near 30 s together. Each test runs 100000 requests over 50
+# connections that stay open for the whole test, so a BGSAVE fork inside a test exercises the
+# shim's fork handling on 50 live sockets.
+redis_tests=${SHAKE_APPS_REDIS_TESTS-ping,set,get,incr,lpush,lpop,lrange_100,mset}
+run_redis() {  # device stack-address
+  local dev=$1 saddr=$2 rdir="$work/redis-${1%%:*}"
+  mkdir -p "$rdir"
+  # Default configuration but for running unprivileged in a temp dir; the client comes from the
+  # kernel side, so protected mode (loopback only without a password) is off.
+  in_ns "$shake" --device "$dev" --addr "$saddr/24" -- redis-server --port 6379 --bind 0.0.0.0 \
+    --dir "$rdir" --save "" --daemonize no --protected-mode no --logfile "$rdir/redis.log" &
+  echo $! >"$work/redis.pid"
+  local up=0
+  for _ in $(seq 50); do
+    [[ $(in_ns redis-cli -h "$saddr" PING 2>/dev/null) == PONG ]] && { up=1; break; }
+    sleep 0.1
+  done
+  check "$dev: shake redis-server starts and answers on the stack address" test $up -eq 1
+  if ((up)); then
+    # One connection held across the saves: 50 PINGs 0.2 s apart.
+    in_ns timeout 30 redis-cli -h "$saddr" -r 50 -i 0.2 PING >"$rdir/held.out" 2>&1 &
+    local held=$!
+    (for _ in $(seq 60); do
+       sleep 1
+       [[ -e "$rdir/bench.done" ]] && break
+       in_ns redis-cli -h "$saddr" BGSAVE
+     done) >"$rdir/bgsave.out" 2>&1 &
+    local saver=$!
+    local targs=(); [[ -n "$redis_tests" ]] && targs=(-t "$redis_tests")
+    in_ns timeout 100 redis-benchmark -h "$saddr" -q -n 100000 "${targs[@]}" >"$rdir/bench.raw" 2>&1
+    local brc=$?
+    touch "$rdir/bench.done"
+    wait "$saver" "$held"
+    # -q rewrites a progress line with \r; the final line of each test ends with \n.
+    tr '\r' '\n' <"$rdir/bench.raw" | grep -v 'rps=' | grep -v '^ *$' >"$rdir/bench.out"
+    sed 's/^/apps_test:   /' "$rdir/bench.out"
+    local want_lines=20  # the default list's lines
+    [[ -n "$redis_tests" ]] && want_lines=$(redis_lines "$redis_tests")
+    local saves
+    saves=$(grep -c 'Background saving started' "$rdir/bgsave.out")
+    echo "apps_test: $dev: $saves BGSAVE(s) during the benchmark"
+    check "$dev: redis-benchmark -n 100000: exit 0, $want_lines tests complete, no error" bash -c "
+      [[ $brc -eq 0 ]] && [[ \$(grep -c 'requests per second' $rdir/bench.out) -eq $want_lines ]] &&
+      ! grep -qiE 'error|reset|refused|closed' $rdir/bench.raw"
+    check "$dev: BGSAVEs during the benchmark all succeed (>= 3)" bash -c "
+      [[ $saves -ge 3 ]] && ! grep -qvE 'Background saving started|already in progress' $rdir/bgsave.out &&
+      [[ \$(grep -c 'Background saving terminated with success' $rdir/redis.log) -eq \
+         \$(grep -c 'Background saving started by pid' $rdir/redis.log) ]] &&
+      ! grep -qE 'Background saving (error|terminated by signal)' $rdir/redis.log"
+    check "$dev: a redis-cli connection held across the BGSAVEs answers all 50 PINGs" bash -c "
+      [[ \$(grep -cx PONG $rdir/held.out) -eq 50 ]] && [[ \$(grep -cvx PONG $rdir/held.out) -eq 0 ]]"
+    in_ns redis-cli -h "$saddr" SHUTDOWN NOSAVE >/dev/null 2>&1
+  fi
+  local gone=0
+  for _ in $(seq 50); do
+    kill -0 "$(cat "$work/redis.pid")" 2>/dev/null || { gone=1; break; }
+    sleep 0.1
+  done
+  check "$dev: redis SHUTDOWN ends redis-server" test $gone -eq 1
+  ((gone)) || kill -9 "$(cat "$work/redis.pid")" 2>/dev/null
+  wait "$(cat "$work/redis.pid")" 2>/dev/null
+  rm -f "$work/redis.pid"
+}
+redis_lines() {  # -t list -> how many result lines redis-benchmark -q prints for it
+  local n=0 lrange=0 t
+  for t in ${1//,/ }; do
+    case $t in
+      ping) n=$((n + 2)) ;;  # PING_INLINE, PING_MBULK
+      lrange*) n=$((n + 1)); lrange=1 ;;
+      *) n=$((n + 1)) ;;
+    esac
+  done
+  echo $((n + lrange))  # "LPUSH (needed to benchmark LRANGE)" once
 }
 
 run_mode tun:shk0 198.18.10.1 198.18.10.2
