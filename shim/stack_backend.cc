@@ -991,7 +991,7 @@ Outcome Backend::Connect(int fd, const sockaddr* addr, socklen_t len) {
     bool spent = false;
     Locked([&](Stack& st) {
       const Result<SocketInfo> info = st.Info(id);
-      spent = info.ok() && (*info).state == TcpState::kClosed && (*info).remote.port != 0;
+      spent = info.ok() && (*info).ended;
       return 0;
     });
     if (spent) {
@@ -1021,8 +1021,7 @@ Outcome Backend::Connect(int fd, const sockaddr* addr, socklen_t len) {
     int result = 0;
     bool done = Locked([&](Stack& st) {
       const Result<SocketInfo> info = st.Info(id);
-      if (info.ok() && ((*info).state == TcpState::kSynSent ||
-                        (*info).state == TcpState::kSynReceived)) {
+      if (info.ok() && (*info).connecting) {
         seq = r.seq.load();
         r.waiters.fetch_add(1);
         return false;
@@ -1642,9 +1641,7 @@ Outcome Backend::GetPeerName(FdEntry e, int, sockaddr* addr, socklen_t* len) {
   if (addr == nullptr || len == nullptr) return Fail(EFAULT);
   const Result<SocketInfo> info = Locked([&](Stack& st) { return st.Info(e.socket); });
   if (!info.ok()) return Fail(info.error());
-  const TcpState s = (*info).state;
-  if (s == TcpState::kClosed || s == TcpState::kListen || s == TcpState::kSynSent ||
-      (*info).remote.port == 0) {
+  if (!(*info).connected || (*info).remote.port == 0) {
     return Fail(ENOTCONN);
   }
   FillAddr((*info).remote, addr, len);

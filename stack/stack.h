@@ -163,6 +163,12 @@ struct SocketInfo {
   size_t unsent_bytes = 0;    // SIOCOUTQ: queued and not yet acknowledged
   size_t send_space = 0;
   bool listening = false;
+  // The socket's life as the POSIX calls see it, so that callers need not reason about TCP
+  // states: the handshake is in progress (connect() would block); the socket has a peer and has
+  // not reached CLOSED (getpeername() answers, as on Linux); the connection has ended.
+  bool connecting = false;
+  bool connected = false;
+  bool ended = false;
   uint16_t mss = 0;           // effective send MSS
   Duration srtt;
   Duration rttvar;

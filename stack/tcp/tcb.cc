@@ -922,6 +922,11 @@ void Tcb::FillInfo(SocketInfo& info) const {
   info.unsent_bytes = send_q_.size();
   info.send_space = SendSpace();
   info.listening = state_ == TcpState::kListen;
+  info.connecting = state_ == TcpState::kSynSent || state_ == TcpState::kSynReceived;
+  // Linux's getpeername rule: every state but CLOSED, LISTEN and SYN-SENT has a peer.
+  info.connected = state_ != TcpState::kClosed && state_ != TcpState::kListen &&
+                   state_ != TcpState::kSynSent;
+  info.ended = state_ == TcpState::kClosed && tuple.remote.port != 0;
   info.mss = snd_mss_;
   info.srtt = rtt_.srtt();
   info.rttvar = rtt_.rttvar();
