@@ -9,9 +9,22 @@ build=${BUILD_DIR:-build}
 rm -rf "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$build" -j"$(nproc)"
-# A failing test ends the script here (pipefail); the fuzzing pass runs only after a green ctest.
-ctest --test-dir "$build" --output-on-failure -j"$(nproc)" 2>&1 | tee "$build/ctest.log"
+status=0
+ctest --test-dir "$build" --output-on-failure -j"$(nproc)" 2>&1 | tee "$build/ctest.log" || status=$?
 summary=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$build/ctest.log" | tail -1)
+if [ "$status" != 0 ]; then
+  # With -j the failing tests' output is buried mid-log; repeat the end of each one last, where
+  # a reader of the log's tail (or CI's excerpt) sees it.
+  echo "==== output of the failed tests (last 60 lines each) ===="
+  awk '/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: .*\*\*\*/ { if (n) flush(); name = $0; n = 0; grab = 1; next }
+       /^ *Start +[0-9]+: |^ *[0-9]+\/[0-9]+ Test +#/ { if (grab) flush(); grab = 0; next }
+       grab { lines[n++] = $0 }
+       function flush(  i) { print "---- " name; for (i = (n > 60 ? n - 60 : 0); i < n; i++) print lines[i]; n = 0 }
+       END { if (grab) flush() }' "$build/ctest.log"
+  [[ $summary =~ ([0-9]+)\ tests\ failed\ out\ of\ ([0-9]+) ]] &&
+    echo "ctest: $((BASH_REMATCH[2] - BASH_REMATCH[1])) passed, ${BASH_REMATCH[1]} failed"
+  exit "$status"  # the fuzzing pass runs only after a green ctest
+fi
 
 # libFuzzer targets, built with clang, each run for FUZZ_SECONDS.
 fuzz_seconds=${FUZZ_SECONDS:-60}
