@@ -5,7 +5,7 @@ pkgs=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   liburing-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 nftables ethtool tcpdump curl nginx-light python3 lintian file redis-server redis-tools
-  apache2-utils wrk
+  apache2-utils wrk debootstrap dpkg-dev dpkg-repack
 )
 missing=()
 for p in "${pkgs[@]}"; do
