@@ -17,16 +17,6 @@ constexpr size_t kTargetIpOff = 24;
 constexpr uint16_t kHtypeEthernet = 1;
 constexpr uint16_t kPtypeIpv4 = 0x0800;
 
-MacAddr LoadMac(Bytes b, size_t off) {
-  MacAddr m;
-  for (size_t i = 0; i < m.b.size(); ++i) m.b[i] = Load8(b, off + i);
-  return m;
-}
-
-void StoreMac(MutBytes b, size_t off, const MacAddr& m) {
-  for (size_t i = 0; i < m.b.size(); ++i) Store8(b, off + i, m.b[i]);
-}
-
 }  // namespace
 
 Drop ParseArp(Bytes payload, ArpPacket* out) {

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <span>
 
+#include "stack/base/addr.h"
+
 namespace shake::wire {
 
 using Bytes = std::span<const std::byte>;
@@ -29,6 +31,14 @@ inline void Store16(MutBytes b, size_t off, uint16_t v) {
 inline void Store32(MutBytes b, size_t off, uint32_t v) {
   Store16(b, off, static_cast<uint16_t>(v >> 16));
   Store16(b, off + 2, static_cast<uint16_t>(v & 0xffff));
+}
+inline MacAddr LoadMac(Bytes b, size_t off) {
+  MacAddr m;
+  for (size_t i = 0; i < m.b.size(); ++i) m.b[i] = Load8(b, off + i);
+  return m;
+}
+inline void StoreMac(MutBytes b, size_t off, const MacAddr& m) {
+  for (size_t i = 0; i < m.b.size(); ++i) Store8(b, off + i, m.b[i]);
 }
 
 }  // namespace shake::wire

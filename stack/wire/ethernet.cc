@@ -9,16 +9,6 @@ constexpr size_t kSrcOff = 6;
 constexpr size_t kTypeOff = 12;
 constexpr uint16_t kEtherTypeVlan = 0x8100;
 
-MacAddr LoadMac(Bytes b, size_t off) {
-  MacAddr m;
-  for (size_t i = 0; i < m.b.size(); ++i) m.b[i] = Load8(b, off + i);
-  return m;
-}
-
-void StoreMac(MutBytes b, size_t off, const MacAddr& m) {
-  for (size_t i = 0; i < m.b.size(); ++i) Store8(b, off + i, m.b[i]);
-}
-
 }  // namespace
 
 Drop ParseEthernet(Bytes frame, EthernetHeader* out, Bytes* payload) {
