@@ -23,10 +23,10 @@
 #include <vector>
 
 #include "stack/stack.h"
-#include "stack/wire/checksum.h"
 #include "stack/wire/ipv4.h"
 #include "stack/wire/tcp.h"
 #include "tests/stack/scale/scale_net.h"
+#include "tests/stack/tcp_frame.h"
 
 namespace shake {
 namespace {
@@ -143,19 +143,7 @@ std::vector<std::byte> Frame(Flow& f, uint16_t dst_port, uint8_t flags, size_t p
     h.options.sack_permitted = true;
     h.options.window_scale = 7;
   }
-  const size_t thl = wire::TcpHeaderLen(h.options);
-  std::vector<std::byte> out(20 + thl + payload_len);
-  wire::Ipv4Header ip;
-  ip.total_len = static_cast<uint16_t>(out.size());
-  ip.protocol = wire::kProtoTcp;
-  ip.src = f.addr;
-  ip.dst = kUs;
-  wire::EmitIpv4(out, ip);
-  std::span<std::byte> seg = std::span<std::byte>(out).subspan(20);
-  wire::EmitTcpHeader(seg, h);
-  for (size_t i = 0; i < payload_len; ++i) seg[thl + i] = static_cast<std::byte>(i);
-  wire::FillTcpChecksum(seg, f.addr, kUs);
-  return out;
+  return testing::TcpFrame(f.addr, kUs, h, testing::CountingBytes(payload_len));
 }
 
 struct Server {

@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "stack/stack.h"
-#include "stack/wire/checksum.h"
 #include "stack/wire/ipv4.h"
 #include "stack/wire/tcp.h"
+#include "tests/stack/tcp_frame.h"
 
 namespace shake {
 namespace {
@@ -79,19 +79,7 @@ struct Peer {
       h.options.sack_permitted = true;
       h.options.window_scale = 7;
     }
-    const size_t thl = wire::TcpHeaderLen(h.options);
-    std::vector<std::byte> f(20 + thl + payload_len);
-    wire::Ipv4Header ip;
-    ip.total_len = static_cast<uint16_t>(f.size());
-    ip.protocol = wire::kProtoTcp;
-    ip.src = kPeer;
-    ip.dst = kUs;
-    wire::EmitIpv4(f, ip);
-    std::span<std::byte> seg = std::span<std::byte>(f).subspan(20);
-    wire::EmitTcpHeader(seg, h);
-    for (size_t i = 0; i < payload_len; ++i) seg[thl + i] = static_cast<std::byte>(i);
-    wire::FillTcpChecksum(seg, kPeer, kUs);
-    return f;
+    return testing::TcpFrame(kPeer, kUs, h, testing::CountingBytes(payload_len));
   }
 
   Peer() {

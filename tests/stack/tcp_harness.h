@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "stack/stack.h"
-#include "stack/wire/checksum.h"
 #include "stack/wire/ipv4.h"
 #include "stack/wire/tcp.h"
+#include "tests/stack/tcp_frame.h"
 
 namespace shake::testing {
 
@@ -125,19 +125,7 @@ class TcpHarness {
     h.flags = s.flags;
     h.window = s.window;
     h.options = s.options;
-    const size_t hlen = wire::TcpHeaderLen(h.options);
-    std::vector<std::byte> frame(wire::kIpv4MinHeaderLen + hlen + s.payload.size());
-    wire::Ipv4Header ip;
-    ip.total_len = static_cast<uint16_t>(frame.size());
-    ip.protocol = wire::kProtoTcp;
-    ip.src = src;
-    ip.dst = dst;
-    wire::EmitIpv4(frame, ip);
-    std::span<std::byte> seg = std::span(frame).subspan(wire::kIpv4MinHeaderLen);
-    wire::EmitTcpHeader(seg, h);
-    std::copy(s.payload.begin(), s.payload.end(), seg.begin() + static_cast<std::ptrdiff_t>(hlen));
-    wire::FillTcpChecksum(seg, src, dst);
-    return frame;
+    return TcpFrame(src, dst, h, s.payload);
   }
 
  private:
