@@ -128,7 +128,8 @@ struct Reg {  // one epoll registration of a stack fd
   bool used = false;
   bool forced_et = false;  // LT registration made ET while the fd showed a spurious event
   int ep = -1;
-  int fd = -1;
+  int fd = -1;   // the number the program registered, -1 once it is closed (see Release)
+  int kfd = -1;  // the number the kernel's registration is keyed on, -1 if none we can name
   uint32_t index = 0;  // socket record
   uint32_t events = 0;
   uint64_t data = 0;
@@ -295,6 +296,7 @@ class Backend final : public StackBackend, public StackObserver {
   Outcome AcceptAny(SocketRec& r, int fd, sockaddr* addr, socklen_t* len, int flags);
   Reg* RegOf(uint64_t tag, int ep);
   void DropRegsOf(uint32_t index, int fd);
+  void OrphanRegsOf(uint32_t index, int fd);
   void RunDeferred();
 
   Config config_;
@@ -740,8 +742,15 @@ void Backend::Release(FdEntry e, int fd) {
     return;
   }
   Locked([&](Stack& st) {
-    DropRegsOf(IndexOf(e.socket), fd);
-    if (RecOf(e) != nullptr) DropRefLocked(st, IndexOf(e.socket), slot_);
+    SocketRec* r = RecOf(e);
+    // The kernel keeps an epoll registration while its open file lives: closing one of several
+    // descriptors of the socket leaves the registrations made through it in place.
+    if (r != nullptr && r->refs[slot_] > 1) {
+      OrphanRegsOf(IndexOf(e.socket), fd);
+    } else {
+      DropRegsOf(IndexOf(e.socket), fd);
+    }
+    if (r != nullptr) DropRefLocked(st, IndexOf(e.socket), slot_);
     return 0;
   });
 }
@@ -1025,6 +1034,17 @@ Outcome Backend::Connect(int fd, const sockaddr* addr, socklen_t len) {
         seq = r.seq.load();
         r.waiters.fetch_add(1);
         return false;
+      }
+      // The handshake completed and a reset followed before this thread ran (the SYN-ACK and
+      // the RST in one batch): connect() succeeds and the reset is left for the next call, as
+      // on Linux whenever the woken thread runs before the reset is processed. (Linux can also
+      // report the reset here, when it loses that race; both are kernel behaviours, and the
+      // first is the one a program sees in practice.) A reset during the handshake is
+      // ECONNREFUSED and is reported now.
+      const int pending = info.ok() ? (*info).pending_error : 0;
+      if (pending == ECONNRESET || pending == EPIPE) {
+        result = 0;
+        return true;
       }
       result = st.TakeError(id);
       if (result == 0 && !info.ok()) result = ECONNREFUSED;
@@ -1826,8 +1846,39 @@ void Backend::DropRegsOf(uint32_t index, int fd) {
     Reg& g = regs_[i];
     if (!g.used || g.index != index || (fd >= 0 && g.fd != fd)) continue;
     epoll_event ev{};
-    real::epoll_ctl(g.ep, EPOLL_CTL_DEL, g.fd, &ev);
+    if (g.kfd >= 0) real::epoll_ctl(g.ep, EPOLL_CTL_DEL, g.kfd, &ev);
     g.used = false;
+    g.next_free = reg_free_;
+    reg_free_ = i + 1;
+    regs_live_.fetch_sub(1);
+  }
+}
+
+// Fd `fd` of record `index` is being closed while other descriptors of the same open file stay
+// in this process: its registrations live on, as the kernel's do. Each is moved onto this
+// process's hidden descriptor of the socket, so that we can still modify and finally delete it;
+// the program can no longer name it (fd = -1), as with the kernel. A registration whose number
+// already refers to another file (dup2 over it) stays keyed on the number we cannot name any
+// more: it still reports events, but can be neither re-armed nor deleted by us.
+void Backend::OrphanRegsOf(uint32_t index, int fd) {
+  if (regs_live_.load() == 0) return;
+  for (uint32_t i = 0; i < regs_high_; ++i) {
+    Reg& g = regs_[i];
+    if (!g.used || g.index != index || g.fd != fd) continue;
+    g.fd = -1;
+    epoll_event ev{};
+    if (g.kfd < 0 || real::epoll_ctl(g.ep, EPOLL_CTL_DEL, g.kfd, &ev) != 0) {
+      g.kfd = -1;
+      continue;
+    }
+    ev.events = g.forced_et ? g.events | EPOLLET : g.events;
+    ev.data.u64 = reinterpret_cast<uintptr_t>(&g);
+    const int hidden = pfd_[index];
+    if (hidden >= 0 && real::epoll_ctl(g.ep, EPOLL_CTL_ADD, hidden, &ev) == 0) {
+      g.kfd = hidden;
+      continue;
+    }
+    g.used = false;  // a second registration in the same instance: it cannot be kept
     g.next_free = reg_free_;
     reg_free_ = i + 1;
     regs_live_.fetch_sub(1);
@@ -1869,7 +1920,7 @@ Outcome Backend::EpollCtl(int ep, int op, int fd, FdEntry e, epoll_event* ev) {
           return Fail(ENOSPC);
         }
         Reg& g = regs_[slot];
-        g = Reg{true, false, ep, fd, index, ev->events, ev->data.u64, 0};
+        g = Reg{true, false, ep, fd, fd, index, ev->events, ev->data.u64, 0};
         kev.events = ev->events;
         kev.data.u64 = reinterpret_cast<uintptr_t>(&g);
         if (real::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &kev) != 0) {
@@ -1886,7 +1937,7 @@ Outcome Backend::EpollCtl(int ep, int op, int fd, FdEntry e, epoll_event* ev) {
         if (!found) return Fail(ENOENT);
         kev.events = ev->events;
         kev.data.u64 = reinterpret_cast<uintptr_t>(found);
-        if (real::epoll_ctl(ep, EPOLL_CTL_MOD, fd, &kev) != 0) return Outcome::Done(-1);
+        if (real::epoll_ctl(ep, EPOLL_CTL_MOD, found->kfd, &kev) != 0) return Outcome::Done(-1);
         found->events = ev->events;
         found->data = ev->data.u64;
         found->forced_et = false;
@@ -1894,7 +1945,7 @@ Outcome Backend::EpollCtl(int ep, int op, int fd, FdEntry e, epoll_event* ev) {
       }
       case EPOLL_CTL_DEL: {
         if (!found) return Fail(ENOENT);
-        real::epoll_ctl(ep, EPOLL_CTL_DEL, fd, &kev);
+        real::epoll_ctl(ep, EPOLL_CTL_DEL, found->kfd, &kev);
         found->used = false;
         const auto slot = static_cast<uint32_t>(found - regs_);
         found->next_free = reg_free_;
@@ -1933,19 +1984,20 @@ Outcome Backend::EpollWait(int ep, epoll_event* events, int max, const timespec*
         if (m == 0) {
           // The image's approximation: nothing the app asked for. Re-arm a one-shot; make a
           // level-triggered registration edge-triggered until the socket changes.
+          if (g->kfd < 0) continue;
           if (g->events & EPOLLONESHOT) {
             kev.events = g->events;
-            real::epoll_ctl(ep, EPOLL_CTL_MOD, g->fd, &kev);
+            real::epoll_ctl(ep, EPOLL_CTL_MOD, g->kfd, &kev);
           } else if (!(g->events & EPOLLET) && !g->forced_et) {
             kev.events = g->events | EPOLLET;
-            real::epoll_ctl(ep, EPOLL_CTL_MOD, g->fd, &kev);
+            real::epoll_ctl(ep, EPOLL_CTL_MOD, g->kfd, &kev);
             g->forced_et = true;
           }
           continue;
         }
-        if (g->forced_et) {
+        if (g->forced_et && g->kfd >= 0) {
           kev.events = g->events;
-          real::epoll_ctl(ep, EPOLL_CTL_MOD, g->fd, &kev);
+          real::epoll_ctl(ep, EPOLL_CTL_MOD, g->kfd, &kev);
           g->forced_et = false;
         }
         events[out].events = m;
