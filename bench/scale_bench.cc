@@ -96,28 +96,7 @@ BENCHMARK(BM_ConnectionRate)->Arg(100)->Arg(1000)->Arg(4000)->Unit(benchmark::kM
 
 constexpr Ipv4Addr kUs(198, 18, 0, 1);
 
-class Sink final : public FrameSink {
- public:
-  std::span<std::byte> Acquire(size_t max_len) override {
-    if (buf_.size() < max_len) buf_.resize(max_len);
-    return {buf_.data(), max_len};
-  }
-  void Commit(size_t len) override {
-    ++frames;
-    if (!parse) return;
-    wire::Ipv4Header ip;
-    wire::Bytes payload;
-    if (wire::ParseIpv4({buf_.data(), len}, &ip, &payload, false) != Drop::kNone) return;
-    wire::Bytes data;
-    if (wire::ParseTcp(payload, ip.src, ip.dst, &last, &data, false) != Drop::kNone) return;
-  }
-  uint64_t frames = 0;
-  bool parse = true;
-  wire::TcpHeader last;
-
- private:
-  std::vector<std::byte> buf_;
-};
+using Sink = testing::LastSegmentSink;
 
 struct Flow {
   Ipv4Addr addr;

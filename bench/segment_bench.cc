@@ -27,29 +27,7 @@ constexpr Ipv4Addr kPeer(198, 18, 0, 2);
 constexpr uint16_t kPeerPort = 40000;
 constexpr size_t kSegLen = 1448;
 
-// Discards the stack's frames, remembering what the last TCP segment said.
-class Sink final : public FrameSink {
- public:
-  std::span<std::byte> Acquire(size_t max_len) override {
-    if (buf_.size() < max_len) buf_.resize(max_len);
-    return {buf_.data(), max_len};
-  }
-  void Commit(size_t len) override {
-    ++frames;
-    wire::Ipv4Header ip;
-    wire::Bytes payload;
-    if (wire::ParseIpv4({buf_.data(), len}, &ip, &payload, false) != Drop::kNone) return;
-    wire::TcpHeader h;
-    wire::Bytes data;
-    if (wire::ParseTcp(payload, ip.src, ip.dst, &h, &data, false) != Drop::kNone) return;
-    last = h;
-  }
-  uint64_t frames = 0;
-  wire::TcpHeader last;
-
- private:
-  std::vector<std::byte> buf_;
-};
+using Sink = testing::LastSegmentSink;
 
 // The peer's half of one connection to the stack's port 80.
 struct Peer {

@@ -11,6 +11,7 @@
 #include "stack/base/addr.h"
 #include "stack/wire/checksum.h"
 #include "stack/wire/ipv4.h"
+#include "stack/stack.h"
 #include "stack/wire/tcp.h"
 
 namespace shake::testing {
@@ -42,5 +43,31 @@ inline std::span<const std::byte> CountingBytes(size_t n) {
   }();
   return std::span(bytes).first(n);
 }
+
+// A FrameSink that counts the stack's frames and remembers the last TCP header among them (when
+// `parse` is set): what a benchmark's far end needs to answer without a full harness.
+class LastSegmentSink final : public FrameSink {
+ public:
+  std::span<std::byte> Acquire(size_t max_len) override {
+    if (buf_.size() < max_len) buf_.resize(max_len);
+    return {buf_.data(), max_len};
+  }
+  void Commit(size_t len) override {
+    ++frames;
+    if (!parse) return;
+    wire::Ipv4Header ip;
+    wire::Bytes payload;
+    if (wire::ParseIpv4({buf_.data(), len}, &ip, &payload, false) != Drop::kNone) return;
+    wire::TcpHeader h;
+    wire::Bytes data;
+    if (wire::ParseTcp(payload, ip.src, ip.dst, &h, &data, false) == Drop::kNone) last = h;
+  }
+  uint64_t frames = 0;
+  bool parse = true;
+  wire::TcpHeader last;
+
+ private:
+  std::vector<std::byte> buf_;
+};
 
 }  // namespace shake::testing

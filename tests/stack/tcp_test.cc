@@ -750,11 +750,6 @@ TEST_F(TcpTest, OutOfWindowDataGetsDuplicateAck) {
   Expect1(h_.Deliver(PeerSeg(f::kAck | f::kPsh, 1'000'000, 1, "far")), f::kAck, 1, 1);
 }
 
-}  // namespace
-}  // namespace shake::testing
-
-namespace shake::testing {
-namespace {
 
 // Every state change and segment is reported to the observer, for `shake trace`.
 class Recorder final : public StackObserver {
@@ -795,11 +790,6 @@ TEST_F(TraceTest, ObserverSeesEveryStateAndSegment) {
   stack().SetObserver(nullptr);
 }
 
-}  // namespace
-}  // namespace shake::testing
-
-namespace shake::testing {
-namespace {
 
 class PortTest : public TcpTest {};
 
@@ -852,11 +842,6 @@ TEST_F(PortTest, ConnectErrors) {
   EXPECT_EQ(stack().Shutdown(h_.now(), *fresh, false, true).error(), ENOTCONN);
 }
 
-}  // namespace
-}  // namespace shake::testing
-
-namespace shake::testing {
-namespace {
 
 class FinTest : public TcpTest {};
 
