@@ -11,13 +11,16 @@
 
 namespace shake::io {
 
-std::unique_ptr<Device> OpenDevice(const std::string& spec, std::string* error) {
+std::unique_ptr<Device> OpenDevice(const std::string& spec, std::string* error,
+                                   int inherited_fd) {
   const auto colon = spec.find(':');
   const std::string kind = spec.substr(0, colon);
   const std::string name = colon == std::string::npos ? "" : spec.substr(colon + 1);
-  if (kind == "tun" && !name.empty()) return TunDevice::Open(TunOptions{.name = name}, error);
+  if (kind == "tun" && !name.empty()) {
+    return TunDevice::Open(TunOptions{.name = name, .control_fd = inherited_fd}, error);
+  }
   if (kind == "packet" && !name.empty()) {
-    return PacketDevice::Open(PacketOptions{.name = name}, error);
+    return PacketDevice::Open(PacketOptions{.name = name, .inherited_fd = inherited_fd}, error);
   }
   *error = "device \"" + spec + "\": expected tun:IFNAME or packet:IFNAME";
   return nullptr;

@@ -74,7 +74,10 @@ class Device {
 };
 
 // Opens "tun:IFNAME" or "packet:IFNAME". On failure returns null and a one-line reason.
-std::unique_ptr<Device> OpenDevice(const std::string& spec, std::string* error);
+// `inherited_fd` >= 0: the device's fd as an earlier image of this process opened it (kept
+// open across exec), used instead of opening a new one; owned by the device afterwards.
+std::unique_ptr<Device> OpenDevice(const std::string& spec, std::string* error,
+                                   int inherited_fd = -1);
 
 // Plain-syscall batch I/O on a device: recvmmsg/sendmmsg on sockets, read/write loops otherwise.
 class SyncPort {

@@ -35,6 +35,17 @@ std::unique_ptr<PacketDevice> PacketDevice::Open(const PacketOptions& options,
 
   // Protocol 0 receives nothing until bind() names ETH_P_ALL and the interface, so no frame of
   // another interface is ever queued.
+  if (options.inherited_fd >= 0) {
+    dev->fd_ = options.inherited_fd;
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, options.name.c_str(), IFNAMSIZ - 1);
+    if (ioctl(dev->fd_, SIOCGIFHWADDR, &ifr) < 0) return fail("SIOCGIFHWADDR", errno);
+    for (size_t i = 0; i < 6; ++i) dev->mac_.b[i] = static_cast<uint8_t>(ifr.ifr_hwaddr.sa_data[i]);
+    if (ioctl(dev->fd_, SIOCGIFMTU, &ifr) == 0 && ifr.ifr_mtu > 0 && ifr.ifr_mtu <= 65535) {
+      dev->mtu_ = static_cast<uint16_t>(ifr.ifr_mtu);
+    }
+    return dev;
+  }
   dev->fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (dev->fd_ < 0) return fail("socket(AF_PACKET)", errno);
   const int one = 1;

@@ -24,6 +24,9 @@ struct PacketOptions {
   bool complete_checksums = false;
   bool promiscuous = false;  // a relay forwarding frames for other MACs does not need it on veth
   int socket_buffer = 8 << 20;
+  // An AF_PACKET socket this device opened earlier, bound to `name` (inherited across exec):
+  // used as it is. Owned by the device afterwards.
+  int inherited_fd = -1;
 };
 
 class PacketDevice final : public Device {

@@ -45,7 +45,14 @@ std::unique_ptr<TunDevice> TunDevice::Open(const TunOptions& options, std::strin
     std::strncpy(ifr.ifr_name, options.name.c_str(), IFNAMSIZ - 1);
     ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
     if (options.queues > 1) ifr.ifr_flags |= IFF_MULTI_QUEUE;
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0) return fail("TUNSETIFF", errno);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+      // A control fd already attached to this device (inherited across exec) is used as it is.
+      ifreq cur{};
+      const bool attached = errno == EEXIST && q == 0 && options.control_fd >= 0 &&
+                            ioctl(fd, TUNGETIFF, &cur) == 0 &&
+                            std::strncmp(cur.ifr_name, options.name.c_str(), IFNAMSIZ) == 0;
+      if (!attached) return fail("TUNSETIFF", errno);
+    }
   }
 
   const int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);

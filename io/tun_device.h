@@ -23,7 +23,8 @@ struct TunOptions {
   int queues = 1;
   bool create = true;  // create the device if it does not exist (needs CAP_NET_ADMIN)
   // An already-open /dev/net/tun to attach with (for queue 0), e.g. handed over by a privileged
-  // launcher where /dev/net/tun is not world-accessible. Owned by the device afterwards.
+  // launcher where /dev/net/tun is not world-accessible, or one already attached to this device
+  // (inherited across exec). Owned by the device afterwards.
   int control_fd = -1;
 };
 

@@ -2,6 +2,10 @@
 
 #include <errno.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <bit>
 #include <cstdlib>
@@ -74,14 +78,56 @@ void ArenaLock::unlock() {
 bool ArenaLock::HeldByThisThread() { return t_lock_depth != 0; }
 void ArenaLock::ForgetHeldInChild() { t_lock_depth = 0; }
 
-Arena* Arena::Create(size_t size) {
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE,
-                 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return nullptr;
+Arena* Arena::Create(size_t size, int* memfd) {
+  const int fd = static_cast<int>(syscall(SYS_memfd_create, "libshake-arena", MFD_CLOEXEC));
+  if (fd < 0) return nullptr;
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    close(fd);
+    return nullptr;
+  }
+  constexpr int kFlags = MAP_SHARED | MAP_NORESERVE;
+  void* p = MAP_FAILED;
+  bool fixed = false;
+  // A handful of random places in [16 TiB, 48 TiB); bounded.
+  for (int attempt = 0; attempt < 8 && p == MAP_FAILED; ++attempt) {
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) break;
+    const uintptr_t want = (uintptr_t{16} << 40) + (r % 8192) * (uintptr_t{1} << 32);
+    p = mmap(reinterpret_cast<void*>(want), size, PROT_READ | PROT_WRITE,
+             kFlags | MAP_FIXED_NOREPLACE, fd, 0);
+    if (p != MAP_FAILED && reinterpret_cast<uintptr_t>(p) != want) {  // a kernel before 4.17
+      munmap(p, size);
+      p = MAP_FAILED;
+    }
+    fixed = p != MAP_FAILED;
+  }
+  if (p == MAP_FAILED) p = mmap(nullptr, size, PROT_READ | PROT_WRITE, kFlags, fd, 0);
+  if (p == MAP_FAILED) {
+    close(fd);
+    return nullptr;
+  }
   auto* base = static_cast<std::byte*>(p);
   static_assert(sizeof(Arena) <= kHeader);
   auto* a = new (base) Arena(base + kHeader, base + size);
+  a->size_ = size;
+  a->fixed_ = fixed;
   ArenaLock::InitMutex(&a->mutex_);
+  *memfd = fd;
+  return a;
+}
+
+Arena* Arena::Attach(uintptr_t base, size_t size, int memfd) {
+  struct stat st {};
+  if (fstat(memfd, &st) != 0 || static_cast<size_t>(st.st_size) != size) return nullptr;
+  void* p = mmap(reinterpret_cast<void*>(base), size, PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_NORESERVE | MAP_FIXED_NOREPLACE, memfd, 0);
+  if (p == MAP_FAILED) return nullptr;
+  auto* a = static_cast<Arena*>(p);
+  if (reinterpret_cast<uintptr_t>(p) != base || a->magic_ != kMagic || a->size_ != size ||
+      !a->fixed_) {
+    munmap(p, size);
+    return nullptr;
+  }
   return a;
 }
 

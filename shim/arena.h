@@ -1,4 +1,4 @@
-// The shared arena: one MAP_SHARED anonymous mapping, created before the program's first fork,
+// The shared arena: one MAP_SHARED mapping of a memfd, created before the program's first fork,
 // that holds everything libshake shares between a process and its forked children — the stack
 // itself (through ArenaResource), the socket records, the process slots and the lock.
 //
@@ -7,7 +7,13 @@
 // every process of the family. Memory is reserved with MAP_NORESERVE and committed page by page
 // as it is first touched.
 //
-//   Arena* a = Arena::Create(size_t{1} << 31);
+// Exec: the arena is placed at a random 4 GiB-aligned address between 16 and 48 TiB, a range a
+// fresh image leaves empty (executables, libraries, heap and stacks sit elsewhere), so that a new
+// image given the memfd (Attach) can map it at the same address and its pointers stay valid.
+// If no such place is free, Create maps it anywhere and fixed() is false (no exec hand-off).
+//
+//   int memfd;
+//   Arena* a = Arena::Create(size_t{1} << 31, &memfd);
 //   ArenaLock lock(a->mutex());           // process-shared, robust
 //   std::pmr::memory_resource* mem = a->resource();  // only under the lock
 #pragma once
@@ -71,8 +77,15 @@ class ArenaLock final : public io::EngineLock {
 
 class Arena {
  public:
-  // Maps `size` bytes (MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE). Null on failure.
-  static Arena* Create(size_t size);
+  // Maps `size` bytes of a new memfd (MAP_SHARED | MAP_NORESERVE); *memfd is the memfd
+  // (close-on-exec). Null on failure.
+  static Arena* Create(size_t size, int* memfd);
+  // Maps the arena of `memfd` at `base`, where the image that created it has it. Null if the
+  // address is taken or the memfd is not an arena of that size.
+  static Arena* Attach(uintptr_t base, size_t size, int memfd);
+  uintptr_t base() const { return reinterpret_cast<uintptr_t>(this); }
+  size_t size() const { return size_; }
+  bool fixed() const { return fixed_; }
 
   // The header lives at the start of the mapping; the rest is the resource's.
   pthread_mutex_t* mutex() { return &mutex_; }
@@ -82,6 +95,10 @@ class Arena {
 
  private:
   Arena(std::byte* begin, std::byte* end) : resource_(begin, end) {}
+  static constexpr uint64_t kMagic = 0x616e657261656b73;  // "skearena"
+  uint64_t magic_ = kMagic;
+  size_t size_ = 0;
+  bool fixed_ = false;
   pthread_mutex_t mutex_;
   ArenaResource resource_;
   void* root_ = nullptr;  // the backend's shared state

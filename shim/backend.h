@@ -93,9 +93,18 @@ class StackBackend {
   virtual void PrepareFork() = 0;
   virtual void AfterForkParent() = 0;
   virtual void AfterForkChild() = 0;
-  // Before an exec: stack sockets on fds without FD_CLOEXEC survive into the new image, which
-  // must find them (e.g. through an inherited memfd describing the table).
-  virtual void PrepareExec() = 0;
+  // Before an exec of this process: records the hand-off of its stack sockets (those on fds
+  // without FD_CLOEXEC survive into the new image) and returns the environment entry
+  // ("SHAKE_HANDOFF=...") the new image must find, or null when there is nothing to hand over.
+  // If the exec returns (it failed), the caller calls ExecFailed(), which cancels the hand-off.
+  virtual const char* PrepareExec() = 0;
+  virtual void ExecFailed() = 0;
+  // posix_spawn: the child's references are taken before it runs, as for fork, and its hand-off
+  // recorded; returns the entry for the child's environment, or null. `has_file_actions`: the
+  // child will rearrange its fds first (not followed: then nothing is handed over). SpawnDone
+  // gets the child's pid, or -1 when the spawn failed (its references are released).
+  virtual const char* PrepareSpawn(bool has_file_actions) = 0;
+  virtual void SpawnDone(pid_t pid) = 0;
 };
 
 // The installed backend, or null (pass everything through).

@@ -10,10 +10,13 @@
 #include <fcntl.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <unistd.h>
 
 #include <alloca.h>
 #include <cstdarg>
+#include <cstring>
 
 #include "shim/backend.h"
 #include "shim/guard.h"
@@ -623,34 +626,108 @@ pid_t fork(void) noexcept {
 // the parent's stack. POSIX allows vfork to be fork, and fork runs our fork handling.
 pid_t vfork(void) noexcept { return fork(); }
 
-static void BeforeExec() {
-  if (!AnyStackFd()) return;
-  if (StackBackend* b = CurrentBackend()) b->PrepareExec();
+}  // extern "C"
+
+namespace {
+
+// Stack sockets survive exec and posix_spawn through a hand-off (stack_backend.cc, "Exec") that
+// the new image finds in its environment: `envp` plus that entry, replacing any older one.
+// The array is mmap'd (this may run in a fork child) and freed by FreeEnv when the exec failed.
+class HandoffEnv {
+ public:
+  HandoffEnv(char* const* envp, const char* entry) {
+    size_t n = 0;
+    while (envp != nullptr && envp[n] != nullptr && n < (size_t{1} << 24)) ++n;
+    bytes_ = (n + 2) * sizeof(char*);
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return;
+    env_ = static_cast<char**>(p);
+    size_t k = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (std::strncmp(envp[i], kName, sizeof kName - 1) != 0) env_[k++] = envp[i];
+    }
+    env_[k++] = const_cast<char*>(entry);
+    env_[k] = nullptr;
+  }
+  ~HandoffEnv() {
+    if (env_ != nullptr) munmap(env_, bytes_);
+  }
+  HandoffEnv(const HandoffEnv&) = delete;
+  HandoffEnv& operator=(const HandoffEnv&) = delete;
+  // The environment to exec with: ours, or `fallback` if it could not be built.
+  char* const* get(char* const* fallback) const { return env_ != nullptr ? env_ : fallback; }
+
+ private:
+  static constexpr char kName[] = "SHAKE_HANDOFF=";
+  char** env_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+StackBackend* ExecBackend() {
+  if (!AnyStackFd()) return nullptr;
+  return CurrentBackend();
 }
+
+// Runs exec_fn(env) with the hand-off added to `envp`; cancels the hand-off if exec returns.
+template <typename F>
+int ExecWithHandoff(char* const* envp, F&& exec_fn) {
+  StackBackend* b = ExecBackend();
+  const char* entry = b != nullptr ? b->PrepareExec() : nullptr;
+  if (entry == nullptr) return exec_fn(envp);
+  int r;
+  {
+    HandoffEnv env(envp, entry);
+    r = exec_fn(env.get(envp));
+  }
+  const int err = errno;
+  b->ExecFailed();
+  errno = err;
+  return r;
+}
+
+template <typename F>
+int SpawnWithHandoff(pid_t* pid, const posix_spawn_file_actions_t* actions, char* const* envp,
+                     F&& spawn_fn) {
+  StackBackend* b = ExecBackend();
+  const char* entry = b != nullptr ? b->PrepareSpawn(actions != nullptr) : nullptr;
+  if (entry == nullptr) return spawn_fn(pid, envp);
+  pid_t child = -1;
+  int r;
+  {
+    HandoffEnv env(envp, entry);
+    r = spawn_fn(&child, env.get(envp));
+  }
+  b->SpawnDone(r == 0 ? child : -1);
+  if (r == 0 && pid != nullptr) *pid = child;
+  return r;
+}
+
+}  // namespace
+
+extern "C" {
 
 int execve(const char* path, char* const argv[], char* const envp[]) noexcept {
-  BeforeExec();
-  return real::execve(path, argv, envp);
+  return ExecWithHandoff(envp, [&](char* const* e) { return real::execve(path, argv, e); });
 }
 
+// execv and execvp use `environ`: they become execve and execvpe with it, so that the hand-off
+// is added without touching the process's own environment.
 int execv(const char* path, char* const argv[]) noexcept {
-  BeforeExec();
-  return real::execv(path, argv);
+  if (ExecBackend() == nullptr) return real::execv(path, argv);
+  return execve(path, argv, environ);
 }
 
 int execvp(const char* file, char* const argv[]) noexcept {
-  BeforeExec();
-  return real::execvp(file, argv);
+  if (ExecBackend() == nullptr) return real::execvp(file, argv);
+  return execvpe(file, argv, environ);
 }
 
 int execvpe(const char* file, char* const argv[], char* const envp[]) noexcept {
-  BeforeExec();
-  return real::execvpe(file, argv, envp);
+  return ExecWithHandoff(envp, [&](char* const* e) { return real::execvpe(file, argv, e); });
 }
 
 int fexecve(int fd, char* const argv[], char* const envp[]) noexcept {
-  BeforeExec();
-  return real::fexecve(fd, argv, envp);
+  return ExecWithHandoff(envp, [&](char* const* e) { return real::fexecve(fd, argv, e); });
 }
 
 // execl, execlp, execle: glibc implements them with its internal execve, which interposition
@@ -701,14 +778,16 @@ int execle(const char* path, const char* arg, ...) noexcept {
 
 int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* actions,
                 const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
-  BeforeExec();
-  return real::posix_spawn(pid, path, actions, attr, argv, envp);
+  return SpawnWithHandoff(pid, actions, envp, [&](pid_t* p, char* const* e) {
+    return real::posix_spawn(p, path, actions, attr, argv, e);
+  });
 }
 
 int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t* actions,
                  const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
-  BeforeExec();
-  return real::posix_spawnp(pid, file, actions, attr, argv, envp);
+  return SpawnWithHandoff(pid, actions, envp, [&](pid_t* p, char* const* e) {
+    return real::posix_spawnp(p, file, actions, attr, argv, e);
+  });
 }
 
 // ---- glibc's fortified (_FORTIFY_SOURCE) entry points --------------------------------------

@@ -4,6 +4,7 @@
 #include <sys/auxv.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <new>
 
@@ -28,6 +29,21 @@ Runtime* g_runtime = nullptr;
 alignas(FdTable) unsigned char g_fds_storage[sizeof(FdTable)];
 FdTable* g_fds = nullptr;
 std::atomic<StackBackend*> g_backend{nullptr};
+
+// A stack hand-off (stack_backend.cc, "Exec") that no backend took: its exec-surviving
+// descriptors (the arena's memfd, the device) must not stay open in this image or its children.
+void DiscardHandoff() {
+  const char* h = getenv("SHAKE_HANDOFF");
+  if (h == nullptr) return;
+  unsigned slot = 0;
+  unsigned long long token = 0;
+  int memfd = -1, devfd = -1;
+  if (sscanf(h, "%x:%llx:%d:%d:", &slot, &token, &memfd, &devfd) == 4) {
+    if (memfd > 2) real::close(memfd);
+    if (devfd > 2) real::close(devfd);
+  }
+  unsetenv("SHAKE_HANDOFF");
+}
 
 void Initialise() {
   ReentrancyGuard guard;  // our own calls below go straight to the kernel
@@ -59,6 +75,7 @@ void Initialise() {
     Log(LogLevel::kDebug, "SHAKE_DEVICE is not set: every socket stays a kernel socket");
   }
   Log(LogLevel::kDebug, "resolved %d real functions", real::ResolvedCount());
+  DiscardHandoff();
   g_runtime = rt;
 }
 

@@ -47,6 +47,7 @@
 #include "shim/stack_backend.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -59,6 +60,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -66,6 +68,7 @@
 #include <bit>
 #include <atomic>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -115,10 +118,29 @@ struct ProcSlot {
   uint64_t dirty[kMaxSockets / 64] = {};
 };
 
+// One descriptor of a stack socket, as an exec'ing process leaves it to its new image.
+struct HandoffFd {
+  int32_t fd = -1;
+  SocketId socket = kNoSocket;
+  FdKind kind = FdKind::kKernel;
+  bool cloexec = false;  // the kernel closes it at exec: the new image drops its reference
+  int32_t pfd = -1;      // kListener: exec-surviving copies of the hidden eventfd and of the
+  int32_t kfd = -1;      // hidden kernel listener, which the new image keeps as its own
+};
+
+// The hand-off to the image that takes process slot `s` (SHAKE_HANDOFF names s and the token).
+struct Handoff {
+  uint64_t token = 0;  // non-zero while pending
+  HandoffFd* fds = nullptr;  // arena memory
+  uint32_t count = 0;
+};
+
 struct Shared {
   Stack* stack = nullptr;
   uint32_t high = 0;  // records [0, high) may be in use
+  uint64_t lib_id[4] = {};  // the libshake.so file the arena's code pointers point into
   ProcSlot procs[kMaxProcs];
+  Handoff handoff[kMaxProcs];
   SocketRec socks[kMaxSockets];
 };
 
@@ -245,7 +267,10 @@ class Backend final : public StackBackend, public StackObserver {
   void PrepareFork() override {}  // see the pthread_atfork handlers
   void AfterForkParent() override {}
   void AfterForkChild() override {}
-  void PrepareExec() override {}
+  const char* PrepareExec() override;
+  void ExecFailed() override;
+  const char* PrepareSpawn(bool has_file_actions) override;
+  void SpawnDone(pid_t pid) override;
 
   // ---- StackObserver ----------------------------------------------------------------------
   void OnReadiness(SocketId id) override;
@@ -256,6 +281,17 @@ class Backend final : public StackBackend, public StackObserver {
   void AtExit();
 
  private:
+  // ---- Exec (see the design comment) --------------------------------------------------------
+  bool Attach(const char* handoff);
+  bool CanHandOff() const { return arena_ != nullptr && arena_->fixed() && lib_at_base_; }
+  int FindFreeSlotLocked();
+  // Under the lock: exec-surviving copies of the memfd and the device fd, and the hand-off for
+  // slot `to`, recorded with `token`. False (nothing left behind) on failure.
+  bool BuildHandoffLocked(int to);
+  void DropHandoffLocked(int slot);
+  void CloseTemps();
+  const char* HandoffEntry(int to);
+
   // Runs fn(stack) under the arena lock and wakes this process's engine afterwards.
   template <typename F>
   decltype(auto) Locked(F&& fn) {
@@ -316,6 +352,17 @@ class Backend final : public StackBackend, public StackObserver {
   int child_slot_ = -1;
   bool first_process_ = true;
   int hidden_base_ = 1024;
+  int memfd_ = -1;  // the arena's memfd (hidden)
+  bool lib_at_base_ = false;  // libshake.so sits at SHAKE_LIB_BASE in this image
+  uint64_t lib_id_[4] = {};
+  // A pending hand-off: its slot, token and the exec-surviving descriptors this process opened
+  // for it (closed when the exec fails or the spawn returns).
+  int handoff_slot_ = -1;
+  uint64_t handoff_token_ = 0;
+  bool exec_locked_ = false;  // the lock is held across the exec
+  int temps_[2 + 2 * 64] = {};
+  int ntemps_ = 0;
+  char handoff_entry_[160] = {};
   int* pfd_ = nullptr;  // per socket record: this process's hidden eventfd, or -1
   int* kfd_ = nullptr;  // per socket record: this process's hidden kernel listener, or -1
   // Epoll instances the program created, whose registrations of a socket we take over must
@@ -351,8 +398,60 @@ void* MapPrivate(size_t bytes) {
   return p == MAP_FAILED ? nullptr : p;
 }
 
+// libshake's own place and file, which the arena's code pointers need to be the same in an
+// image that attaches to it.
+#ifndef SHAKE_LIB_BASE
+#define SHAKE_LIB_BASE 0
+#endif
+bool LibIdentity(bool* at_base, uint64_t id[4]) {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&LibIdentity), &info) == 0 || info.dli_fname == nullptr) {
+    return false;
+  }
+  *at_base = reinterpret_cast<uintptr_t>(info.dli_fbase) == uintptr_t{SHAKE_LIB_BASE};
+  struct stat st {};
+  if (stat(info.dli_fname, &st) != 0) return false;
+  id[0] = st.st_dev;
+  id[1] = st.st_ino;
+  id[2] = static_cast<uint64_t>(st.st_size);
+  id[3] = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1000000000u +
+          static_cast<uint64_t>(st.st_mtim.tv_nsec);
+  return true;
+}
+
+// The stack's observer: a static object, so at the same address in every image of the family.
+class ObserverRelay final : public StackObserver {
+ public:
+  void OnReadiness(SocketId id) override;
+};
+alignas(ObserverRelay) unsigned char g_observer_storage[sizeof(ObserverRelay)];
+StackObserver* TheObserver() {
+  static StackObserver* o = new (g_observer_storage) ObserverRelay();  // never destroyed
+  return o;
+}
+
+// Moves `fd` to a hidden number (close-on-exec); returns the new number (or fd if it cannot).
+int Hide(int fd, int base) {
+  const int h = real::fcntl(fd, F_DUPFD_CLOEXEC, static_cast<unsigned long>(base));
+  if (h < 0) return fd;
+  real::close(fd);
+  Fds()->Set(h, FdEntry{FdKind::kHidden, 0});
+  return h;
+}
+
 bool Backend::Init() {
   ReentrancyGuard guard;
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    hidden_base_ = static_cast<int>(std::min<rlim_t>(rl.rlim_cur / 2, 4096));
+  }
+  if (!LibIdentity(&lib_at_base_, lib_id_)) lib_at_base_ = false;
+  if (const char* h = getenv("SHAKE_HANDOFF")) {
+    char copy[160];
+    snprintf(copy, sizeof copy, "%s", h);
+    unsetenv("SHAKE_HANDOFF");  // for this image only: its own children get their own
+    if (Attach(copy)) return true;
+  }
   StackConfig sc;
   sc.addr = Ipv4Addr(config_.addr);
   sc.prefix_len = config_.prefix_len;
@@ -382,7 +481,8 @@ bool Backend::Init() {
   }
   if (getrandom(&sc.seed, sizeof sc.seed, 0) < 0) sc.seed = 1;
 
-  arena_ = Arena::Create(kArenaSize);
+  arena_ = Arena::Create(kArenaSize, &memfd_);
+  if (arena_ != nullptr) memfd_ = Hide(memfd_, hidden_base_);
   pfd_ = static_cast<int*>(MapPrivate(sizeof(int) * kMaxSockets * 2));
   regs_ = static_cast<Reg*>(MapPrivate(sizeof(Reg) * kMaxRegs));
   if (arena_ == nullptr || pfd_ == nullptr || regs_ == nullptr) {
@@ -395,8 +495,9 @@ bool Backend::Init() {
   ArenaResource* mem = arena_->resource();
   sh_ = new (mem->allocate(sizeof(Shared), alignof(Shared))) Shared();
   stack_ = new (mem->allocate(sizeof(Stack), alignof(Stack))) Stack(sc, mem);
-  stack_->SetObserver(this);
+  stack_->SetObserver(TheObserver());
   sh_->stack = stack_;
+  std::memcpy(sh_->lib_id, lib_id_, sizeof lib_id_);
   sh_->procs[0].pid = static_cast<int32_t>(getpid());
   arena_->set_root(sh_);
   slot_ = 0;
@@ -404,10 +505,6 @@ bool Backend::Init() {
   if (!config_.pcap.empty()) {
     pcap_ = io::PcapWriter::Open(config_.pcap, io::LinktypeFor(sc.link), &error);
     if (!pcap_) LogLine(("shake: SHAKE_PCAP=" + config_.pcap + ": " + error).c_str());
-  }
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-    hidden_base_ = static_cast<int>(std::min<rlim_t>(rl.rlim_cur / 2, 4096));
   }
   pthread_atfork([] { g_backend->AtForkPrepare(); }, [] { g_backend->AtForkParent(); },
                  [] { g_backend->AtForkChild(); });
@@ -517,6 +614,7 @@ void Backend::ReclaimDeadLocked(Stack& st) {
       }
     }
     std::memset(sh_->procs[p].dirty, 0, sizeof sh_->procs[p].dirty);
+    DropHandoffLocked(p);
     sh_->procs[p].pid = 0;
   }
 }
@@ -526,19 +624,7 @@ void Backend::ReclaimDeadLocked(Stack& st) {
 void Backend::AtForkPrepare() {
   if (InsideShim()) return;
   lock_->lock();  // held across fork: the child's references are copied atomically
-  child_slot_ = -1;
-  for (int p = 0; p < kMaxProcs; ++p) {
-    if (sh_->procs[p].pid == 0) {
-      child_slot_ = p;
-      break;
-    }
-  }
-  if (child_slot_ < 0) {
-    ReclaimDeadLocked(*stack_);
-    for (int p = 0; p < kMaxProcs && child_slot_ < 0; ++p) {
-      if (sh_->procs[p].pid == 0) child_slot_ = p;
-    }
-  }
+  child_slot_ = FindFreeSlotLocked();
   if (child_slot_ < 0) {
     Log(LogLevel::kError, "more than %d processes share stack sockets; the child's are lost",
         kMaxProcs);
@@ -550,6 +636,16 @@ void Backend::AtForkPrepare() {
   for (uint32_t i = 0; i < sh_->high; ++i) {
     sh_->socks[i].refs[child_slot_] = sh_->socks[i].refs[slot_];
   }
+}
+
+int Backend::FindFreeSlotLocked() {
+  for (int round = 0; round < 2; ++round) {
+    for (int p = 0; p < kMaxProcs; ++p) {
+      if (sh_->procs[p].pid == 0) return p;
+    }
+    if (round == 0) ReclaimDeadLocked(*stack_);
+  }
+  return -1;
 }
 
 void Backend::AtForkParent() {
@@ -610,6 +706,294 @@ __attribute__((destructor)) void LibraryDestructor() {
   if (g_backend != nullptr) g_backend->AtExit();
 }
 
+// ---- Exec and posix_spawn -----------------------------------------------------------------------
+
+void Backend::CloseTemps() {
+  for (int i = 0; i < ntemps_; ++i) {
+    Fds()->Take(temps_[i]);
+    real::close(temps_[i]);
+  }
+  ntemps_ = 0;
+}
+
+void Backend::DropHandoffLocked(int slot) {
+  Handoff& h = sh_->handoff[slot];
+  if (h.fds != nullptr) {
+    arena_->resource()->deallocate(h.fds, h.count * sizeof(HandoffFd), alignof(HandoffFd));
+  }
+  h = Handoff{};
+}
+
+bool Backend::BuildHandoffLocked(int to) {
+  ReentrancyGuard guard;
+  ntemps_ = 0;
+  // An exec-surviving copy, at a hidden number (the program's close() leaves it alone).
+  auto temp = [&](int fd) {
+    if (ntemps_ == static_cast<int>(std::size(temps_))) return -1;
+    const int t = real::fcntl(fd, F_DUPFD, static_cast<unsigned long>(hidden_base_));
+    if (t >= 0) {
+      temps_[ntemps_++] = t;
+      Fds()->Set(t, FdEntry{FdKind::kHidden, 0});
+    }
+    return t;
+  };
+  const int memfd = temp(memfd_);
+  const int devfd = temp(dev_->fd());
+  uint64_t token = 0;
+  if (memfd < 0 || devfd < 0 || getrandom(&token, sizeof token, 0) != sizeof token) {
+    CloseTemps();
+    return false;
+  }
+  token |= 1;
+  uint32_t n = 0;
+  Fds()->ForEach(0, ~0u, [&](int, FdEntry e) {
+    if (e.kind == FdKind::kStack || e.kind == FdKind::kListener) ++n;
+  });
+  HandoffFd* fds = nullptr;
+  if (n != 0) {
+    try {
+      fds = static_cast<HandoffFd*>(
+          arena_->resource()->allocate(n * sizeof(HandoffFd), alignof(HandoffFd)));
+    } catch (...) {
+      CloseTemps();
+      return false;
+    }
+  }
+  uint32_t k = 0;
+  Fds()->ForEach(0, ~0u, [&](int fd, FdEntry e) {
+    if ((e.kind != FdKind::kStack && e.kind != FdKind::kListener) || k == n) return;
+    const uint32_t i = IndexOf(e.socket);
+    const int fl = real::fcntl(fd, F_GETFD, 0);
+    if (i >= kMaxSockets || sh_->socks[i].id != e.socket || fl < 0) return;
+    HandoffFd h;
+    h.fd = fd;
+    h.socket = e.socket;
+    h.kind = e.kind;
+    h.cloexec = (fl & FD_CLOEXEC) != 0;
+    if (e.kind == FdKind::kListener && !h.cloexec) {
+      // The listener's epoll instance survives, but its hidden members are close-on-exec.
+      h.pfd = temp(pfd_[i]);
+      h.kfd = temp(kfd_[i]);
+    }
+    new (&fds[k++]) HandoffFd(h);
+  });
+  DropHandoffLocked(to);
+  sh_->handoff[to] = Handoff{token, fds, n};
+  sh_->handoff[to].count = n;
+  // Entries not filled (an fd that went away meanwhile) are marked unused.
+  for (uint32_t j = k; j < n; ++j) new (&fds[j]) HandoffFd();
+  handoff_slot_ = to;
+  handoff_token_ = token;
+  snprintf(handoff_entry_, sizeof handoff_entry_, "SHAKE_HANDOFF=%x:%llx:%d:%d:%llx:%llx",
+           static_cast<unsigned>(to), static_cast<unsigned long long>(token), memfd, devfd,
+           static_cast<unsigned long long>(arena_->base()),
+           static_cast<unsigned long long>(arena_->size()));
+  return true;
+}
+
+const char* Backend::PrepareExec() {
+  if (!CanHandOff() || InsideShim() || ArenaLock::HeldByThisThread()) return nullptr;
+  // The lock is held across the exec: no thread of ours is inside the stack when exec ends
+  // them, and the kernel hands the robust lock on (EOWNERDEAD) to the next locker — the new
+  // image, or another process of the family.
+  lock_->lock();
+  if (!BuildHandoffLocked(slot_)) {
+    lock_->unlock();
+    return nullptr;
+  }
+  exec_locked_ = true;
+  return handoff_entry_;
+}
+
+void Backend::ExecFailed() {
+  if (!exec_locked_) return;
+  exec_locked_ = false;
+  CloseTemps();
+  DropHandoffLocked(handoff_slot_);
+  handoff_slot_ = -1;
+  lock_->unlock();
+}
+
+const char* Backend::PrepareSpawn(bool has_file_actions) {
+  if (has_file_actions || !CanHandOff() || InsideShim() || ArenaLock::HeldByThisThread()) {
+    return nullptr;
+  }
+  const char* entry = Locked([&](Stack&) -> const char* {
+    const int c = FindFreeSlotLocked();
+    if (c < 0) return nullptr;
+    // As for fork: the child holds every descriptor we hold until its exec closes some.
+    for (uint32_t i = 0; i < sh_->high; ++i) sh_->socks[i].refs[c] = sh_->socks[i].refs[slot_];
+    ProcSlot& ps = sh_->procs[c];
+    ps.pid = -1;
+    ps.wake.store(0);
+    std::memset(ps.dirty, 0, sizeof ps.dirty);
+    if (!BuildHandoffLocked(c)) {
+      for (uint32_t i = 0; i < sh_->high; ++i) sh_->socks[i].refs[c] = 0;
+      ps.pid = 0;
+      return nullptr;
+    }
+    return handoff_entry_;
+  });
+  return entry;
+}
+
+void Backend::SpawnDone(pid_t pid) {
+  Locked([&](Stack& st) {
+    CloseTemps();  // the child has its own copies
+    const int c = handoff_slot_;
+    handoff_slot_ = -1;
+    if (c < 0) return 0;
+    if (pid < 0) {
+      for (uint32_t i = 0; i < sh_->high; ++i) {
+        if (sh_->socks[i].id != kNoSocket && sh_->socks[i].refs[c] != 0) {
+          sh_->socks[i].refs[c] = 1;
+          DropRefLocked(st, i, c);
+        }
+      }
+      DropHandoffLocked(c);
+      sh_->procs[c].pid = 0;
+    } else if (sh_->procs[c].pid == -1) {
+      sh_->procs[c].pid = pid;  // unless the child's image has claimed the slot already
+    }
+    return 0;
+  });
+}
+
+// The new image's side: map the arena where the old image had it, adopt the device, rebuild the
+// fd table and take over the process slot. False (and nothing changed) if any step fails.
+bool Backend::Attach(const char* entry) {
+  unsigned slot = 0;
+  unsigned long long token = 0, base = 0, size = 0;
+  int memfd = -1, devfd = -1;
+  if (sscanf(entry, "%x:%llx:%d:%d:%llx:%llx", &slot, &token, &memfd, &devfd, &base, &size) !=
+          6 ||
+      slot >= kMaxProcs) {
+    return false;
+  }
+  auto give_up = [&](const char* why) {
+    Log(LogLevel::kWarn, "cannot take over the stack sockets inherited across exec (%s)", why);
+    real::close(memfd);
+    real::close(devfd);
+    return false;
+  };
+  if (!lib_at_base_) return give_up("libshake.so is not at its usual place");
+  Arena* a = Arena::Attach(static_cast<uintptr_t>(base), static_cast<size_t>(size), memfd);
+  if (a == nullptr) return give_up("the arena's address is taken");
+  auto* sh = static_cast<Shared*>(a->root());
+  if (sh == nullptr || std::memcmp(sh->lib_id, lib_id_, sizeof lib_id_) != 0) {
+    munmap(a, static_cast<size_t>(size));
+    return give_up("another libshake.so");
+  }
+  pfd_ = static_cast<int*>(MapPrivate(sizeof(int) * kMaxSockets * 2));
+  regs_ = static_cast<Reg*>(MapPrivate(sizeof(Reg) * kMaxRegs));
+  if (pfd_ == nullptr || regs_ == nullptr) {
+    munmap(a, static_cast<size_t>(size));
+    return give_up("out of memory");
+  }
+  kfd_ = pfd_ + kMaxSockets;
+  std::fill(pfd_, pfd_ + 2 * kMaxSockets, -1);
+  auto lock = std::make_unique<ArenaLock>(a->mutex());
+  lock->lock();
+  Handoff& ho = sh->handoff[slot];
+  const int32_t owner = sh->procs[slot].pid;
+  if (ho.token != token || (owner != -1 && owner != static_cast<int32_t>(getpid()))) {
+    lock->unlock();
+    munmap(a, static_cast<size_t>(size));
+    return give_up("stale hand-off");
+  }
+  std::string spec =
+      std::string(config_.device == DeviceKind::kTun ? "tun:" : "packet:") + config_.ifname;
+  std::string error;
+  dev_ = io::OpenDevice(spec, &error, devfd);
+  if (!dev_) {
+    // Release what was handed to us, so the sockets are not held open by nobody.
+    arena_ = a;
+    sh_ = sh;
+    stack_ = sh->stack;
+    slot_ = -1;
+    for (uint32_t i = 0; i < sh->high; ++i) {
+      if (sh->socks[i].id != kNoSocket && sh->socks[i].refs[slot] != 0) {
+        sh->socks[i].refs[slot] = 1;
+        DropRefLocked(*sh->stack, i, static_cast<int>(slot));
+      }
+    }
+    DropHandoffLocked(static_cast<int>(slot));
+    sh->procs[slot].pid = 0;
+    lock->unlock();
+    arena_ = nullptr;
+    sh_ = nullptr;
+    stack_ = nullptr;
+    slot_ = 0;
+    munmap(a, static_cast<size_t>(size));
+    real::close(memfd);
+    Log(LogLevel::kWarn, "cannot take over the stack sockets inherited across exec (%s)",
+        error.c_str());
+    return false;  // the device fd went with the failed attempt
+  }
+  arena_ = a;
+  lock_ = std::move(lock);
+  sh_ = sh;
+  stack_ = sh->stack;
+  slot_ = static_cast<int>(slot);
+  first_process_ = false;
+  sh->procs[slot].pid = static_cast<int32_t>(getpid());
+  sh->procs[slot].wake.store(0);
+  real::fcntl(memfd, F_SETFD, FD_CLOEXEC);
+  real::fcntl(devfd, F_SETFD, FD_CLOEXEC);
+  memfd_ = memfd;
+  Fds()->Set(memfd, FdEntry{FdKind::kHidden, 0});
+  // The descriptors that survived: the program's numbers are stack fds again, each socket gets
+  // a hidden descriptor of its own file (a listener: the copies made for the exec).
+  bool any = false;
+  for (uint32_t j = 0; j < ho.count; ++j) {
+    const HandoffFd& h = ho.fds[j];
+    const uint32_t i = IndexOf(h.socket);
+    if (h.fd < 0 || i >= kMaxSockets || sh->socks[i].id != h.socket || h.cloexec) continue;
+    Fds()->Set(h.fd, FdEntry{h.kind, h.socket});
+    any = true;
+    if (h.kind == FdKind::kListener) {
+      for (int t : {h.pfd, h.kfd}) {
+        if (t >= 0) real::fcntl(t, F_SETFD, FD_CLOEXEC);
+      }
+      if (pfd_[i] < 0 && h.pfd >= 0 && h.kfd >= 0) {
+        pfd_[i] = h.pfd;
+        kfd_[i] = h.kfd;
+        Fds()->Set(h.pfd, FdEntry{FdKind::kHidden, h.socket});
+        Fds()->Set(h.kfd, FdEntry{FdKind::kHidden, h.socket});
+      } else {
+        if (h.pfd >= 0) real::close(h.pfd);
+        if (h.kfd >= 0) real::close(h.kfd);
+      }
+    } else if (pfd_[i] < 0) {
+      const int hidden = HiddenDup(h.fd);
+      if (hidden >= 0) {
+        pfd_[i] = hidden;
+        Fds()->Set(hidden, FdEntry{FdKind::kHidden, h.socket});
+      }
+    }
+  }
+  // The kernel closed the close-on-exec ones: their references go (the last closes the socket).
+  for (uint32_t j = 0; j < ho.count; ++j) {
+    const HandoffFd& h = ho.fds[j];
+    const uint32_t i = IndexOf(h.socket);
+    if (h.fd < 0 || i >= kMaxSockets || sh->socks[i].id != h.socket || !h.cloexec) continue;
+    DropRefLocked(*stack_, i, slot_);
+  }
+  DropHandoffLocked(slot_);
+  for (uint32_t i = 0; i < sh->high; ++i) {
+    if (sh->socks[i].id != kNoSocket && pfd_[i] >= 0) {
+      UpdateImageLocked(*stack_, sh->socks[i], false);
+    }
+  }
+  lock_->unlock();
+  handler_ = std::make_unique<io::StackHandler>(*stack_);
+  pthread_atfork([] { g_backend->AtForkPrepare(); }, [] { g_backend->AtForkParent(); },
+                 [] { g_backend->AtForkChild(); });
+  Log(LogLevel::kInfo, "took over the stack on %s from the image before exec", spec.c_str());
+  if (any) EnsureEngine();
+  return true;
+}
+
 // ---- Records, images, references ---------------------------------------------------------------
 
 void Backend::UpdateImageLocked(Stack& st, SocketRec& r, bool pulse) {
@@ -649,6 +1033,10 @@ void Backend::OnReadiness(SocketId id) {
     Futex(&ps.wake, FUTEX_WAKE, 1, nullptr);
     return;  // one holder rewrites the shared eventfd for all
   }
+}
+
+void ObserverRelay::OnReadiness(SocketId id) {
+  if (g_backend != nullptr) g_backend->OnReadiness(id);
 }
 
 int Backend::HiddenDup(int fd) {

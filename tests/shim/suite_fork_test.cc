@@ -240,6 +240,46 @@ TEST_F(Fork, ExecedProgramReadsFromAnInheritedSocket) {
   EXPECT_EQ(WaitChild(pid), 0);
 }
 
+TEST_F(Fork, ExecedShellHandsTheSocketOnToItsOwnChild) {
+  std::string tag = NewTag();
+  Fd s = Script("tag:" + tag + " drain");
+  // "; true" keeps the outer shell alive, so the inner one is forked and exec'd in turn.
+  std::string cmd = "sh -c 'printf nested >&" + std::to_string(s.get()) + "'; true";
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  EXPECT_EQ(WaitChild(pid), 0);
+  s.reset();
+  EXPECT_EQ(Log(tag), "read=6 end=eof");
+}
+
+TEST_F(Fork, AFailedExecLeavesTheSocketUsable) {
+  Fd s = ConnectTo(peer::kPortEcho);
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/nonexistent/program", "program", static_cast<char*>(nullptr));
+    _exit(errno == ENOENT && send(s, "ok", 2, MSG_NOSIGNAL) == 2 ? 0 : 1);
+  }
+  EXPECT_EQ(WaitChild(pid), 0);
+  EXPECT_EQ(RecvFor(s, 2), "ok");
+}
+
+TEST_F(Fork, AFailedPosixSpawnLeavesTheSocketToTheParentAlone) {
+  std::string tag = NewTag();
+  Fd s = Script("tag:" + tag + " echo");
+  const char* argv[] = {"program", nullptr};
+  pid_t pid = 0;
+  EXPECT_EQ(posix_spawn(&pid, "/nonexistent/program", nullptr, nullptr,
+                        const_cast<char**>(argv), environ),
+            ENOENT);
+  ASSERT_TRUE(SendAll(s, "still"));
+  EXPECT_EQ(RecvFor(s, 5), "still");
+  s.reset();  // the last descriptor: the child that never ran held none
+  EXPECT_EQ(Log(tag), "read=5 end=eof");
+}
+
 TEST_F(Fork, VforkChildCanExec) {
   Fd s = ConnectTo(peer::kPortHold);
   pid_t pid = vfork();
