@@ -26,7 +26,7 @@
 # seconds. When the root cannot be made (no debootstrap, the mirror unreachable, or
 # SHAKE_TEST_NO_CHROOT=1), the test falls back to dpkg -i on this machine itself -- but only
 # when CI=true or SHAKE_TEST_INSTALL=1 say that is wanted, since it changes the machine (it
-# removes the package afterwards and puts back a shake package that was installed before);
+# removes the package afterwards and puts back the package if it was installed before);
 # otherwise it skips with the reason.
 #
 # Network: only Debian's package mirror (debootstrap, and apt-get inside the root); the
@@ -66,14 +66,16 @@ flock -w 1200 9 || die "another install_test holds $state/lock"
 
 work=$(mktemp -d /tmp/shkpkg.XXXXXX)
 root="$state/bookworm-root"
+pkg=""               # the package's name, from the .deb
 mode=""              # chroot or host, once the package is installed
-host_restore=""      # a .deb of the shake that was installed on the host before (host mode)
+host_restore=""      # a .deb of the package as installed on the host before (host mode)
 host_installed=0
 
-in_root() {  # COMMAND...: runs in the root with /proc and /dev, in a private mount namespace
+in_root() {  # COMMAND...: runs in the root with /proc, /sys (of the current network namespace:
+             # the launcher reads /sys/class/net/IF) and /dev, in a private mount namespace
   unshare -m --propagation private sh -c '
     r=$1; shift
-    mount -t proc proc "$r/proc" && mount --rbind /dev "$r/dev" || exit 125
+    mount -t proc proc "$r/proc" && mount -t sysfs sysfs "$r/sys" && mount --rbind /dev "$r/dev" || exit 125
     exec chroot "$r" "$@"' sh "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
     LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
 }
@@ -85,15 +87,15 @@ cleanup() {
   [[ -f "$work/http.pid" ]] && kill "$(cat "$work/http.pid")" 2>/dev/null
   ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
   ip netns del "$ns" 2>/dev/null
-  if [[ "$mode" == chroot && -d "$root" ]]; then
-    in_root dpkg --purge shake >/dev/null 2>&1
+  if [[ "$mode" == chroot && -d "$root" && -n "$pkg" ]]; then
+    in_root dpkg --purge "$pkg" >/dev/null 2>&1
     in_root apt-get -y -qq autoremove --purge >/dev/null 2>&1
-    rm -f "$root"/tmp/shake_*.deb "$root/tmp/out"
+    rm -f "$root"/tmp/*.deb "$root/tmp/out"
   fi
   if ((host_installed)); then
-    dpkg -r shake >/dev/null 2>&1 || say "cleanup: dpkg -r shake failed"
+    dpkg -r "$pkg" >/dev/null 2>&1 || say "cleanup: dpkg -r $pkg failed"
     if [[ -n "$host_restore" ]]; then
-      dpkg -i "$host_restore" >/dev/null 2>&1 || say "cleanup: could not reinstall the previous shake from $host_restore (kept)"
+      dpkg -i "$host_restore" >/dev/null 2>&1 || say "cleanup: could not reinstall the previous package from $host_restore (kept)"
     fi
   fi
   # Mounts are made only inside private mount namespaces; this only reports a leak, if any.
@@ -125,16 +127,18 @@ t0=$SECONDS
 say "building the package (cmake --build $build --target package)"
 cmake --build "$build" --target package >"$work/cpack.log" 2>&1 || { cat "$work/cpack.log"; die "the package target failed"; }
 deb=$(sed -n 's/^CPack: - package: \(.*\.deb\) generated\.$/\1/p' "$work/cpack.log" | tail -1)
-[[ -n "$deb" ]] || deb=$(ls -t "$build"/shake_*.deb 2>/dev/null | head -1)
+[[ -n "$deb" ]] || deb=$(ls -t "$build"/*.deb 2>/dev/null | head -1)
 [[ -f "$deb" ]] || { cat "$work/cpack.log"; die "no .deb in $build"; }
-say "package: $deb ($(stat -c %s "$deb") bytes), built in $((SECONDS - t0)) s"
-dpkg-deb -I "$deb" | sed -n '/^ Package:/,$p' | sed "s/^/$me:   /"
+pkg=$(dpkg-deb -f "$deb" Package)
+version=$(dpkg-deb -f "$deb" Version)
+say "package: $deb: $pkg $version, $(stat -c %s "$deb") bytes, built in $((SECONDS - t0)) s"
+dpkg-deb -f "$deb" | sed "s/^/$me:   /"
 
 dpkg-deb -c "$deb" >"$work/contents"
 awk '{print $1, $6}' "$work/contents" | sed "s/^/$me:   /"
 for f in "./usr/lib/$ma/libshake.so" ./usr/bin/shake ./usr/share/man/man1/shake.1.gz \
-         ./usr/share/doc/shake/copyright ./usr/share/doc/shake/changelog.Debian.gz \
-         ./usr/share/doc/shake/README.md; do
+         "./usr/share/doc/$pkg/copyright" "./usr/share/doc/$pkg/changelog.Debian.gz" \
+         "./usr/share/doc/$pkg/README.md"; do
   check "the package has $f" grep -q " $f\$" "$work/contents"
 done
 check "/usr/bin/shake is executable" bash -c "grep -E ' \./usr/bin/shake\$' '$work/contents' | grep -q '^-rwxr-xr-x'"
@@ -153,9 +157,13 @@ dep_names=$(tr ',|' '\n\n' <<<"$depends" | sed 's/(.*)//; s/:any//; s/ //g' | gr
 check "Depends lists liburing2" grep -qx 'liburing2' <<<"$dep_names"
 mkdir -p "$work/x"
 dpkg-deb -x "$deb" "$work/x"
-ldd "$work/x/usr/lib/$ma/libshake.so" >"$work/ldd.host" 2>&1
-sed "s/^/$me: ldd (build host): /" "$work/ldd.host"
-check "ldd libshake.so resolves everything on the build host" bash -c "! grep -q 'not found' '$work/ldd.host'"
+: >"$work/ldd.host"
+for f in "usr/lib/$ma/libshake.so" usr/bin/shake; do
+  ldd "$work/x/$f" >"$work/ldd.one" 2>&1
+  sed "s|^|$me: ldd /$f (build host): |" "$work/ldd.one"
+  check "ldd /$f resolves everything on the build host" bash -c "! grep -q 'not found' '$work/ldd.one' && grep -q '=> /' '$work/ldd.one'"
+  cat "$work/ldd.one" >>"$work/ldd.host"
+done
 owner_of() {  # a library path -> the package that ships it (usrmerge: try both spellings)
   local p=$1 c
   for c in "$p" "$(readlink -f "$p")" "${p#/usr}" "/usr$p"; do
@@ -165,9 +173,9 @@ owner_of() {  # a library path -> the package that ships it (usrmerge: try both 
 }
 while read -r lib path; do
   [[ "$path" == /* ]] || continue
-  pkg=$(owner_of "$path") || { say "FAIL: no package owns $path ($lib)"; failures=$((failures + 1)); continue; }
-  check "Depends lists $pkg (for $lib)" grep -qx "$pkg" <<<"$dep_names"
-done < <(awk '$2 == "=>" {print $1, $3} $1 ~ /^\// {print $1, $1}' "$work/ldd.host")
+  owner=$(owner_of "$path") || { say "FAIL: no package owns $path ($lib)"; failures=$((failures + 1)); continue; }
+  check "Depends lists $owner (for $lib)" grep -qx "$owner" <<<"$dep_names"
+done < <(awk '$2 == "=>" {print $1, $3} $1 ~ /^\// {print $1, $1}' "$work/ldd.host" | sort -u)
 
 # ---- 2. a clean Debian 12 root --------------------------------------------------------------
 mirror() {  # the machine's configured Debian mirror for bookworm (main archive, not security)
@@ -220,8 +228,16 @@ make_root() {
 
 if [[ "${SHAKE_TEST_NO_CHROOT:-}" != 1 ]] && make_root; then
   mode=chroot
-  # A clean machine: a shake left by a killed run goes first.
-  in_root dpkg-query -W shake >/dev/null 2>&1 && { in_root dpkg --purge shake >/dev/null; in_root apt-get -y -qq autoremove --purge >/dev/null; }
+  # A clean machine: a package left by a killed run goes first.
+  in_root dpkg-query -W "$pkg" >/dev/null 2>&1 && { in_root dpkg --purge "$pkg" >/dev/null; in_root apt-get -y -qq autoremove --purge >/dev/null; }
+  # Debian must not have a package of that name: apt would take ours for an old version of it
+  # and replace it (it did, when the package was called shake: bookworm's shake is a Lua tool).
+  if in_root apt-cache show "$pkg" >"$work/apt-show" 2>/dev/null; then
+    say "FAIL: Debian bookworm already has a package named $pkg:"; grep -E '^(Version|Description):' "$work/apt-show" | sed "s/^/$me:   /"
+    failures=$((failures + 1))
+  else
+    say "ok: no package named $pkg in Debian bookworm"
+  fi
   cp "$deb" "$root/tmp/"
   b=$(basename "$deb")
   say "chroot: dpkg -i /tmp/$b"
@@ -232,7 +248,7 @@ if [[ "${SHAKE_TEST_NO_CHROOT:-}" != 1 ]] && make_root; then
     in_root apt-get -y -q -f install --no-install-recommends >"$work/apt.log" 2>&1 || { cat "$work/dpkg.log" "$work/apt.log"; die "apt-get -f install failed in the root"; }
     grep -E '^(Setting up|Unpacking)' "$work/apt.log" | sed "s/^/$me: apt: /"
   fi
-  check "shake is installed in the root (dpkg status ii)" bash -c "[[ \$(chroot '$root' dpkg-query -W -f='\${db:Status-Abbrev}' shake) == 'ii ' ]]"
+  check "$pkg $version is installed in the root (dpkg status ii)" bash -c "[[ \$(chroot '$root' dpkg-query -W -f='\${db:Status-Abbrev} \${Version}' '$pkg') == 'ii  $version' ]]"
   run() { in_root "$@"; }
   out_dir="$root/tmp"; out_in=/tmp
 else
@@ -241,11 +257,12 @@ else
     skip "no clean Debian root (see above); set SHAKE_TEST_INSTALL=1 to dpkg -i on this machine instead"
   fi
   mode=host
-  if dpkg-query -W -f='${db:Status-Abbrev}' shake 2>/dev/null | grep -q '^ii'; then
-    command -v dpkg-repack >/dev/null || die "shake is installed here and dpkg-repack is missing to put it back afterwards"
-    (cd "$state" && dpkg-repack shake >/dev/null 2>&1) || die "dpkg-repack shake failed"
-    host_restore=$(ls -t "$state"/shake_*.deb | head -1)
-    say "host: the installed shake is saved as $host_restore and goes back afterwards"
+  if dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^ii'; then
+    command -v dpkg-repack >/dev/null || die "$pkg is installed here and dpkg-repack is missing to put it back afterwards"
+    mkdir -p "$state/previous"
+    (cd "$state/previous" && dpkg-repack "$pkg" >/dev/null 2>&1) || die "dpkg-repack $pkg failed"
+    host_restore=$(ls -t "$state/previous/${pkg}"_*.deb | head -1)
+    say "host: the installed $pkg is saved as $host_restore and goes back afterwards"
   fi
   host_installed=1
   say "host: dpkg -i $deb"
@@ -253,19 +270,20 @@ else
     cat "$work/dpkg.log"
     DEBIAN_FRONTEND=noninteractive apt-get -y -q -f install --no-install-recommends || die "apt-get -f install failed"
   fi
+  check "$pkg $version is installed (dpkg status ii)" bash -c "[[ \$(dpkg-query -W -f='\${db:Status-Abbrev} \${Version}' '$pkg') == 'ii  $version' ]]"
   run() { "$@"; }
   out_dir="$work"; out_in="$work"
 fi
 
 # The installed files, from inside the system they are installed in.
 check "installed: /usr/bin/shake and /usr/lib/$ma/libshake.so exist" run test -x /usr/bin/shake -a -f "/usr/lib/$ma/libshake.so"
-run shake --help >"$work/help" 2>&1
+run /usr/bin/shake --help >"$work/help" 2>&1
 check "installed: shake --help exits 0 and prints its usage" bash -c "head -1 '$work/help' | grep -q '^usage: shake'"
 run ldd "/usr/lib/$ma/libshake.so" >"$work/ldd.inst" 2>&1
 sed "s/^/$me: ldd ($mode): /" "$work/ldd.inst"
 check "installed: ldd libshake.so resolves everything" bash -c "! grep -q 'not found' '$work/ldd.inst' && grep -q '=> /' '$work/ldd.inst'"
 run ldd /usr/bin/shake >"$work/ldd.shake" 2>&1
-check "installed: ldd /usr/bin/shake resolves everything" bash -c "! grep -q 'not found' '$work/ldd.shake'"
+check "installed: ldd /usr/bin/shake resolves everything" bash -c "! grep -q 'not found' '$work/ldd.shake' && grep -q '=> /' '$work/ldd.shake'"
 
 # ---- shake curl on the installed package ----------------------------------------------------
 ip netns add "$ns" || die "ip netns add"
@@ -288,7 +306,7 @@ done
 rx0=$(in_ns cat /sys/class/net/shk0/statistics/rx_bytes)
 rm -f "$out_dir/out"
 say "$mode: shake --device tun:shk0 --addr $subnet.2/24 -- curl http://$subnet.1:8000/blob"
-in_ns timeout 60 bash -c "$(declare -f in_root); root='$root'; $(declare -f run); run shake --device tun:shk0 --addr $subnet.2/24 -- curl -sS -o $out_in/out http://$subnet.1:8000/blob" >"$work/curl.log" 2>&1
+in_ns timeout 60 bash -c "$(declare -f in_root); root='$root'; $(declare -f run); run /usr/bin/shake --device tun:shk0 --addr $subnet.2/24 -- curl -sS -o $out_in/out http://$subnet.1:8000/blob" >"$work/curl.log" 2>&1
 crc=$?
 sed "s/^/$me: curl: /" "$work/curl.log"
 rx1=$(in_ns cat /sys/class/net/shk0/statistics/rx_bytes)
