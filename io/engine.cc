@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -295,6 +296,22 @@ void Engine::FlushTxSync() {
   tx_pending_.clear();
 }
 
+void Engine::ServeCaller() {
+  now_ = MonotonicNow();
+  ProcessTimers(now_);
+  FlushTxSync();
+  if (uring_ && uring_->rx_inflight != 0) return;  // the engine reaps its reads first
+  if (!caller_port_) caller_port_ = std::make_unique<SyncPort>(dev_, 8);
+  for (int round = 0; round < 4; ++round) {  // bounded: at most 32 reads
+    const int n = caller_port_->Receive(*raw_receiver_);
+    if (n <= 0) break;
+    stats_.rx_reads += static_cast<uint64_t>(n);
+    now_ = MonotonicNow();
+    ProcessTimers(now_);
+    FlushTxSync();
+  }
+}
+
 void Engine::OnRaw(std::span<std::byte> raw) {
   ++stats_.rx_reads;
   dev_.Decode(raw, *raw_receiver_);
@@ -441,6 +458,10 @@ void Engine::PassUring(Duration max_wait) {
       } else {
         io_uring_prep_read(sqe, dev_.fd(), data, size, 0);
       }
+      // Completes at submission, with a frame or -EAGAIN: without it the kernel parks the read
+      // until a frame comes (O_NONBLOCK alone does not stop that), and the frame then waits for
+      // this thread to run instead of being readable by ServeCaller.
+      sqe->rw_flags = RWF_NOWAIT;
       io_uring_sqe_set_data64(sqe, EncodeUserData(Op::kRead, static_cast<uint32_t>(i)));
       ++u.rx_inflight;
       reading = true;

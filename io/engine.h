@@ -122,6 +122,15 @@ class Engine {
     std::lock_guard<EngineLock> lock(*lock_);
     return std::forward<F>(fn)();
   }
+  // For a thread other than the engine's that has just used the handler under the lock (a send,
+  // a close): puts the frames it produced on the device at once and handles what the device
+  // already holds (a bounded batch), instead of leaving both to the engine thread. This is the
+  // work the kernel does in the caller's context on its way out of a syscall: output leaves
+  // without a thread switch, and a peer's immediate answer that the kernel delivered in the
+  // meantime (an RST to data sent to a closed socket) is handled before the call returns.
+  // Skips the reading while the engine has reads of its own to reap (frames keep their order).
+  // Caller holds the lock.
+  void ServeCaller();
   // The engine's own mutex: the lock only when no EngineLock was passed in.
   std::mutex& mutex() { return mu_; }
   EngineLock& lock() { return *lock_; }
@@ -192,6 +201,7 @@ class Engine {
 
   std::unique_ptr<Uring> uring_;
   std::unique_ptr<class SyncPort> port_;  // fallback receive path
+  std::unique_ptr<class SyncPort> caller_port_;  // ServeCaller's reads
 };
 
 }  // namespace shake::io

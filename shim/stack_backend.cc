@@ -11,7 +11,12 @@
 // Engines. Every process that holds stack sockets runs its own io engine thread (its own
 // io_uring ring) on the shared device fd; whichever process reads a frame processes it for every
 // process. A child builds a new engine after fork (pthread_atfork); the parent's ring is never
-// touched by the child.
+// touched by the child. An application thread's send, connect, shutdown or close does not wait
+// for the engine thread: still under the lock, it puts the frames the call produced on the
+// device itself and handles what the device holds by then (io::Engine::ServeCaller), as the
+// kernel does in the caller's context — a peer's immediate answer (an RST to data sent to a
+// closed socket) is handled before send() returns, as on Linux, and output leaves without a
+// thread switch.
 //
 // Fds. A stack socket owns a real fd — a placeholder eventfd dup2'd over the socket's number
 // (founders' decision 1) — plus a hidden, close-on-exec duplicate per process (FdKind::kHidden,
@@ -44,6 +49,53 @@
 // references in a library destructor; references of a process that died without that (_exit,
 // a signal) are reclaimed when another process notices it is gone (a relay thread checks every
 // 2 s while other processes share sockets).
+//
+// Epoll. A registration of a stack fd lives in the kernel on the placeholder's open file, keyed
+// on the fd number; we keep a Reg per registration (its tag). All of a process's fds of one
+// socket are one open file, so closing one of several keeps its registrations, as the kernel
+// does: they are moved onto the hidden fd, where we can still re-arm and finally delete them.
+//
+// Exec. A new image inherits the fds but not the arena mapping, the fd table or the threads.
+//  - Placement. The arena is a memfd mapped at a random 4 GiB-aligned address in [16, 48) TiB,
+//    which a fresh image leaves free (arena.h). It holds absolute pointers, also into code: the
+//    stack's TcpHost and the arena resource's vtables, and the observer (a static object here).
+//    So libshake.so is linked to ask the loader for a fixed place (SHAKE_LIB_BASE, a preference
+//    ld.so passes to mmap): every image of the family then has libshake's code and static data
+//    at the same addresses. An image where either place was not granted, or whose libshake.so
+//    is another file than the arena's (Shared::lib_id), neither hands off nor attaches.
+//  - Before exec (interpose.cc's exec family -> PrepareExec): under the lock we dup the memfd
+//    and the device fd to exec-surviving (non-close-on-exec) hidden numbers and record in the
+//    arena, for this process's slot, a Handoff: every stack fd number, its kind and socket, and
+//    whether it is close-on-exec (the kernel closes those, so the new image drops their
+//    references); a listener's hidden eventfd and kernel listener get exec-surviving copies too.
+//    The environment entry SHAKE_HANDOFF=slot:token:memfd:devfd:base:size is added to the envp
+//    the program passed (execv/execvp become execve/execvpe with `environ`); the process's own
+//    environ is not touched. The lock is held across execve, so none of our threads is inside
+//    the stack when the kernel ends them; the kernel then marks the robust lock owner-dead and
+//    the next locker (the new image, or another process) takes it over. If execve returns, the
+//    hand-off is cancelled (ExecFailed: copies closed, record dropped, lock released) and the
+//    process carries on unchanged.
+//  - The new image (Init -> Attach), before the program runs: removes SHAKE_HANDOFF from its
+//    environment (its own children get one only if it hands them something), maps the memfd at
+//    the recorded address (MAP_FIXED_NOREPLACE), checks libshake's identity and the token and
+//    that the slot is its own (same pid), builds its device on the inherited fd, takes the slot,
+//    marks the surviving numbers as stack fds, makes each socket a new hidden (close-on-exec)
+//    fd from its placeholder, drops the references of the close-on-exec ones, and starts its
+//    engine. If any step fails it says so once (SHAKE_LOG=warn), closes the inherited copies and
+//    goes on as a program without a hand-off (the device is then usually busy: kernel sockets);
+//    the references it was handed are released when it exits (or is seen dead).
+//  - posix_spawn is fork + exec in a child that runs none of our code: PrepareSpawn reserves a
+//    slot (pid -1) and copies our references into it, as the fork handlers do, and records the
+//    hand-off for that slot; the child's image claims the slot with its pid (or SpawnDone writes
+//    the pid if the image has not yet, or never will: a program without libshake). A failed
+//    spawn releases the slot's references.
+//  Not covered: posix_spawn with file actions (nothing is handed over: the child sees its stack
+//  fds as bare eventfds, holds no references, and our close may end the connection under it);
+//  exec and spawn from inside libc (system(), popen(): glibc calls its internal posix_spawn,
+//  which interposition does not reach); an epoll instance carried across exec keeps the old
+//  image's registrations, which the new one does not know; a new image without libshake or with
+//  another environment that lacks SHAKE_DEVICE keeps the sockets alive but cannot use them; the
+//  pcap writer stays with the process that opened it.
 #include "shim/stack_backend.h"
 
 #include <arpa/inet.h>
@@ -302,6 +354,17 @@ class Backend final : public StackBackend, public StackObserver {
     } after{this};
     return engine_->WithLock([&]() -> decltype(auto) { return fn(*stack_); });
   }
+  // Locked, and then this thread puts the call's output on the device itself and handles what
+  // came back meanwhile (io::Engine::ServeCaller), as the kernel does in the caller's context.
+  template <typename F>
+  auto Served(F&& fn) {
+    return Locked([&](Stack& st) {
+      auto r = fn(st);
+      ReentrancyGuard guard;
+      engine_->ServeCaller();
+      return r;
+    });
+  }
   void EnsureEngine();
   void StartThreads();
   void RelayLoop();
@@ -358,7 +421,6 @@ class Backend final : public StackBackend, public StackObserver {
   // A pending hand-off: its slot, token and the exec-surviving descriptors this process opened
   // for it (closed when the exec fails or the spawn returns).
   int handoff_slot_ = -1;
-  uint64_t handoff_token_ = 0;
   bool exec_locked_ = false;  // the lock is held across the exec
   int temps_[2 + 2 * 64] = {};
   int ntemps_ = 0;
@@ -664,6 +726,11 @@ void Backend::AtForkChild() {
     sh_->procs[slot_].wake.store(0);
   }
   first_process_ = false;
+  if (handoff_slot_ >= 0) {  // another thread's spawn was pending: its copies are not ours
+    CloseTemps();
+    handoff_slot_ = -1;
+    exec_locked_ = false;
+  }
   if (engine_running_.load()) {
     ReentrancyGuard guard;
     delete engine_;  // unmaps and closes only this process's references to the parent's ring
@@ -783,7 +850,6 @@ bool Backend::BuildHandoffLocked(int to) {
   // Entries not filled (an fd that went away meanwhile) are marked unused.
   for (uint32_t j = k; j < n; ++j) new (&fds[j]) HandoffFd();
   handoff_slot_ = to;
-  handoff_token_ = token;
   snprintf(handoff_entry_, sizeof handoff_entry_, "SHAKE_HANDOFF=%x:%llx:%d:%d:%llx:%llx",
            static_cast<unsigned>(to), static_cast<unsigned long long>(token), memfd, devfd,
            static_cast<unsigned long long>(arena_->base()),
@@ -797,7 +863,8 @@ const char* Backend::PrepareExec() {
   // them, and the kernel hands the robust lock on (EOWNERDEAD) to the next locker — the new
   // image, or another process of the family.
   lock_->lock();
-  if (!BuildHandoffLocked(slot_)) {
+  // One hand-off at a time per process (a spawn on another thread may be pending).
+  if (handoff_slot_ >= 0 || !BuildHandoffLocked(slot_)) {
     lock_->unlock();
     return nullptr;
   }
@@ -819,6 +886,7 @@ const char* Backend::PrepareSpawn(bool has_file_actions) {
     return nullptr;
   }
   const char* entry = Locked([&](Stack&) -> const char* {
+    if (handoff_slot_ >= 0) return nullptr;  // one hand-off at a time per process
     const int c = FindFreeSlotLocked();
     if (c < 0) return nullptr;
     // As for fork: the child holds every descriptor we hold until its exec closes some.
@@ -1129,7 +1197,7 @@ void Backend::Release(FdEntry e, int fd) {
     if (t_deferred_n < 16) t_deferred[t_deferred_n++] = Deferred{e, fd};
     return;
   }
-  Locked([&](Stack& st) {
+  Served([&](Stack& st) {
     SocketRec* r = RecOf(e);
     // The kernel keeps an epoll registration while its open file lives: closing one of several
     // descriptors of the socket leaves the registrations made through it in place.
@@ -1398,7 +1466,7 @@ Outcome Backend::Connect(int fd, const sockaddr* addr, socklen_t len) {
   }
   SocketRec& r = Rec(id);
   uint32_t seq = 0;
-  const Result0 c = Locked([&](Stack& st) {
+  const Result0 c = Served([&](Stack& st) {
     seq = r.seq.load();
     const Result0 x = st.Connect(io::MonotonicNow(), id,
                                  Endpoint{Ipv4Addr(ntohl(a.sin_addr.s_addr)), ntohs(a.sin_port)});
@@ -1693,7 +1761,7 @@ Outcome Backend::Send(FdEntry e, int fd, const msghdr* msg, int flags) {
   for (;;) {
     int err = 0;
     uint32_t seq = 0;
-    Locked([&](Stack& st) {
+    Served([&](Stack& st) {
       seq = r->seq.load();
       size_t skip = total;
       for (size_t i = 0; i < msg->msg_iovlen; ++i) {
@@ -1802,7 +1870,7 @@ Outcome Backend::Shutdown(FdEntry e, int, int how) {
   if (e.kind == FdKind::kListener) {
     return Outcome::Done(real::shutdown(kfd_[IndexOf(e.socket)], how));
   }
-  const Result0 res = Locked([&](Stack& st) {
+  const Result0 res = Served([&](Stack& st) {
     const Result0 x = st.Shutdown(io::MonotonicNow(), e.socket, how != SHUT_WR, how != SHUT_RD);
     if (SocketRec* r = RecOf(e)) UpdateImageLocked(st, *r, false);
     return x;
