@@ -945,6 +945,9 @@ bool Backend::Attach(const char* entry) {
     return false;
   };
   if (!lib_at_base_) return give_up("libshake.so is not at its usual place");
+  // The stack's observer pointer names our static object: construct this image's before any
+  // stack call (same address as in the image that set it, with this image's vtable pointer).
+  (void)TheObserver();
   Arena* a = Arena::Attach(static_cast<uintptr_t>(base), static_cast<size_t>(size), memfd);
   if (a == nullptr) return give_up("the arena's address is taken");
   auto* sh = static_cast<Shared*>(a->root());
