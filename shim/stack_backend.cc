@@ -167,6 +167,7 @@ struct SocketRec {
 struct ProcSlot {
   int32_t pid = 0;  // 0 free, -1 reserved for a child that has not run yet
   std::atomic<uint32_t> wake{0};  // futex of the process's relay thread
+  std::atomic<bool> engine{false};  // the process runs an engine (and a relay) on the stack
   uint64_t dirty[kMaxSockets / 64] = {};
 };
 
@@ -409,6 +410,7 @@ class Backend final : public StackBackend, public StackObserver {
   std::unique_ptr<io::PcapWriter> pcap_;
   io::Engine* engine_ = nullptr;
   std::atomic<bool> engine_running_{false};
+  std::atomic<bool> exited_{false};  // AtExit ran
   std::atomic<bool> relay_running_{false};
   std::stop_source stop_;
   int slot_ = 0;
@@ -619,6 +621,7 @@ void Backend::StartThreads() {
   pthread_detach(t);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   engine_running_.store(true, std::memory_order_release);
+  sh_->procs[slot_].engine.store(true);
 }
 
 // The relay: rewrites the eventfds of sockets whose readiness another process changed, and
@@ -648,6 +651,10 @@ void Backend::RelayLoop() {
       }
       if (shared) ReclaimDeadLocked(*stack_);
     });
+    // Whoever woke us may have left the stack with new timers (a process that exited after
+    // closing: its orphaned connections are ours to drive now; a dead one's, just reclaimed),
+    // so the engine re-reads them.
+    engine_->Wake();
   }
 }
 
@@ -694,6 +701,7 @@ void Backend::AtForkPrepare() {
   }
   ProcSlot& c = sh_->procs[child_slot_];
   c.pid = -1;
+  c.engine.store(false);
   std::memset(c.dirty, 0, sizeof c.dirty);
   for (uint32_t i = 0; i < sh_->high; ++i) {
     sh_->socks[i].refs[child_slot_] = sh_->socks[i].refs[slot_];
@@ -742,31 +750,62 @@ void Backend::AtForkChild() {
   if (holds) EnsureEngine();
 }
 
+// A process that exits leaves its connections to the stack, as Linux leaves a closed socket's
+// data and FIN to the kernel: the closes below queue FINs behind unsent data, and these orphans
+// still have to be sent, retransmitted and acknowledged. When another process with an engine
+// shares the stack, it takes them over (its relay wakes its engine, which re-reads the timers).
+// When this is the last one, exit waits while orphans are still sending (FIN-WAIT-1, CLOSING,
+// LAST-ACK) and the peers keep answering: up to kExitQuiet without a segment from any peer,
+// kExitMost in all. TIME-WAIT and FIN-WAIT-2 are not waited for.
+constexpr Duration kExitQuiet = Duration::Seconds(3);
+constexpr Duration kExitMost = Duration::Seconds(30);
+
 void Backend::AtExit() {
   if (InsideShim() || ArenaLock::HeldByThisThread() || !engine_running_.load()) return;
-  uint64_t before = 0;
-  bool any = false;
+  if (exited_.exchange(true)) return;
+  bool others = false;
   Locked([&](Stack& st) {
     for (uint32_t i = 0; i < sh_->high; ++i) {
       if (sh_->socks[i].id != kNoSocket && sh_->socks[i].refs[slot_] != 0) {
         sh_->socks[i].refs[slot_] = 1;
         DropRefLocked(st, i, slot_);
-        any = true;
       }
     }
     sh_->procs[slot_].pid = 0;
-    before = engine_->passes();
+    sh_->procs[slot_].engine.store(false);
+    for (int p = 0; p < kMaxProcs; ++p) {
+      ProcSlot& o = sh_->procs[p];
+      if (p == slot_ || o.pid <= 0 || !o.engine.load() || ProcessGone(o.pid)) continue;
+      others = true;
+      o.wake.fetch_add(1);
+      Futex(&o.wake, FUTEX_WAKE, 1, nullptr);
+    }
     return 0;
   });
-  // Let the engine send what the closes queued (FINs), briefly.
-  if (any) {
-    const Instant until = io::MonotonicNow() + Duration::Millis(200);
-    while (engine_->passes() < before + 2 && io::MonotonicNow() < until) {
-      engine_->Wake();
-      timespec ts{0, 1000000};
-      nanosleep(&ts, nullptr);
-    }
+  if (others) return;
+  const Instant start = io::MonotonicNow();
+  Instant heard = start;
+  uint64_t segments_in = 0;
+  size_t sending = 0;
+  for (;;) {
+    engine_->WithLock([&] {
+      const auto by_state = stack_->ConnectionsByState();
+      sending = by_state[static_cast<size_t>(TcpState::kFinWait1)] +
+                by_state[static_cast<size_t>(TcpState::kClosing)] +
+                by_state[static_cast<size_t>(TcpState::kLastAck)];
+      if (stack_->counters().tcp_segments_in != segments_in) {
+        segments_in = stack_->counters().tcp_segments_in;
+        heard = io::MonotonicNow();
+      }
+    });
+    const Instant now = io::MonotonicNow();
+    if (sending == 0) return;
+    if (now - heard > kExitQuiet || now - start > kExitMost) break;
+    timespec ts{0, 2000000};
+    nanosleep(&ts, nullptr);
   }
+  Log(LogLevel::kWarn, "exit: %zu closed connection(s) still unacknowledged after %.1f s; "
+      "giving up on them", sending, static_cast<double>((io::MonotonicNow() - start).nanos()) / 1e9);
 }
 
 __attribute__((destructor)) void LibraryDestructor() {
