@@ -2,10 +2,12 @@
 
 #include <sched.h>
 #include <sys/auxv.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "shim/backend.h"
@@ -33,8 +35,8 @@ std::atomic<StackBackend*> g_backend{nullptr};
 // A stack hand-off (stack_backend.cc, "Exec") that no backend took: its exec-surviving
 // descriptors (the arena's memfd, the device) must not stay open in this image or its children.
 void DiscardHandoff() {
-  const char* h = getenv("SHAKE_HANDOFF");
-  if (h == nullptr) return;
+  char h[160];
+  if (!TakeHandoffEntry(h, sizeof h)) return;
   unsigned slot = 0;
   unsigned long long token = 0;
   int memfd = -1, devfd = -1;
@@ -42,7 +44,6 @@ void DiscardHandoff() {
     if (memfd > 2) real::close(memfd);
     if (devfd > 2) real::close(devfd);
   }
-  unsetenv("SHAKE_HANDOFF");
 }
 
 void Initialise() {
@@ -82,6 +83,23 @@ void Initialise() {
 __attribute__((constructor(101))) void LibraryConstructor() { EnsureInit(); }
 
 }  // namespace
+
+bool TakeHandoffEntry(char* out, size_t n) {
+  static constexpr char kEntry[] = "SHAKE_HANDOFF=";
+  constexpr size_t kLen = sizeof kEntry - 1;
+  bool found = false;
+  char** env = environ;
+  for (size_t i = 0; env != nullptr && env[i] != nullptr;) {
+    if (std::strncmp(env[i], kEntry, kLen) != 0) {
+      ++i;
+      continue;
+    }
+    if (!found && n > 0) snprintf(out, n, "%s", env[i] + kLen);
+    found = true;
+    for (size_t j = i; env[j] != nullptr; ++j) env[j] = env[j + 1];  // in place, as unsetenv
+  }
+  return found;
+}
 
 const Runtime* EnsureInit() {
   if (g_init_state.load(std::memory_order_acquire) == kDone) return g_runtime;

@@ -26,5 +26,11 @@ const Runtime* EnsureInit();
 bool StayOut();
 // The fd table; null only while libshake itself is being initialised (treat as "no stack fds").
 FdTable* Fds();
+// Copies the value of SHAKE_HANDOFF into `out` (n bytes, NUL-terminated) and removes every
+// SHAKE_HANDOFF entry from `environ`; false when there is none. It walks `environ` itself
+// rather than calling getenv/unsetenv, which the program may define for itself: bash does, over
+// its shell variables, and before bash's main runs its unsetenv removes nothing, so the entry
+// went on to every child bash started.
+bool TakeHandoffEntry(char* out, size_t n);
 
 }  // namespace shake::shim

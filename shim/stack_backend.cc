@@ -510,11 +510,9 @@ bool Backend::Init() {
     hidden_base_ = static_cast<int>(std::min<rlim_t>(rl.rlim_cur / 2, 4096));
   }
   if (!LibIdentity(&lib_at_base_, lib_id_)) lib_at_base_ = false;
-  if (const char* h = getenv("SHAKE_HANDOFF")) {
-    char copy[160];
-    snprintf(copy, sizeof copy, "%s", h);
-    unsetenv("SHAKE_HANDOFF");  // for this image only: its own children get their own
-    if (Attach(copy)) return true;
+  // For this image only: its own children get their own.
+  if (char handoff[160]; TakeHandoffEntry(handoff, sizeof handoff)) {
+    if (Attach(handoff)) return true;
   }
   StackConfig sc;
   sc.addr = Ipv4Addr(config_.addr);

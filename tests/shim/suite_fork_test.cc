@@ -255,6 +255,25 @@ TEST_F(Fork, ExecedShellHandsTheSocketOnToItsOwnChild) {
   EXPECT_EQ(Log(tag), "read=6 end=eof");
 }
 
+TEST_F(Fork, BashExecedByBashHandsTheSocketToEveryChild) {
+  // bash defines its own getenv/unsetenv and builds its children's environment from its shell
+  // variables, so whatever a preload library leaves there reaches every child it starts.
+  std::string tag = NewTag();
+  Fd s = Script("tag:" + tag + " drain");
+  const std::string fd = std::to_string(s.get());
+  // cat writes with write(2); stdio's writes (printf(1)) bypass any preloaded library.
+  std::string cmd = "exec /bin/bash -c 'echo one | /bin/cat >&" + fd + "; echo two | /bin/cat >&" +
+                    fd + "'";
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/bash", "bash", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  EXPECT_EQ(WaitChild(pid), 0);
+  s.reset();
+  EXPECT_EQ(Log(tag), "read=8 end=eof");
+}
+
 TEST_F(Fork, AFailedExecLeavesTheSocketUsable) {
   Fd s = ConnectTo(peer::kPortEcho);
   pid_t pid = fork();
