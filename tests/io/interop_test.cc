@@ -257,7 +257,17 @@ class Interop : public ::testing::TestWithParam<Mode> {
     std::printf("%s", get.Log().c_str());
     EXPECT_EQ(status, 0) << get.Log();
     EXPECT_EQ(Sha256(out), payload_sha_);
-    EXPECT_NE(get.Log().find("states after close: TIME-WAIT=1"), std::string::npos)
+    // The client closes first and passes through TIME-WAIT. Through the relay a duplicated final
+    // ACK can reach the server after it closed and draw an RST, which ends TIME-WAIT early
+    // (RFC 1337; Linux with tcp_rfc1337=0 does the same): then the capture shows that RST.
+    bool reset_in_time_wait = false;
+    for (const auto& seg : ReadCapture(capture_)) {
+      reset_in_time_wait |= impaired && seg.flags.find('R') != std::string::npos &&
+                            seg.dst.rfind(stack_ip_ + ".", 0) == 0;
+    }
+    EXPECT_TRUE(get.Log().find("states after close: TIME-WAIT=1") != std::string::npos ||
+                (reset_in_time_wait &&
+                 get.Log().find("states after close: none") != std::string::npos))
         << "the client closes first and passes through TIME-WAIT";
     CheckCapture(capture_, stack_ip_, stack_pcap, impaired);
   }
