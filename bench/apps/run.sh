@@ -72,60 +72,9 @@ if [[ -z ${SOURCE_REV:-} ]]; then
   SOURCE_REV=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 fi
 
-PREFIX=shkapps-bench-$$
-WORK=$(mktemp -d /tmp/shkapps-bench-XXXXXX)
-chmod 755 "$WORK"
-NAMESPACES=()
-BG_PIDS=()
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM HUP
-  [[ -n ${MEASURE_PID:-} ]] && kill -TERM "$MEASURE_PID" 2>/dev/null
-  for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for ns in "${NAMESPACES[@]}"; do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-  done
-  for p in "${BG_PIDS[@]}" ${MEASURE_PID:-}; do wait "$p" 2>/dev/null; done
-  for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
-  if [[ -n ${KEEP_TMP:-} ]]; then
-    echo "work directory kept: $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM HUP
-
-# Namespaces left by an earlier run of this script whose process is gone.
-for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^shkapps-bench-[0-9]*-' || true); do
-  pid=${ns#shkapps-bench-}
-  pid=${pid%%-*}
-  if ! kill -0 "$pid" 2>/dev/null; then
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-  fi
-done
-
-log() { printf '%s\n' "$*" | tee -a "$WORK/details.log"; }
-
-add_ns() {  # add_ns NAME: a fresh namespace with lo up and IPv6 off (no stray traffic)
-  ip netns add "$1"
-  NAMESPACES+=("$1")
-  ip -n "$1" link set lo up
-  ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-}
-
-veth() {  # veth NS1 IF1 NS2 IF2
-  ip -n "$1" link add "$2" type veth peer name "$4" netns "$3"
-  ip -n "$1" link set "$2" up
-  ip -n "$3" link set "$4" up
-}
-
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# shellcheck source=bench/lib/netns.sh
+source "$ROOT/bench/lib/netns.sh"
+bench_init shkapps-bench
 
 # One configuration for both servers; only the listen address and the files differ.
 nginx_conf() {  # nginx_conf TAG IP -> $WORK/nginx-TAG/nginx.conf
