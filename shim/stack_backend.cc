@@ -124,6 +124,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stop_token>
 
 #include "io/clock.h"
@@ -393,6 +394,12 @@ class Backend final : public StackBackend, public StackObserver {
   Outcome WaitFailed(int err, int timeout_errno) {
     return Fail(err == EINTR ? EINTR : timeout_errno);
   }
+  // The end of one pass of a blocking recv or send that has moved `total` bytes so far and
+  // wants more: the call's outcome (non-blocking, timed out, interrupted), or nothing when the
+  // socket changed and the caller should go round again. Drops the waiter count the pass took
+  // (`waiting`) once the wait is over.
+  std::optional<Outcome> AwaitMore(SocketRec& r, bool waiting, uint32_t seq, int fd, int flags,
+                                   size_t total, Instant deadline);
   Outcome AcceptAny(SocketRec& r, int fd, sockaddr* addr, socklen_t* len, int flags);
   Reg* RegOf(uint64_t tag, int ep);
   void DropRegsOf(uint32_t index, int fd);
@@ -1705,6 +1712,23 @@ Outcome Backend::Accept(FdEntry e, int fd, sockaddr* addr, socklen_t* len, int f
 
 // ---- Data ---------------------------------------------------------------------------------------
 
+std::optional<Outcome> Backend::AwaitMore(SocketRec& r, bool waiting, uint32_t seq, int fd,
+                                          int flags, size_t total, Instant deadline) {
+  struct Unwait {
+    SocketRec& r;
+    bool on;
+    ~Unwait() {
+      if (on) r.waiters.fetch_sub(1);
+    }
+  } unwait{r, waiting};
+  if (WantsNonBlocking(fd, flags)) {
+    return total > 0 ? Outcome::Done(static_cast<long>(total)) : Fail(EAGAIN);
+  }
+  const int w = WaitWord(&r.seq, seq, deadline);
+  if (w != 0) return total > 0 ? Outcome::Done(static_cast<long>(total)) : WaitFailed(w, EAGAIN);
+  return std::nullopt;
+}
+
 Outcome Backend::Recv(FdEntry e, int fd, msghdr* msg, int flags) {
   if (e.kind == FdKind::kListener) return Fail(ENOTCONN);
   SocketRec* r = RecOf(e);
@@ -1774,16 +1798,7 @@ Outcome Backend::Recv(FdEntry e, int fd, msghdr* msg, int flags) {
       unwait();
       return Outcome::Done(static_cast<long>(total));
     }
-    if (WantsNonBlocking(fd, flags)) {
-      unwait();
-      return total > 0 ? Outcome::Done(static_cast<long>(total)) : Fail(EAGAIN);
-    }
-    const int w = WaitWord(&r->seq, seq, deadline);
-    unwait();
-    if (w != 0) {
-      if (total > 0) return Outcome::Done(static_cast<long>(total));
-      return WaitFailed(w, EAGAIN);
-    }
+    if (auto out = AwaitMore(*r, waited, seq, fd, flags, total, deadline)) return *out;
   }
 }
 
@@ -1848,16 +1863,7 @@ Outcome Backend::Send(FdEntry e, int fd, const msghdr* msg, int flags) {
       unwait();
       return Outcome::Done(static_cast<long>(total));
     }
-    if (WantsNonBlocking(fd, flags)) {
-      unwait();
-      return total > 0 ? Outcome::Done(static_cast<long>(total)) : Fail(EAGAIN);
-    }
-    const int w = WaitWord(&r->seq, seq, deadline);
-    unwait();
-    if (w != 0) {
-      if (total > 0) return Outcome::Done(static_cast<long>(total));
-      return WaitFailed(w, EAGAIN);
-    }
+    if (auto out = AwaitMore(*r, waited, seq, fd, flags, total, deadline)) return *out;
   }
 }
 
