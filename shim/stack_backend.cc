@@ -757,11 +757,11 @@ void Backend::AtForkChild() {
 
 // A process that exits leaves its connections to the stack, as Linux leaves a closed socket's
 // data and FIN to the kernel: the closes below queue FINs behind unsent data, and these orphans
-// still have to be sent, retransmitted and acknowledged. When another process with an engine
+// still have to be sent, sent again if lost, and acknowledged. When another process with an engine
 // shares the stack, it takes them over (its relay wakes its engine, which re-reads the timers).
-// When this is the last one, exit waits while orphans are still sending (FIN-WAIT-1, CLOSING,
-// LAST-ACK) and the peers keep answering: up to kExitQuiet without a segment from any peer,
-// kExitMost in all. TIME-WAIT and FIN-WAIT-2 are not waited for.
+// When this is the last one, exit waits while orphans are still sending (the stack's
+// ClosesInProgress) and the peers keep answering: up to kExitQuiet without a segment from any
+// peer, kExitMost in all. Connections whose FIN is already acknowledged are not waited for.
 constexpr Duration kExitQuiet = Duration::Seconds(3);
 constexpr Duration kExitMost = Duration::Seconds(30);
 
@@ -794,10 +794,7 @@ void Backend::AtExit() {
   size_t sending = 0;
   for (;;) {
     engine_->WithLock([&] {
-      const auto by_state = stack_->ConnectionsByState();
-      sending = by_state[static_cast<size_t>(TcpState::kFinWait1)] +
-                by_state[static_cast<size_t>(TcpState::kClosing)] +
-                by_state[static_cast<size_t>(TcpState::kLastAck)];
+      sending = stack_->ClosesInProgress();
       if (stack_->counters().tcp_segments_in != segments_in) {
         segments_in = stack_->counters().tcp_segments_in;
         heard = io::MonotonicNow();

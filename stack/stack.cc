@@ -1076,4 +1076,10 @@ std::array<size_t, kTcpStateCount> Stack::ConnectionsByState() const {
   return n;
 }
 
+size_t Stack::ClosesInProgress() const {
+  const auto n = ConnectionsByState();
+  return n[static_cast<size_t>(TcpState::kFinWait1)] + n[static_cast<size_t>(TcpState::kClosing)] +
+         n[static_cast<size_t>(TcpState::kLastAck)];
+}
+
 }  // namespace shake

@@ -258,6 +258,10 @@ class Stack {
   const Counters& counters() const;
   // Connections (not listeners) in each state, including orphans in FIN-WAIT and TIME-WAIT.
   std::array<size_t, kTcpStateCount> ConnectionsByState() const;
+  // Connections that have queued their FIN and still wait for it, and the data before it, to be
+  // acknowledged (FIN-WAIT-1, CLOSING, LAST-ACK). A host about to stop driving the stack (the
+  // last process leaving) keeps going while this is non-zero, as the kernel keeps an orphan.
+  size_t ClosesInProgress() const;
 
  private:
   struct Impl;

@@ -533,13 +533,17 @@ TEST_F(TcpTest, PassiveClose) {
 
 TEST_F(TcpTest, SimultaneousCloseGoesThroughClosing) {
   PassiveOpen();
+  EXPECT_EQ(stack().ClosesInProgress(), 0u);
   stack().Close(h_.now(), conn_);
   Expect1(h_.Flush(), f::kFin | f::kAck, 1, 1);
+  EXPECT_EQ(stack().ClosesInProgress(), 1u) << "FIN-WAIT-1: our FIN is not acknowledged";
   // The peer's FIN crosses ours: it does not acknowledge our FIN.
   Expect1(h_.Deliver(PeerSeg(f::kFin | f::kAck, 1, 1)), f::kAck, 2, 2);
   EXPECT_EQ(CountIn(TcpState::kClosing), 1u);
+  EXPECT_EQ(stack().ClosesInProgress(), 1u) << "CLOSING";
   EXPECT_TRUE(h_.Deliver(PeerSeg(f::kAck, 2, 2)).empty());
   EXPECT_EQ(CountIn(TcpState::kTimeWait), 1u);
+  EXPECT_EQ(stack().ClosesInProgress(), 0u) << "TIME-WAIT: nothing left to deliver";
 }
 
 TEST_F(TcpTest, FinAndAckCombinedWhenNothingPending) {
