@@ -1937,24 +1937,6 @@ Outcome PutInt(void* v, socklen_t* l, int value) {
   return Outcome::Done(0);
 }
 
-// Linux's tcp_info state numbering.
-uint8_t LinuxState(TcpState s) {
-  switch (s) {
-    case TcpState::kEstablished: return 1;
-    case TcpState::kSynSent: return 2;
-    case TcpState::kSynReceived: return 3;
-    case TcpState::kFinWait1: return 4;
-    case TcpState::kFinWait2: return 5;
-    case TcpState::kTimeWait: return 6;
-    case TcpState::kClosed: return 7;
-    case TcpState::kCloseWait: return 8;
-    case TcpState::kLastAck: return 9;
-    case TcpState::kListen: return 10;
-    case TcpState::kClosing: return 11;
-  }
-  return 7;
-}
-
 Outcome Backend::GetSockOpt(FdEntry e, int, int level, int name, void* v, socklen_t* l) {
   SocketRec* r = RecOf(e);
   if (r == nullptr) return Fail(EBADF);
@@ -2033,7 +2015,7 @@ Outcome Backend::GetSockOpt(FdEntry e, int, int level, int name, void* v, sockle
       case TCP_MAXSEG: return PutInt(v, l, info.mss ? info.mss : (o.max_segment ? o.max_segment : 536));
       case TCP_INFO: {
         tcp_info ti{};
-        ti.tcpi_state = LinuxState(info.state);
+        ti.tcpi_state = LinuxStateNumber(info.state);
         ti.tcpi_snd_mss = info.mss;
         ti.tcpi_rtt = static_cast<uint32_t>(info.srtt.nanos() / 1000);
         ti.tcpi_rttvar = static_cast<uint32_t>(info.rttvar.nanos() / 1000);

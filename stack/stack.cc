@@ -29,6 +29,23 @@ std::string_view StateName(TcpState s) {
   return kNames[static_cast<size_t>(s)];
 }
 
+uint8_t LinuxStateNumber(TcpState s) {
+  switch (s) {
+    case TcpState::kEstablished: return 1;
+    case TcpState::kSynSent: return 2;
+    case TcpState::kSynReceived: return 3;
+    case TcpState::kFinWait1: return 4;
+    case TcpState::kFinWait2: return 5;
+    case TcpState::kTimeWait: return 6;
+    case TcpState::kClosed: return 7;
+    case TcpState::kCloseWait: return 8;
+    case TcpState::kLastAck: return 9;
+    case TcpState::kListen: return 10;
+    case TcpState::kClosing: return 11;
+  }
+  return 7;
+}
+
 namespace {
 
 constexpr uint32_t kIndexBits = 20;

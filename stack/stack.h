@@ -62,6 +62,8 @@ enum class TcpState : uint8_t {
 inline constexpr size_t kTcpStateCount = 11;
 // "SYN-SENT", "TIME-WAIT", ... as RFC 9293 spells them.
 std::string_view StateName(TcpState s);
+// The number Linux gives the state in tcp_info's tcpi_state (include/net/tcp_states.h).
+uint8_t LinuxStateNumber(TcpState s);
 
 enum class LinkMode : uint8_t {
   kIp,        // frames are bare IPv4 packets (a TUN device without packet information)

@@ -1,6 +1,7 @@
 // Exact-segment tests of the TCP state machine in virtual time: handshake, close in every
 // order, retransmission of each handshake and close segment, resets (RFC 9293, RFC 5961).
 #include <gtest/gtest.h>
+#include <netinet/tcp.h>  // Linux's TCP_ESTABLISHED... numbering, to check against
 
 #include <set>
 
@@ -529,6 +530,20 @@ TEST_F(TcpTest, PassiveClose) {
   EXPECT_TRUE(h_.Deliver(PeerSeg(f::kAck, 2, 2)).empty());
   EXPECT_EQ(CountIn(TcpState::kLastAck), 0u);
   EXPECT_EQ(CountIn(TcpState::kClosed), 0u);
+}
+
+TEST(TcpStateNumbers, MatchLinuxTcpInfo) {
+  EXPECT_EQ(LinuxStateNumber(TcpState::kEstablished), TCP_ESTABLISHED);
+  EXPECT_EQ(LinuxStateNumber(TcpState::kSynSent), TCP_SYN_SENT);
+  EXPECT_EQ(LinuxStateNumber(TcpState::kSynReceived), TCP_SYN_RECV);
+  EXPECT_EQ(LinuxStateNumber(TcpState::kFinWait1), TCP_FIN_WAIT1);
+  EXPECT_EQ(LinuxStateNumber(TcpState::kFinWait2), TCP_FIN_WAIT2);
+  EXPECT_EQ(LinuxStateNumber(TcpState::kTimeWait), TCP_TIME_WAIT);
+  EXPECT_EQ(LinuxStateNumber(TcpState::kClosed), TCP_CLOSE);
+  EXPECT_EQ(LinuxStateNumber(TcpState::kCloseWait), TCP_CLOSE_WAIT);
+  EXPECT_EQ(LinuxStateNumber(TcpState::kLastAck), TCP_LAST_ACK);
+  EXPECT_EQ(LinuxStateNumber(TcpState::kListen), TCP_LISTEN);
+  EXPECT_EQ(LinuxStateNumber(TcpState::kClosing), TCP_CLOSING);
 }
 
 TEST_F(TcpTest, SimultaneousCloseGoesThroughClosing) {
