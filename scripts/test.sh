@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 build=${BUILD_DIR:-build}
 rm -rf "$build"
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# Release, as a packager builds it, with the project's warnings as errors: the tests, the
+# benchmarks and the .deb all come from this one build.
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSHAKE_WERROR=ON
 cmake --build "$build" -j"$(nproc)"
 status=0
 ctest --test-dir "$build" --output-on-failure -j"$(nproc)" 2>&1 | tee "$build/ctest.log" || status=$?
@@ -31,7 +33,7 @@ fuzz_seconds=${FUZZ_SECONDS:-60}
 if [ "$fuzz_seconds" != 0 ]; then
   fbuild="$build-fuzz"
   rm -rf "$fbuild"
-  CC=clang CXX=clang++ cmake -S . -B "$fbuild" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  CC=clang CXX=clang++ cmake -S . -B "$fbuild" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHAKE_WERROR=ON \
     -DSHAKE_FUZZ=ON -DSHAKE_BENCH=OFF
   cmake --build "$fbuild" -j"$(nproc)" --target fuzz_stack
   mkdir -p "$fbuild/corpus"

@@ -112,7 +112,12 @@ std::string States(StackHost& h) {
   std::string s;
   for (size_t i = 0; i < states.size(); ++i) {
     if (states[i]) {
-      s += " " + std::string(StateName(static_cast<TcpState>(i))) + "=" + std::to_string(states[i]);
+      // Appended piece by piece: GCC 12 at -O3 warns (-Wrestrict, a false positive) on
+      // `const char* + std::string` temporaries.
+      s += ' ';
+      s += StateName(static_cast<TcpState>(i));
+      s += '=';
+      s += std::to_string(states[i]);
     }
   }
   return s.empty() ? " none" : s;
