@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs everything libshake needs to build and test, from Debian 12's packages.
+# Installs everything libshake needs to build and test, from Debian 12's packages; the last line
+# (sockperf, iperf3, linux-perf) is what bench/compare.sh drives besides nginx, ab, wrk and redis.
 set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   liburing-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 nftables ethtool tcpdump curl nginx-light python3 lintian file redis-server redis-tools
   apache2-utils wrk debootstrap dpkg-dev dpkg-repack
+  sockperf iperf3 linux-perf
 )
 missing=()
 for p in "${pkgs[@]}"; do
