@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,6 +39,11 @@ enum class Op : uint8_t {
   kSetsockopt,
   kGetsockopt,
   kPoll,
+  kIoctl,        // arg: the request (SIOCINQ, SIOCOUTQ); the int comes back in value
+  kTcpInfo,      // getsockopt(TCP_INFO): the fields come back in info
+  kEpollCreate,
+  kEpollCtl,     // handle: the epoll handle; arg: EPOLL_CTL_*; value: the socket; flags: events
+  kEpollWait,    // handle: the epoll handle; len: maxevents; events come back in poll
 };
 
 struct PollEntry {
@@ -57,6 +63,7 @@ struct Call {
   int64_t value2 = 0;    // kSetsockopt SO_LINGER: l_linger
   size_t len = 0;        // kRead/kWrite byte count
   int flags = 0;         // kRead/kWrite MSG_* flags
+  std::string text;      // kSetsockopt with a string value (TCP_CONGESTION)
   std::vector<PollEntry> poll;
 };
 
@@ -65,7 +72,16 @@ struct CallResult {
   int err = 0;         // errno when ret == -1
   int64_t value = 0;   // kGetsockopt: the int, or l_onoff
   int64_t value2 = 0;  // kGetsockopt SO_LINGER: l_linger
-  std::vector<PollEntry> poll;  // kPoll: entries with revents
+  std::vector<PollEntry> poll;  // kPoll: entries with revents; kEpollWait: (handle, revents)
+  std::map<std::string, int64_t> info;  // kTcpInfo: tcpi_* fields as Linux names them
+};
+
+// How a backend is set up for a run.
+struct BackendOptions {
+  // packetdrill's environment for its upstream scripts: a fresh namespace's kernel defaults
+  // (the script's commands set what they need), a TUN device named tun0 with checksum and TSO
+  // offload as packetdrill configures it (so the kernel sends TSO-sized segments).
+  bool packetdrill = false;
 };
 
 class Backend {
@@ -83,6 +99,11 @@ class Backend {
   // A virtual-time backend advances its clock instead of sleeping. This doubles as "sleep
   // until": the runner treats any packet returned while it only waits as unexpected.
   virtual std::optional<std::vector<uint8_t>> ReadPacket(int64_t deadline_ns) = 0;
+  // A script's `` `command` `` (tests/conformance/commands.h), run from directory `dir`.
+  // Returns "" when applied, else why not, beginning "unsupported: " when the backend cannot
+  // express the command at all. `notes` collects settings accepted without effect.
+  virtual std::string RunCommand(const std::string& text, const std::string& dir,
+                                 std::vector<std::string>* notes) = 0;
 };
 
 }  // namespace conformance

@@ -5,13 +5,20 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <sys/epoll.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include <cerrno>
 #include <deque>
+#include <map>
+#include <set>
 #include <memory_resource>
 #include <span>
 #include <vector>
 
 #include "stack/stack.h"
+#include "tests/conformance/commands.h"
 
 namespace conformance {
 namespace {
@@ -42,6 +49,16 @@ class CollectingSink : public shake::FrameSink {
   std::deque<std::vector<uint8_t>>* out_;
   std::vector<std::byte> buf_;
 };
+
+// The kernel defaults of a fresh network namespace (6.x) for the tunables the stack models,
+// which is where packetdrill's scripts start from before their own commands.
+void KernelDefaults(shake::StackConfig& c) {
+  c.tcp.recv_buffer = 6291456;
+  c.tcp.send_buffer = 4194304;
+  c.tcp.syn_retries = 6;
+  c.tcp.tail_loss_probe = true;  // tcp_early_retrans=3
+  c.tcp.congestion_control = shake::CongestionControl::kCubic;
+}
 
 shake::StackConfig MakeConfig() {
   shake::StackConfig c;
@@ -90,17 +107,93 @@ CallResult Err(int err) {
 }
 CallResult From(shake::Result0 r) { return r.ok() ? Ok() : Err(r.error()); }
 
-class LibshakeBackend : public Backend {
+class LibshakeBackend : public Backend, public shake::StackObserver {
  public:
-  LibshakeBackend() : stack_(MakeConfig(), std::pmr::new_delete_resource()), sink_(&out_) {}
+  explicit LibshakeBackend(const BackendOptions& options) : config_(MakeConfig()), sink_(&out_) {
+    if (options.packetdrill) KernelDefaults(config_);
+    Rebuild();
+  }
+
+  void OnReadiness(shake::SocketId id) override {
+    for (auto& [epfd, ep] : epolls_) {
+      auto it = ep.find(id);
+      if (it != ep.end()) it->second.fresh = true;
+    }
+  }
+
+  // Maps the sysctls of a script's command onto the StackConfig (tests/conformance/commands.h).
+  std::string RunCommand(const std::string& text, const std::string& dir,
+                         std::vector<std::string>* notes) override {
+    for (const CommandItem& item : ParseCommand(text, dir)) {
+      if (item.kind == CommandItem::Kind::kNoOp) continue;
+      if (item.kind != CommandItem::Kind::kSysctl) return "unsupported: command '" + item.text + "'";
+      const std::string err = ApplySysctl(item.key, item.value, notes);
+      if (!err.empty()) return "unsupported: " + err;
+    }
+    if (opened_) return "unsupported: sysctls changed after the first socket (the stack's "
+                        "configuration is fixed when it is built)";
+    Rebuild();
+    return "";
+  }
 
   std::string name() const override { return "libshake"; }
+
+  std::string ApplySysctl(const std::string& key, const std::string& value,
+                          std::vector<std::string>* notes) {
+    shake::TcpConfig& t = config_.tcp;
+    const long long v = std::atoll(value.c_str());
+    auto last = [&]() {  // the max of a "min default max" triple
+      const size_t sp = value.find_last_of(" \t");
+      return std::atoll(value.substr(sp == std::string::npos ? 0 : sp + 1).c_str());
+    };
+    const std::string k = key.rfind("net.ipv4.", 0) == 0 ? key.substr(9) : key;
+    if (k == "tcp_timestamps") t.timestamps = v != 0;
+    else if (k == "tcp_sack") t.sack = v != 0;
+    else if (k == "tcp_window_scaling") t.window_scaling = v != 0;
+    else if (k == "tcp_syn_retries") t.syn_retries = static_cast<int>(v);
+    else if (k == "tcp_synack_retries") t.synack_retries = static_cast<int>(v);
+    else if (k == "tcp_retries2") t.data_retries = static_cast<int>(v);
+    else if (k == "tcp_fin_timeout") t.fin_wait2_timeout = Duration::Seconds(v);
+    else if (k == "tcp_keepalive_time") t.keepalive_time = Duration::Seconds(v);
+    else if (k == "tcp_keepalive_intvl") t.keepalive_interval = Duration::Seconds(v);
+    else if (k == "tcp_keepalive_probes") t.keepalive_probes = static_cast<int>(v);
+    else if (k == "tcp_rto_min_us") t.rto_min = Duration::Micros(v);
+    else if (k == "tcp_invalid_ratelimit") t.challenge_ack_interval = Duration::Millis(v);
+    else if (k == "tcp_rmem") t.recv_buffer = static_cast<size_t>(last());
+    else if (k == "tcp_wmem") t.send_buffer = static_cast<size_t>(last());
+    else if (k == "tcp_early_retrans") t.tail_loss_probe = v >= 3;
+    else if (k == "tcp_congestion_control") {
+      if (value == "cubic") t.congestion_control = shake::CongestionControl::kCubic;
+      else if (value == "reno") t.congestion_control = shake::CongestionControl::kReno;
+      else return "tcp_congestion_control=" + value + " (libshake has reno and cubic)";
+    }
+    // Values that are what the stack does anyway.
+    else if ((k == "tcp_dsack" && v == 1) || (k == "tcp_fack" && v == 0) ||
+             (k == "tcp_reordering" && v == 3) || (k == "tcp_recovery" && v == 1) ||
+             (k == "tcp_ecn" && v == 0) || (k == "tcp_slow_start_after_idle" && v == 0) ||
+             (k == "tcp_notsent_lowat" && value == "4294967295") ||
+             (k == "tcp_syn_linear_timeouts" && v == 0)) {
+    }
+    // Tunables of mechanisms the stack does not have, which change nothing on the wire unless
+    // a script exercises them (and such a script then fails on the calls or options it uses).
+    else if (k == "tcp_tso_win_divisor" || k == "tcp_min_tso_segs" || k == "tcp_pacing_ss_ratio" ||
+             k == "tcp_pacing_ca_ratio" || k == "tcp_fastopen" || k == "tcp_fastopen_key" ||
+             k == "tcp_ecn_option" || k == "tcp_syncookies" || k == "tcp_frto" ||
+             k == "tcp_autocorking" || k == "tcp_comp_sack_nr" || k == "tcp_no_metrics_save") {
+      notes->push_back(key + "=" + value + " accepted without effect (libshake has no such "
+                       "mechanism: TSO, pacing, Fast Open, AccECN, syncookies, F-RTO, autocorking, "
+                       "SACK compression or a metrics cache)");
+    } else {
+      return "sysctl " + key + "=" + value;
+    }
+    return "";
+  }
   int64_t Now() override { return (now_ - kEpoch).nanos(); }
 
   void Inject(const std::vector<uint8_t>& packet) override {
     std::vector<std::byte> frame(packet.size());
     for (size_t i = 0; i < packet.size(); ++i) frame[i] = static_cast<std::byte>(packet[i]);
-    stack_.Receive(now_, frame, sink_);
+    stack_ptr_->Receive(now_, frame, sink_);
     Flush();
   }
 
@@ -112,10 +205,10 @@ class LibshakeBackend : public Backend {
         out_.pop_front();
         return p;
       }
-      const Instant next = stack_.NextDeadline();
+      const Instant next = stack_ptr_->NextDeadline();
       if (next > deadline) break;
       if (next > now_) now_ = next;
-      stack_.Poll(now_, sink_);
+      stack_ptr_->Poll(now_, sink_);
     }
     if (!out_.empty()) return ReadPacket(deadline_ns);
     if (deadline > now_) now_ = deadline;
@@ -129,40 +222,72 @@ class LibshakeBackend : public Backend {
   }
 
  private:
-  void Flush() { stack_.Poll(now_, sink_); }
+  void Flush() { stack_ptr_->Poll(now_, sink_); }
 
   static shake::SocketId Id(const Call& c) { return static_cast<shake::SocketId>(c.handle); }
 
   CallResult Dispatch(const Call& c) {
     switch (c.op) {
       case Op::kSocket: {
-        auto r = stack_.Open();
+        opened_ = true;
+        auto r = stack_ptr_->Open();
         return r.ok() ? Ok(static_cast<int64_t>(*r)) : Err(r.error());
       }
       case Op::kBind:
-        return From(stack_.Bind(Id(c), {shake::Ipv4Addr(c.addr), c.port}));
-      case Op::kListen: return From(stack_.Listen(Id(c), c.arg));
+        return From(stack_ptr_->Bind(Id(c), {shake::Ipv4Addr(c.addr), c.port}));
+      case Op::kListen: return From(stack_ptr_->Listen(Id(c), c.arg));
       case Op::kAccept: {
-        auto r = stack_.Accept(Id(c));
+        auto r = stack_ptr_->Accept(Id(c));
         return r.ok() ? Ok(static_cast<int64_t>(*r)) : Err(r.error());
       }
       case Op::kConnect:
-        return From(stack_.Connect(now_, Id(c), {shake::Ipv4Addr(c.addr), c.port}));
+        return From(stack_ptr_->Connect(now_, Id(c), {shake::Ipv4Addr(c.addr), c.port}));
       case Op::kRead: {
+        if ((c.flags & ~(MSG_PEEK | MSG_DONTWAIT)) != 0) return Err(ENOSYS);
         std::vector<std::byte> buf(c.len);
-        auto r = stack_.Recv(Id(c), buf, (c.flags & MSG_PEEK) != 0);
+        auto r = stack_ptr_->Recv(Id(c), buf, (c.flags & MSG_PEEK) != 0);
         return r.ok() ? Ok(static_cast<int64_t>(*r)) : Err(r.error());
       }
       case Op::kWrite: {
+        if ((c.flags & ~(MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL)) != 0) return Err(ENOSYS);
         std::vector<std::byte> buf(c.len, std::byte{'x'});
-        auto r = stack_.Send(Id(c), buf, (c.flags & MSG_MORE) != 0);
+        auto r = stack_ptr_->Send(Id(c), buf, (c.flags & MSG_MORE) != 0);
         return r.ok() ? Ok(static_cast<int64_t>(*r)) : Err(r.error());
       }
       case Op::kClose:
-        stack_.Close(now_, Id(c));
+        if (epolls_.erase(c.handle) != 0) return Ok();
+        for (auto& [epfd, ep] : epolls_) ep.erase(Id(c));
+        stack_ptr_->Close(now_, Id(c));
         return Ok();
+      case Op::kIoctl: {
+        auto info = stack_ptr_->Info(Id(c));
+        if (!info.ok()) return Err(info.error());
+        CallResult r = Ok();
+        if (c.arg == SIOCINQ) r.value = static_cast<int64_t>(info.value().readable_bytes);
+        else if (c.arg == SIOCOUTQ) r.value = static_cast<int64_t>(info.value().unsent_bytes);
+        else return Err(ENOSYS);
+        return r;
+      }
+      case Op::kTcpInfo: return TcpInfo(c);
+      case Op::kEpollCreate: {
+        const int h = next_epoll_++;
+        epolls_[h];
+        return Ok(h);
+      }
+      case Op::kEpollCtl: {
+        auto it = epolls_.find(c.handle);
+        if (it == epolls_.end()) return Err(EBADF);
+        const auto id = static_cast<shake::SocketId>(c.value);
+        if (c.arg == EPOLL_CTL_DEL) return it->second.erase(id) != 0 ? Ok() : Err(ENOENT);
+        const bool exists = it->second.count(id) != 0;
+        if (c.arg == EPOLL_CTL_ADD && exists) return Err(EEXIST);
+        if (c.arg == EPOLL_CTL_MOD && !exists) return Err(ENOENT);
+        it->second[id] = EpollEntry{static_cast<uint32_t>(c.flags), true, false};
+        return Ok();
+      }
+      case Op::kEpollWait: return EpollWait(c);
       case Op::kShutdown:
-        return From(stack_.Shutdown(now_, Id(c), c.arg != SHUT_WR, c.arg != SHUT_RD));
+        return From(stack_ptr_->Shutdown(now_, Id(c), c.arg != SHUT_WR, c.arg != SHUT_RD));
       case Op::kSetsockopt: return SetOption(c);
       case Op::kGetsockopt: return GetOption(c);
       case Op::kPoll: {
@@ -170,7 +295,7 @@ class LibshakeBackend : public Backend {
         r.poll = c.poll;
         int ready = 0;
         for (PollEntry& e : r.poll) {
-          const uint32_t bits = stack_.Readiness(static_cast<shake::SocketId>(e.handle));
+          const uint32_t bits = stack_ptr_->Readiness(static_cast<shake::SocketId>(e.handle));
           int v = 0;
           if (bits & shake::ready::kReadable) v |= POLLIN;
           if (bits & shake::ready::kWritable) v |= POLLOUT;
@@ -187,8 +312,72 @@ class LibshakeBackend : public Backend {
     return Err(ENOSYS);
   }
 
+  // epoll over the stack's readiness: level-triggered entries report the current readiness;
+  // edge-triggered ones only after a readiness change (OnReadiness) since their last report,
+  // as the kernel wakes an EPOLLET waiter on each change; EPOLLONESHOT disarms after a report.
+  static uint32_t EpollBits(uint32_t bits) {
+    uint32_t v = 0;
+    if (bits & shake::ready::kReadable) v |= EPOLLIN;
+    if (bits & shake::ready::kWritable) v |= EPOLLOUT;
+    if (bits & shake::ready::kError) v |= EPOLLERR;
+    if (bits & shake::ready::kHangup) v |= EPOLLHUP;
+    if (bits & shake::ready::kReadHangup) v |= EPOLLRDHUP;
+    return v;
+  }
+
+  CallResult EpollWait(const Call& c) {
+    auto it = epolls_.find(c.handle);
+    if (it == epolls_.end()) return Err(EBADF);
+    CallResult r = Ok();
+    for (auto& [id, e] : it->second) {
+      if (r.poll.size() >= std::max<size_t>(1, c.len)) break;
+      if (e.disarmed) continue;
+      const bool et = (e.events & EPOLLET) != 0;
+      if (et && !e.fresh) continue;
+      const uint32_t ready = EpollBits(stack_ptr_->Readiness(id)) & (e.events | EPOLLERR | EPOLLHUP);
+      if (ready == 0) continue;
+      e.fresh = false;
+      if (e.events & EPOLLONESHOT) e.disarmed = true;
+      r.poll.push_back({static_cast<int>(id), static_cast<int16_t>(ready & 0xffff),
+                        static_cast<int16_t>(ready & 0xffff)});
+    }
+    r.ret = static_cast<int64_t>(r.poll.size());
+    return r;
+  }
+
+  // getsockopt(TCP_INFO) from Stack::Info, with Linux's field names and units (cwnd and
+  // ssthresh in segments, times in microseconds). Fields the stack does not report are left
+  // out, so an assertion on one is reported as unsupported instead of compared with a guess.
+  CallResult TcpInfo(const Call& c) {
+    auto info = stack_ptr_->Info(Id(c));
+    if (!info.ok()) return Err(info.error());
+    const shake::SocketInfo& i = info.value();
+    CallResult r = Ok();
+    const int64_t mss = i.mss == 0 ? 1 : i.mss;
+    r.info["tcpi_state"] = shake::LinuxStateNumber(i.state);
+    r.info["tcpi_snd_mss"] = i.mss;
+    r.info["tcpi_rtt"] = i.srtt.nanos() / 1000;
+    r.info["tcpi_rttvar"] = i.rttvar.nanos() / 1000;
+    r.info["tcpi_rto"] = i.rto.nanos() / 1000;
+    r.info["tcpi_snd_cwnd"] = i.cwnd / mss;
+    r.info["tcpi_snd_ssthresh"] = i.ssthresh >= 0x7fffffffu / 2 ? 0x7fffffff : i.ssthresh / mss;
+    r.info["tcpi_snd_wscale"] = i.snd_wscale;
+    r.info["tcpi_rcv_wscale"] = i.rcv_wscale;
+    r.info["tcpi_total_retrans"] = static_cast<int64_t>(i.retransmits);
+    r.info["tcpi_options"] = (i.timestamps_enabled ? 1 : 0) | (i.sack_enabled ? 2 : 0) |
+                             (i.snd_wscale != 0 || i.rcv_wscale != 0 ? 4 : 0);
+    r.info["tcpi_notsent_bytes"] = 0;
+    return r;
+  }
+
   CallResult SetOption(const Call& c) {
-    auto cur = stack_.GetOptions(Id(c));
+    if (!c.text.empty()) {
+      // TCP_CONGESTION: the stack has one controller for all sockets.
+      const bool same = (c.text == "cubic" && config_.tcp.congestion_control == shake::CongestionControl::kCubic) ||
+                        (c.text == "reno" && config_.tcp.congestion_control == shake::CongestionControl::kReno);
+      return same ? Ok() : Err(ENOPROTOOPT);
+    }
+    auto cur = stack_ptr_->GetOptions(Id(c));
     if (!cur.ok()) return Err(cur.error());
     shake::SocketOptions o = cur.value();
     const int64_t v = c.value;
@@ -222,16 +411,16 @@ class LibshakeBackend : public Backend {
     } else {
       return Err(ENOPROTOOPT);
     }
-    return From(stack_.SetOptions(Id(c), o));
+    return From(stack_ptr_->SetOptions(Id(c), o));
   }
 
   CallResult GetOption(const Call& c) {
     if (c.arg == SOL_SOCKET && c.optname == SO_ERROR) {
       CallResult r = Ok();
-      r.value = stack_.TakeError(Id(c));
+      r.value = stack_ptr_->TakeError(Id(c));
       return r;
     }
-    auto cur = stack_.GetOptions(Id(c));
+    auto cur = stack_ptr_->GetOptions(Id(c));
     if (!cur.ok()) return Err(cur.error());
     const shake::SocketOptions& o = cur.value();
     CallResult r = Ok();
@@ -262,16 +451,32 @@ class LibshakeBackend : public Backend {
     return r;
   }
 
-  shake::Stack stack_;
+  void Rebuild() {
+    stack_ptr_ = std::make_unique<shake::Stack>(config_, std::pmr::new_delete_resource());
+    stack_ptr_->SetObserver(this);
+  }
+
+  struct EpollEntry {
+    uint32_t events = 0;
+    bool fresh = true;  // readiness changed since the last report (edge-triggered)
+    bool disarmed = false;
+  };
+
+  shake::StackConfig config_;
+  std::unique_ptr<shake::Stack> stack_ptr_;
   std::deque<std::vector<uint8_t>> out_;
   CollectingSink sink_;
   Instant now_ = kEpoch;
+  bool opened_ = false;
+  std::map<int, std::map<shake::SocketId, EpollEntry>> epolls_;
+  int next_epoll_ = 1 << 24;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> CreateLibshakeBackend(SetupError* /*error*/) {
-  return std::make_unique<LibshakeBackend>();
+std::unique_ptr<Backend> CreateLibshakeBackend(const BackendOptions& options,
+                                               SetupError* /*error*/) {
+  return std::make_unique<LibshakeBackend>(options);
 }
 
 }  // namespace conformance

@@ -14,6 +14,6 @@
 
 namespace conformance {
 
-std::unique_ptr<Backend> CreateLibshakeBackend(SetupError* error);
+std::unique_ptr<Backend> CreateLibshakeBackend(const BackendOptions& options, SetupError* error);
 
 }  // namespace conformance

@@ -4,6 +4,9 @@
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/wait.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/ioctl.h>
@@ -15,7 +18,9 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 
+#include "tests/conformance/commands.h"
 #include "tests/conformance/posix_calls.h"
 
 namespace conformance {
@@ -57,6 +62,10 @@ const std::vector<std::pair<std::string, std::string>> kLinuxSysctls = {
 namespace {
 
 constexpr const char* kTunName = "shk0";
+constexpr const char* kPacketdrillTunName = "tun0";  // packetdrill scripts name it (tc qdisc)
+// struct virtio_net_hdr (linux/virtio_net.h): flags, gso_type, hdr_len, gso_size, csum_start,
+// csum_offset. Its header does not build as C++ here, hence the literal size.
+constexpr size_t kVnetHdr = 10;
 
 int64_t MonotonicNs() {
   timespec ts{};
@@ -66,17 +75,74 @@ int64_t MonotonicNs() {
 
 class LinuxBackend : public Backend {
  public:
-  explicit LinuxBackend(int tun) : tun_(tun), epoch_(MonotonicNs()) {}
+  LinuxBackend(int tun, bool vnet) : tun_(tun), vnet_(vnet), epoch_(MonotonicNs()) {}
   ~LinuxBackend() override { close(tun_); }
 
   std::string name() const override { return "linux"; }
   int64_t Now() override { return MonotonicNs() - epoch_; }
-  CallResult Execute(const Call& call) override { return ExecutePosix(call); }
+  CallResult Execute(const Call& call) override {
+    CallResult r = ExecutePosix(call);
+    if (call.op == Op::kSocket && r.ret >= 0 && !congestion_.empty()) {
+      // The namespace refused the script's default congestion control (a namespace may only
+      // pick from the host's tcp_allowed_congestion_control); root may still set it per
+      // socket, and listeners pass it on to the connections they accept.
+      setsockopt(static_cast<int>(r.ret), IPPROTO_TCP, TCP_CONGESTION, congestion_.data(),
+                 static_cast<socklen_t>(congestion_.size()));
+    }
+    return r;
+  }
+
+  std::string RunCommand(const std::string& text, const std::string& dir,
+                         std::vector<std::string>* notes) override {
+    std::string wanted_cc;
+    for (const CommandItem& item : ParseCommand(text, dir)) {
+      if (item.kind == CommandItem::Kind::kHostGlobal) {
+        return "unsupported: '" + item.text + "' changes the host outside the test's namespace";
+      }
+      if (item.kind == CommandItem::Kind::kSysctl && item.key == "net.ipv4.tcp_congestion_control") {
+        wanted_cc = item.value;
+      }
+    }
+    // The command runs as packetdrill runs it: through the shell, from the script's folder,
+    // with PACKETDRILL_PID set (set_sysctls.py names its restore file after it).
+    const std::string pid = std::to_string(getpid());
+    setenv("PACKETDRILL_PID", pid.c_str(), 1);
+    const std::string full = "cd '" + dir + "' && { " + text + "\n} 2>&1";
+    FILE* p = popen(full.c_str(), "r");
+    if (p == nullptr) return std::string("popen: ") + std::strerror(errno);
+    std::string output;
+    char buf[512];
+    while (std::fgets(buf, sizeof buf, p) != nullptr) output += buf;
+    const int status = pclose(p);
+    std::istringstream lines(output);
+    for (std::string line; std::getline(lines, line);) notes->push_back("shell: " + line);
+    if (!wanted_cc.empty()) {
+      std::ifstream f("/proc/sys/net/ipv4/tcp_congestion_control");
+      std::string actual;
+      f >> actual;
+      if (actual != wanted_cc) {
+        congestion_ = wanted_cc;
+        notes->push_back("tcp_congestion_control=" + wanted_cc + " is set on each socket (the "
+                         "namespace default stays " + actual + ")");
+      }
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      return "the shell command exited with status " +
+             std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+    return "";
+  }
 
   void Inject(const std::vector<uint8_t>& packet) override {
     // A TUN write hands the packet to the kernel's receive path; a short write is a bug here.
-    const ssize_t n = write(tun_, packet.data(), packet.size());
-    if (n != static_cast<ssize_t>(packet.size())) {
+    std::vector<uint8_t> frame;
+    if (vnet_) {
+      frame.assign(kVnetHdr, 0);  // no offload on what we inject: VIRTIO_NET_HDR_GSO_NONE
+      frame.insert(frame.end(), packet.begin(), packet.end());
+    }
+    const std::vector<uint8_t>& out = vnet_ ? frame : packet;
+    const ssize_t n = write(tun_, out.data(), out.size());
+    if (n != static_cast<ssize_t>(out.size())) {
       std::fprintf(stderr, "linux backend: TUN write failed: %s\n", std::strerror(errno));
     }
   }
@@ -85,6 +151,14 @@ class LinuxBackend : public Backend {
     std::vector<uint8_t> buf(65536);
     for (;;) {
       const ssize_t n = read(tun_, buf.data(), buf.size());
+      if (n > 0 && vnet_) {
+        // The virtio header says how the kernel would have the device segment the packet
+        // (TSO) and where the partial checksum is; the runner compares the super-packet.
+        if (static_cast<size_t>(n) <= kVnetHdr) continue;
+        buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(kVnetHdr));
+        buf.resize(static_cast<size_t>(n) - kVnetHdr);
+        return buf;
+      }
       if (n > 0) {
         buf.resize(static_cast<size_t>(n));
         return buf;
@@ -99,7 +173,9 @@ class LinuxBackend : public Backend {
 
  private:
   int tun_;
+  bool vnet_;
   int64_t epoch_;
+  std::string congestion_;  // set on every new socket (see Execute)
 };
 
 bool WriteFile(const std::string& path, const std::string& value, std::string* err) {
@@ -130,7 +206,7 @@ void SetAddr(sockaddr* sa, uint32_t host_order) {
 
 }  // namespace
 
-std::unique_ptr<Backend> CreateLinuxBackend(SetupError* error) {
+std::unique_ptr<Backend> CreateLinuxBackend(const BackendOptions& options, SetupError* error) {
   if (unshare(CLONE_NEWNET) != 0) {
     error->skip = errno == EPERM;
     error->reason = std::string("unshare(CLONE_NEWNET) failed: ") + std::strerror(errno) +
@@ -148,6 +224,7 @@ std::unique_ptr<Backend> CreateLinuxBackend(SetupError* error) {
   }
   std::string err;
   for (const auto& [path, value] : kLinuxSysctls) {
+    if (options.packetdrill && path.rfind("ipv6/", 0) != 0) continue;
     if (!WriteFile("/proc/sys/net/" + path, value, &err)) {
       error->reason = err;
       return nullptr;
@@ -160,10 +237,16 @@ std::unique_ptr<Backend> CreateLinuxBackend(SetupError* error) {
     return nullptr;
   }
   ifreq ifr{};
-  std::strncpy(ifr.ifr_name, kTunName, IFNAMSIZ - 1);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  std::strncpy(ifr.ifr_name, options.packetdrill ? kPacketdrillTunName : kTunName, IFNAMSIZ - 1);
+  ifr.ifr_flags = static_cast<short>(IFF_TUN | IFF_NO_PI | (options.packetdrill ? IFF_VNET_HDR : 0));
   if (ioctl(tun, TUNSETIFF, &ifr) != 0) {
     error->reason = std::string("TUNSETIFF: ") + std::strerror(errno);
+    close(tun);
+    return nullptr;
+  }
+  if (options.packetdrill &&
+      ioctl(tun, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) != 0) {
+    error->reason = std::string("TUNSETOFFLOAD: ") + std::strerror(errno);
     close(tun);
     return nullptr;
   }
@@ -188,7 +271,7 @@ std::unique_ptr<Backend> CreateLinuxBackend(SetupError* error) {
     close(tun);
     return nullptr;
   }
-  return std::make_unique<LinuxBackend>(tun);
+  return std::make_unique<LinuxBackend>(tun, options.packetdrill);
 }
 
 }  // namespace conformance

@@ -25,7 +25,9 @@ struct SetupError {
   std::string reason;
 };
 
-// Returns the backend, or sets `error`.
-std::unique_ptr<Backend> CreateLinuxBackend(SetupError* error);
+// Returns the backend, or sets `error`. With options.packetdrill the namespace keeps the
+// kernel's defaults (only IPv6 is turned off) and the device is "tun0" with packetdrill's
+// offloads (checksum, TSO), so the kernel hands it TSO-sized segments.
+std::unique_ptr<Backend> CreateLinuxBackend(const BackendOptions& options, SetupError* error);
 
 }  // namespace conformance

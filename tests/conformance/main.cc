@@ -33,7 +33,8 @@ void WriteResult(const std::string& dir, const std::string& name, const std::str
 int Usage() {
   std::fprintf(stderr,
                "usage: conformance_<backend> [--name NAME] [--result-dir DIR] "
-               "[--expect-failure] [--quiet] SCRIPT\n");
+               "[--expect-failure] [--quiet] [--parse-only] [--packetdrill] [-D NAME=VALUE]... "
+               "SCRIPT\n");
   return 2;
 }
 
@@ -42,7 +43,9 @@ int Usage() {
 int ConformanceMain(int argc, char** argv, const BackendFactory& factory) {
   std::string script_path, name, result_dir;
   bool expect_failure = false;
+  bool parse_only = false;
   RunOptions options;
+  ParseOptions parse_options;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--name" && i + 1 < argc) {
@@ -53,6 +56,15 @@ int ConformanceMain(int argc, char** argv, const BackendFactory& factory) {
       expect_failure = true;
     } else if (a == "--quiet") {
       options.verbose = false;
+    } else if (a == "--parse-only") {
+      parse_only = true;
+    } else if (a == "--packetdrill") {
+      options.packetdrill = true;
+    } else if ((a == "-D" || a == "--define") && i + 1 < argc) {
+      const std::string d = argv[++i];
+      const size_t eq = d.find('=');
+      parse_options.defines.emplace_back(d.substr(0, eq),
+                                         eq == std::string::npos ? "1" : d.substr(eq + 1));
     } else if (!a.empty() && a[0] != '-' && script_path.empty()) {
       script_path = a;
     } else {
@@ -70,15 +82,21 @@ int ConformanceMain(int argc, char** argv, const BackendFactory& factory) {
 
   Script script;
   try {
-    script = ParseScript(script_path);
+    script = ParseScript(script_path, parse_options);
   } catch (const ScriptError& e) {
-    std::printf("FAIL %s: %s\n", name.c_str(), e.what());
-    WriteResult(result_dir, name, "FAIL", e.what());
+    std::printf("FAIL %s: parse error: %s\n", name.c_str(), e.what());
+    WriteResult(result_dir, name, "FAIL", std::string("parse error: ") + e.what());
     return 1;
+  }
+  if (parse_only) {
+    std::printf("PARSED %s: %zu events\n", name.c_str(), script.events.size());
+    return 0;
   }
 
   SetupError setup;
-  std::unique_ptr<Backend> backend = factory(&setup);
+  BackendOptions backend_options;
+  backend_options.packetdrill = options.packetdrill;
+  std::unique_ptr<Backend> backend = factory(backend_options, &setup);
   if (!backend) {
     const char* ci = std::getenv("CI");
     const bool in_ci = ci != nullptr && std::strcmp(ci, "true") == 0;

@@ -17,7 +17,7 @@
 
 namespace conformance {
 
-using BackendFactory = std::function<std::unique_ptr<Backend>(SetupError*)>;
+using BackendFactory = std::function<std::unique_ptr<Backend>(const BackendOptions&, SetupError*)>;
 int ConformanceMain(int argc, char** argv, const BackendFactory& factory);
 
 }  // namespace conformance

@@ -59,7 +59,8 @@ void EncodeOptions(const std::vector<TcpOption>& opts, std::vector<uint8_t>& out
         }
         break;
       case TcpOption::Kind::kOther:
-        out.insert(out.end(), {static_cast<uint8_t>(o.a), 2});
+        out.insert(out.end(), {static_cast<uint8_t>(o.a), static_cast<uint8_t>(2 + o.data.size())});
+        out.insert(out.end(), o.data.begin(), o.data.end());
         break;
     }
   }
@@ -75,6 +76,7 @@ std::vector<uint8_t> Encode(const TcpPacket& p) {
   const size_t total = 20 + tcp_len;
   std::vector<uint8_t> b(total, 0);
   b[0] = 0x45;
+  b[1] = p.tos;
   Put16(b, 2, static_cast<uint32_t>(total));
   Put16(b, 6, 0x4000);  // DF
   b[8] = 64;
@@ -112,6 +114,7 @@ std::optional<TcpPacket> Decode(const std::vector<uint8_t>& b, std::string* why)
   if ((Get16(b, 6) & 0x3fff) != 0) return fail("IPv4 fragment");
   if (total - ihl < 20) return fail("truncated TCP header");
   TcpPacket p;
+  p.tos = b[1];
   p.src_addr = Get32(b, 12);
   p.dst_addr = Get32(b, 16);
   const size_t t = ihl;
@@ -165,6 +168,8 @@ std::optional<TcpPacket> Decode(const std::vector<uint8_t>& b, std::string* why)
     } else {
       o.kind = TcpOption::Kind::kOther;
       o.a = kind;
+      o.data.assign(b.begin() + static_cast<std::ptrdiff_t>(i + 2),
+                    b.begin() + static_cast<std::ptrdiff_t>(i + len));
     }
     p.options.push_back(o);
     i += len;

@@ -35,6 +35,7 @@ struct TcpOption {
   uint32_t a = 0;  // mss, wscale, TS val, or the raw kind for kOther
   uint32_t b = 0;  // TS ecr
   std::vector<SackBlock> blocks;
+  std::vector<uint8_t> data;  // kOther: the option's bytes after kind and length
   bool operator==(const TcpOption&) const = default;
 };
 
@@ -48,6 +49,7 @@ struct TcpPacket {
   uint8_t flags = 0;
   uint16_t window = 0;
   uint16_t urgent = 0;
+  uint8_t tos = 0;  // the IPv4 TOS byte; its low two bits are the ECN codepoint (RFC 3168)
   std::vector<TcpOption> options;
   uint32_t payload_len = 0;  // payload bytes are not compared; the encoder writes zeros
 };

@@ -3,7 +3,10 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
 #include <poll.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -11,9 +14,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <stdexcept>
 #include <string>
+
+#include "tests/conformance/pycode.h"
 
 namespace conformance {
 namespace {
@@ -41,6 +47,31 @@ const std::map<std::string, int64_t>& Symbols() {
       {"POLLERR", POLLERR}, {"POLLHUP", POLLHUP}, {"POLLRDHUP", POLLRDHUP},
       {"POLLPRI", POLLPRI}, {"MSG_DONTWAIT", MSG_DONTWAIT}, {"MSG_PEEK", MSG_PEEK},
       {"MSG_NOSIGNAL", MSG_NOSIGNAL}, {"MSG_MORE", MSG_MORE},
+      {"MSG_WAITALL", MSG_WAITALL}, {"MSG_TRUNC", MSG_TRUNC}, {"MSG_OOB", MSG_OOB},
+      {"MSG_EOR", MSG_EOR}, {"MSG_ERRQUEUE", MSG_ERRQUEUE}, {"MSG_FASTOPEN", MSG_FASTOPEN},
+      {"MSG_ZEROCOPY", 0x4000000}, {"NULL", 0},
+      {"SOL_IP", IPPROTO_IP}, {"IPPROTO_IP", IPPROTO_IP}, {"IP_TOS", IP_TOS},
+      {"IP_MTU_DISCOVER", IP_MTU_DISCOVER}, {"IP_PMTUDISC_DONT", IP_PMTUDISC_DONT},
+      {"IP_PMTUDISC_WANT", IP_PMTUDISC_WANT}, {"IP_PMTUDISC_DO", IP_PMTUDISC_DO},
+      {"IP_PMTUDISC_PROBE", IP_PMTUDISC_PROBE}, {"IP_RECVERR", IP_RECVERR},
+      {"SO_SNDLOWAT", SO_SNDLOWAT}, {"SO_RCVLOWAT", SO_RCVLOWAT}, {"SO_OOBINLINE", SO_OOBINLINE},
+      {"SO_ZEROCOPY", 60}, {"SO_TIMESTAMPING", SO_TIMESTAMPING},
+      {"TCP_CONGESTION", TCP_CONGESTION}, {"TCP_NOTSENT_LOWAT", TCP_NOTSENT_LOWAT},
+      {"TCP_INFO", TCP_INFO}, {"TCP_FASTOPEN", TCP_FASTOPEN},
+      {"TCP_FASTOPEN_CONNECT", TCP_FASTOPEN_CONNECT}, {"TCP_FASTOPEN_NO_COOKIE", 34},
+      {"TCP_INQ", TCP_INQ}, {"TCP_CM_INQ", TCP_INQ}, {"TCP_DEFER_ACCEPT", TCP_DEFER_ACCEPT},
+      {"TCP_WINDOW_CLAMP", TCP_WINDOW_CLAMP}, {"TCP_THIN_LINEAR_TIMEOUTS", TCP_THIN_LINEAR_TIMEOUTS},
+      {"TCP_MD5SIG", TCP_MD5SIG}, {"TCP_REPAIR", TCP_REPAIR},
+      {"SIOCINQ", SIOCINQ}, {"FIONREAD", FIONREAD}, {"SIOCOUTQ", SIOCOUTQ},
+      {"SIOCOUTQNSD", SIOCOUTQNSD},
+      {"EPOLL_CTL_ADD", EPOLL_CTL_ADD}, {"EPOLL_CTL_MOD", EPOLL_CTL_MOD},
+      {"EPOLL_CTL_DEL", EPOLL_CTL_DEL}, {"EPOLLIN", EPOLLIN}, {"EPOLLOUT", EPOLLOUT},
+      {"EPOLLERR", EPOLLERR}, {"EPOLLHUP", EPOLLHUP}, {"EPOLLRDHUP", EPOLLRDHUP},
+      {"EPOLLPRI", EPOLLPRI}, {"EPOLLET", static_cast<int64_t>(EPOLLET)},
+      {"EPOLLONESHOT", EPOLLONESHOT}, {"EPOLLEXCLUSIVE", EPOLLEXCLUSIVE},
+      {"O_RDONLY", O_RDONLY}, {"O_WRONLY", O_WRONLY},
+      {"TCP_CA_Open", 0}, {"TCP_CA_Disorder", 1}, {"TCP_CA_CWR", 2}, {"TCP_CA_Recovery", 3},
+      {"TCP_CA_Loss", 4}, {"TCP_INFINITE_SSTHRESH", 0x7fffffff},
   };
   return table;
 }
@@ -54,6 +85,10 @@ const std::map<std::string, int>& Errnos() {
       {"EADDRINUSE", EADDRINUSE}, {"ENOPROTOOPT", ENOPROTOOPT}, {"EOPNOTSUPP", EOPNOTSUPP},
       {"ECONNABORTED", ECONNABORTED}, {"EHOSTUNREACH", EHOSTUNREACH},
       {"ENETUNREACH", ENETUNREACH}, {"EADDRNOTAVAIL", EADDRNOTAVAIL},
+      {"EFAULT", EFAULT}, {"EMSGSIZE", EMSGSIZE}, {"ENOBUFS", ENOBUFS}, {"EPERM", EPERM},
+      {"ENOENT", ENOENT}, {"EHOSTDOWN", EHOSTDOWN}, {"ENOMEM", ENOMEM}, {"EACCES", EACCES},
+      {"ENOTSOCK", ENOTSOCK}, {"EDESTADDRREQ", EDESTADDRREQ}, {"EINTR", EINTR},
+      {"ENOSYS", ENOSYS},
   };
   return table;
 }
@@ -77,12 +112,30 @@ struct Flow {
   uint16_t local_port = 0;  // 0 until learned from the system's first packet
   std::optional<uint32_t> sut_isn;
   std::optional<uint32_t> last_tsval;  // latest TS val the system sent
+  std::optional<uint32_t> last_seq;    // the system's last segment (quoted by ICMP errors)
 };
 
 struct FdState {
   int handle = -1;
   bool nonblock = false;
+  bool epoll = false;
 };
+
+// A blocking call that has not returned yet (`+0...0.2 accept(...)`): retried after every
+// event until it completes, which must happen within its end time.
+struct PendingCall {
+  Call call;
+  const Event* event = nullptr;
+  int64_t lo_us = 0;
+  int64_t hi_us = 0;  // including the tolerance
+  size_t done = 0;    // bytes a blocking write has sent so far
+  bool is_connect = false;
+  bool new_fd = false;
+};
+
+[[noreturn]] void ThrowUnsupported(const std::string& path, int line, const std::string& what) {
+  throw Failure(path + ":" + std::to_string(line) + ": unsupported: " + what);
+}
 
 class Runner {
  public:
@@ -90,8 +143,29 @@ class Runner {
       : script_(script), backend_(backend), opt_(options) {}
 
   void Run() {
+    for (const auto& [k, v] : script_.settings) {
+      if (k == "tolerance_usecs") {
+        opt_.tolerance_us = std::max<int64_t>(opt_.tolerance_us, std::atoll(v.c_str()));
+      } else if (k == "ip_version") {
+        if (v != "ipv4") ThrowUnsupported(script_.path, 1, "--ip_version=" + v + " (IPv4 only)");
+      } else {
+        ThrowUnsupported(script_.path, 1, "the command-line setting --" + k);
+      }
+    }
+    // packetdrill runs a command written before the first timed event (its init command,
+    // usually `../common/defaults.sh`) before the script's clock starts.
+    size_t first = 0;
+    for (; first < script_.events.size(); ++first) {
+      const Event& ev = script_.events[first];
+      const auto* cmd = std::get_if<CommandSpec>(&ev.what);
+      if (cmd == nullptr || ev.time.given) break;
+      ev_ = &ev;
+      RunCommand(*cmd);
+    }
     start_ns_ = backend_.Now();
-    for (const Event& ev : script_.events) {
+    prev_us_ = 0;
+    for (size_t idx = first; idx < script_.events.size(); ++idx) {
+      const Event& ev = script_.events[idx];
       ev_ = &ev;
       if (const auto* p = std::get_if<PacketSpec>(&ev.what); p != nullptr && !p->inbound) {
         ExpectPacket(ev, *p);
@@ -107,12 +181,23 @@ class Runner {
       prev_us_ = ev.time.kind == TimeSpec::Kind::kAny ? NowUs() : at;
       if (const auto* p = std::get_if<PacketSpec>(&ev.what)) {
         InjectPacket(*p);
+      } else if (const auto* cmd = std::get_if<CommandSpec>(&ev.what)) {
+        RunCommand(*cmd);
+        prev_us_ = NowUs();  // a command takes real time; what follows counts from its end
+      } else if (const auto* code = std::get_if<CodeSpec>(&ev.what)) {
+        RunCodeBlock(*code);
       } else {
         DoSyscall(std::get<SyscallSpec>(ev.what));
       }
+      TryPending();
     }
     ev_ = nullptr;
     WaitUntil(NowUs() + opt_.tolerance_us);
+    if (pending_) {
+      ev_ = pending_->event;
+      Fail("blocking " + std::get<SyscallSpec>(ev_->what).name + "() had not returned when the "
+           "script ended");
+    }
   }
 
  private:
@@ -127,10 +212,120 @@ class Runner {
     if (opt_.verbose) std::printf("  %11s  %s\n", Secs(t_us).c_str(), text.c_str());
   }
 
+  [[noreturn]] void Unsupported(const std::string& what) const {
+    ThrowUnsupported(script_.path, ev_ != nullptr ? ev_->line : 0, what);
+  }
+
+  // The next packet the system sent, or nullopt at the deadline. A pending blocking call is
+  // retried when the wait passes its end time.
+  std::optional<std::vector<uint8_t>> Read(int64_t deadline_us) {
+    if (pushed_back_) {
+      auto p = std::move(pushed_back_);
+      pushed_back_.reset();
+      return p;
+    }
+    for (;;) {
+      const int64_t limit = pending_ ? std::min(deadline_us, pending_->hi_us) : deadline_us;
+      auto bytes = backend_.ReadPacket(start_ns_ + limit * 1000);
+      if (pending_) TryPending();
+      if (bytes || limit >= deadline_us) return bytes;
+    }
+  }
+
+  // Retries a pending blocking call; fails the script when its time is up.
+  void TryPending() {
+    if (!pending_) return;
+    PendingCall& pc = *pending_;
+    const SyscallSpec& s = std::get<SyscallSpec>(pc.event->what);
+    CallResult r;
+    if (pc.is_connect) {
+      Call poll;
+      poll.op = Op::kPoll;
+      poll.poll.push_back({pc.call.handle, static_cast<int16_t>(POLLOUT), 0});
+      CallResult pr = backend_.Execute(poll);
+      if (pr.poll.empty() || pr.poll[0].revents == 0) return CheckPendingTime(s);
+      Call err;
+      err.op = Op::kGetsockopt;
+      err.handle = pc.call.handle;
+      err.arg = SOL_SOCKET;
+      err.optname = SO_ERROR;
+      CallResult er = backend_.Execute(err);
+      r.ret = er.value == 0 ? 0 : -1;
+      r.err = static_cast<int>(er.value);
+    } else {
+      Call c = pc.call;
+      if (c.op == Op::kWrite) c.len -= pc.done;
+      r = backend_.Execute(c);
+      if (r.ret == -1 && (r.err == EAGAIN || r.err == EINPROGRESS)) return CheckPendingTime(s);
+      if (c.op == Op::kWrite && r.ret >= 0) {
+        pc.done += static_cast<size_t>(r.ret);
+        if (pc.done < pc.call.len) return CheckPendingTime(s);
+        r.ret = static_cast<int64_t>(pc.done);
+      }
+    }
+    const Event* saved = ev_;
+    ev_ = pc.event;
+    const int64_t at = NowUs();
+    Log(at, "(returns) " + s.name + "() = " + std::to_string(r.ret));
+    if (at < pc.lo_us) {
+      Fail("blocking " + s.name + "() returned at " + Secs(at) + ", before its end time " +
+           Secs(pc.lo_us) + " (less the tolerance)");
+    }
+    const bool new_fd = pc.new_fd;
+    pending_.reset();
+    if (new_fd) {
+      NewFd(s, r, false);
+    } else {
+      CheckResult(s, r);
+    }
+    ev_ = saved;
+  }
+
+  void CheckPendingTime(const SyscallSpec& s) {
+    if (NowUs() < pending_->hi_us) return;
+    ev_ = pending_->event;
+    Fail("blocking " + s.name + "() had not returned by " + Secs(pending_->hi_us));
+  }
+
+  // `` `command` ``: the backend applies it, or says why it cannot.
+  void RunCommand(const CommandSpec& cmd) {
+    Log(NowUs(), "`" + cmd.text.substr(0, cmd.text.find('\n')) + "`");
+    const std::string dir = std::filesystem::path(script_.path).parent_path().string();
+    std::vector<std::string> notes;
+    const std::string err = backend_.RunCommand(cmd.text, dir.empty() ? "." : dir, &notes);
+    for (const std::string& n : notes) Log(NowUs(), "(note: " + n + ")");
+    if (err.rfind("unsupported: ", 0) == 0) Unsupported(err.substr(13));
+    if (!err.empty()) Fail("command failed: " + err);
+  }
+
+  // `%{ }%`: assertions over the socket under test's TCP_INFO.
+  void RunCodeBlock(const CodeSpec& code) {
+    if (socket_under_test_ < 0 || fds_.count(socket_under_test_) == 0) {
+      Fail("a %{ }% block needs a socket under test (the last socket() or accept())");
+    }
+    Call c;
+    c.op = Op::kTcpInfo;
+    c.handle = fds_[socket_under_test_].handle;
+    CallResult r = backend_.Execute(c);
+    if (r.ret != 0) Fail("getsockopt(TCP_INFO) failed: " + ErrnoName(r.err));
+    std::map<std::string, int64_t> vars = r.info;
+    for (const char* k : {"TCP_CA_Open", "TCP_CA_Disorder", "TCP_CA_CWR", "TCP_CA_Recovery",
+                          "TCP_CA_Loss", "TCP_INFINITE_SSTHRESH"}) {
+      vars[k] = Symbols().at(k);
+    }
+    const CodeResult cr = RunCode(code.text, vars, py_globals_);
+    if (cr.kind == CodeResult::Kind::kUnsupported) {
+      // A tcpi_ field the backend does not report is a missing feature, not a difference.
+      Unsupported(cr.message);
+    }
+    if (cr.kind == CodeResult::Kind::kAssertFailed) Fail("TCP_INFO " + cr.message);
+    Log(NowUs(), "%{ " + code.text.substr(code.text.find_first_not_of(" \t\n"), 60) + " }% ok");
+  }
+
   // Sleeps until script time `at_us`; any packet sent meanwhile is unexpected.
   void WaitUntil(int64_t at_us) {
     for (;;) {
-      auto bytes = backend_.ReadPacket(start_ns_ + at_us * 1000);
+      auto bytes = Read(at_us);
       if (!bytes) return;
       std::string why;
       auto pkt = Decode(*bytes, &why);
@@ -193,19 +388,41 @@ class Runner {
         case TcpOption::Kind::kTimestamp:
           s += "TS val " + std::to_string(o.a) + " ecr " + std::to_string(o.b);
           break;
-        case TcpOption::Kind::kOther: s += "option-kind-" + std::to_string(o.a); break;
+        case TcpOption::Kind::kOther:
+          s += o.a == 34 ? "FO" : o.a == 254 ? "FOEXP" : "option-kind-" + std::to_string(o.a);
+          if (o.a == 34 || o.a == 254) {
+            s += ' ';
+            for (size_t k = o.a == 254 ? 2 : 0; k < o.data.size(); ++k) {
+              static const char* const kHex = "0123456789abcdef";
+              s += kHex[o.data[k] >> 4];
+              s += kHex[o.data[k] & 15];
+            }
+          }
+          break;
       }
     }
     return s + ">";
   }
 
+  static std::string EcnName(uint8_t ecn) {
+    static const char* const kNames[] = {"noecn", "ect1", "ect0", "ce"};
+    return kNames[ecn & 3];
+  }
+
   static std::string FormatSpec(const PacketSpec& p) {
     std::string s = p.inbound ? "< " : "> ";
+    if (p.icmp) {
+      return s + "icmp " + p.icmp_type + (p.icmp_code.empty() ? "" : " " + p.icmp_code) +
+             (p.icmp_mtu ? " mtu " + std::to_string(*p.icmp_mtu) : "");
+    }
+    if (p.ecn) s += "[" + EcnName(*p.ecn) + "] ";
+    if (p.ecn_ect01) s += "[ect01] ";
     if (p.remote_port) s += "[port " + std::to_string(*p.remote_port) + "] ";
     s += FlagsString(p.flags) + " " + std::to_string(p.seq) + ":" +
          std::to_string(p.seq + p.len) + "(" + std::to_string(p.len) + ")";
     if (p.ack) s += " ack " + std::to_string(*p.ack);
     if (p.win) s += " win " + std::to_string(*p.win);
+    if (p.urg) s += " urg " + std::to_string(*p.urg);
     if (p.options_any) s += " <...>";
     else if (p.options_given) s += " " + OptionsString(p.options, false, 0);
     return s;
@@ -220,6 +437,7 @@ class Runner {
     if (t.src_addr != kLocalAddr || t.dst_addr != kRemoteAddr) {
       s += "{" + AddrString(t.src_addr) + " -> " + AddrString(t.dst_addr) + "} ";
     }
+    if ((t.tos & 3) != 0) s += "[" + EcnName(t.tos) + "] ";
     const bool rel = f != nullptr && f->sut_isn.has_value() && (t.flags & tcpflag::kSyn) == 0;
     const uint32_t base = rel ? *f->sut_isn : (t.flags & tcpflag::kSyn) ? t.seq : 0;
     s += FlagsString(t.flags) + " " + std::to_string(t.seq - base) + ":" +
@@ -227,6 +445,7 @@ class Runner {
          ")";
     if (t.flags & tcpflag::kAck) s += " ack " + std::to_string(t.ack - kRemoteIsn);
     s += " win " + std::to_string(t.window);
+    if (t.flags & tcpflag::kUrg) s += " urg " + std::to_string(t.urgent);
     if (!t.options.empty()) s += " " + OptionsString(t.options, true, kRemoteIsn);
     if (f != nullptr && f->local_port != 0 && t.src_port != f->local_port) {
       s += " (from port " + std::to_string(t.src_port) + ")";
@@ -234,8 +453,119 @@ class Runner {
     return s;
   }
 
+  // TSO: the kernel under packetdrill hands its device one segment of several MSS where a
+  // stack without offload sends them one by one at the same instant. Segments that continue
+  // each other with the same header fields are joined up to the length the script expects,
+  // as the wire would carry them after segmentation either way.
+  void MergeSegments(TcpPacket& t, uint32_t want) {
+    auto ts_free = [](std::vector<TcpOption> o) {
+      for (TcpOption& x : o) {
+        if (x.kind == TcpOption::Kind::kTimestamp) x.a = 0;
+      }
+      return o;
+    };
+    while (t.payload_len > 0 && t.payload_len < want && (t.flags & tcpflag::kFin) == 0) {
+      auto more = Read(NowUs());
+      if (!more) return;
+      std::string why;
+      auto q = Decode(*more, &why);
+      const bool joins = q && q->src_port == t.src_port && q->dst_port == t.dst_port &&
+                         q->seq == t.seq + t.payload_len && q->ack == t.ack &&
+                         (q->flags & ~(tcpflag::kPsh | tcpflag::kFin)) ==
+                             (t.flags & ~tcpflag::kPsh) &&
+                         q->window == t.window && q->tos == t.tos &&
+                         ts_free(q->options) == ts_free(t.options) &&
+                         t.payload_len + q->payload_len <= want;
+      if (!joins) {
+        pushed_back_ = std::move(more);
+        return;
+      }
+      t.payload_len += q->payload_len;
+      t.flags = static_cast<uint8_t>(t.flags | (q->flags & (tcpflag::kPsh | tcpflag::kFin)));
+    }
+  }
+
+  static int IcmpCode(const std::string& type, const std::string& code, int* icmp_type) {
+    *icmp_type = -1;
+    if (type == "unreachable" || type == "dest_unreachable") {
+      *icmp_type = 3;
+      static const char* const kCodes[] = {
+          "net_unreachable", "host_unreachable", "protocol_unreachable", "port_unreachable",
+          "frag_needed", "source_route_failed", "net_unknown", "host_unknown",
+          "source_host_isolated", "net_prohibited", "host_prohibited", "net_unreachable_for_tos",
+          "host_unreachable_for_tos", "packet_filtered", "precedence_violation",
+          "precedence_cutoff"};
+      for (int i = 0; i < 16; ++i) {
+        if (code == kCodes[i]) return i;
+      }
+      return code.empty() ? 0 : -1;
+    }
+    if (type == "time_exceeded") {
+      *icmp_type = 11;
+      return code.empty() || code == "ttl_exceeded" ? 0 : code == "fragment_reassembly" ? 1 : -1;
+    }
+    if (type == "source_quench") {
+      *icmp_type = 4;
+      return code.empty() ? 0 : -1;
+    }
+    return -1;
+  }
+
+  // `< icmp unreachable frag_needed mtu 800`: an ICMP error from the peer's side quoting the
+  // IP header and first 8 bytes of the system's last segment (RFC 792).
+  void InjectIcmp(const PacketSpec& p) {
+    Flow& f = FlowFor(p);
+    int type = -1;
+    const int code = IcmpCode(p.icmp_type, p.icmp_code, &type);
+    if (type < 0 || code < 0) {
+      Unsupported("icmp " + p.icmp_type + " " + p.icmp_code);
+    }
+    if (!f.sut_isn || f.local_port == 0) Fail("an icmp error before the connection exists");
+    TcpPacket q;
+    q.src_addr = kLocalAddr;
+    q.dst_addr = kRemoteAddr;
+    q.src_port = f.local_port;
+    q.dst_port = f.remote_port;
+    q.seq = p.icmp_quoted_seq ? *f.sut_isn + *p.icmp_quoted_seq : f.last_seq.value_or(*f.sut_isn);
+    q.flags = tcpflag::kAck;
+    std::vector<uint8_t> quoted = Encode(q);
+    quoted.resize(28);
+    std::vector<uint8_t> b(20 + 8 + quoted.size(), 0);
+    b[0] = 0x45;
+    b[2] = static_cast<uint8_t>(b.size() >> 8);
+    b[3] = static_cast<uint8_t>(b.size());
+    b[8] = 64;
+    b[9] = 1;  // ICMP
+    for (int i = 0; i < 4; ++i) {
+      b[12 + i] = static_cast<uint8_t>(kRemoteAddr >> (24 - 8 * i));
+      b[16 + i] = static_cast<uint8_t>(kLocalAddr >> (24 - 8 * i));
+    }
+    b[20] = static_cast<uint8_t>(type);
+    b[21] = static_cast<uint8_t>(code);
+    if (p.icmp_mtu) {  // RFC 1191: next-hop MTU in the low 16 bits of the second word
+      b[26] = static_cast<uint8_t>(*p.icmp_mtu >> 8);
+      b[27] = static_cast<uint8_t>(*p.icmp_mtu);
+    }
+    std::copy(quoted.begin(), quoted.end(), b.begin() + 28);
+    auto sum = [&](size_t from, size_t len) {
+      uint32_t acc = 0;
+      for (size_t i = 0; i + 1 < len; i += 2) acc += (uint32_t{b[from + i]} << 8) | b[from + i + 1];
+      while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+      return static_cast<uint16_t>(~acc & 0xffff);
+    };
+    const uint16_t ip = sum(0, 20);
+    b[10] = static_cast<uint8_t>(ip >> 8);
+    b[11] = static_cast<uint8_t>(ip);
+    const uint16_t ic = sum(20, b.size() - 20);
+    b[22] = static_cast<uint8_t>(ic >> 8);
+    b[23] = static_cast<uint8_t>(ic);
+    Log(NowUs(), FormatSpec(p));
+    backend_.Inject(b);
+  }
+
   // ---------------------------------------------------------------- packets
   void InjectPacket(const PacketSpec& p) {
+    if (p.icmp) return InjectIcmp(p);
     Flow& f = FlowFor(p);
     if (f.local_port == 0) {
       Fail("inbound packet on a connection whose local port is not known yet (the system "
@@ -250,6 +580,9 @@ class Runner {
     t.seq = kRemoteIsn + p.seq;
     t.payload_len = p.len;
     t.window = static_cast<uint16_t>(p.win.value_or(65535));
+    t.tos = p.ecn.value_or(0);
+    t.urgent = p.urg.value_or(0);
+    if (p.ecn_ect01) Fail("[ect01] is only for outbound packets");
     auto need_isn = [&]() -> uint32_t {
       if (!f.sut_isn) {
         Fail("an inbound acknowledgment or SACK block refers to the system's ISN, which is "
@@ -295,7 +628,7 @@ class Runner {
     const std::string expected = Secs(lo) + " " + FormatSpec(p);
     std::optional<TcpPacket> got;
     while (!got) {
-      auto bytes = backend_.ReadPacket(start_ns_ + (hi + tol) * 1000);
+      auto bytes = Read(hi + tol);
       if (!bytes) {
         Fail("expected packet was not sent by " + Secs(hi + tol) + "\n  expected: " + expected +
              "\n  actual:   (nothing)");
@@ -304,7 +637,8 @@ class Runner {
       got = Decode(*bytes, &why);
       if (!got) Log(NowUs(), "(ignored non-TCP packet: " + why + ")");
     }
-    const TcpPacket& t = *got;
+    TcpPacket t = *got;
+    if (opt_.packetdrill) MergeSegments(t, p.len);
     const int64_t at = NowUs();
     Flow& f = FlowFor(p);
     if (f.local_port == 0 && t.dst_port == f.remote_port) f.local_port = t.src_port;
@@ -329,7 +663,11 @@ class Runner {
       mismatch("ack");
     }
     if (p.win && t.window != *p.win) mismatch("window");
-    if (p.options_given && !p.options_any) {
+    if (p.ecn && (t.tos & 3) != *p.ecn) mismatch("ECN codepoint");
+    if (p.ecn_ect01 && ((t.tos & 3) == 0 || (t.tos & 3) == 3)) mismatch("ECN codepoint");
+    if (p.urg && t.urgent != *p.urg) mismatch("urgent pointer");
+    // packetdrill checks the options of every outbound packet: none written means none sent.
+    if ((p.options_given || opt_.packetdrill) && !p.options_any) {
       bool same = p.options.size() == t.options.size();
       for (size_t i = 0; same && i < p.options.size(); ++i) {
         TcpOption want = p.options[i];
@@ -348,6 +686,7 @@ class Runner {
     for (const TcpOption& o : t.options) {
       if (o.kind == TcpOption::Kind::kTimestamp) f.last_tsval = o.a;
     }
+    f.last_seq = t.seq;
     const std::string actual = Secs(at) + " " + FormatActual(t);
     if (!why.empty()) {
       Fail("outbound packet differs in " + why + "\n  expected: " + expected +
@@ -418,9 +757,12 @@ class Runner {
   }
 
   void CheckResult(const SyscallSpec& s, const CallResult& r) const {
+    if (r.ret == -1 && r.err == ENOSYS && s.errno_name != "ENOSYS") {
+      Unsupported(s.name + "() as the script calls it, on the " + backend_.name() + " backend");
+    }
     if (s.result_any) return;
     const bool ok = r.ret == s.result &&
-                    (r.ret != -1 || Errnos().at(s.errno_name) == r.err ||
+                    (r.ret != -1 || s.errno_name.empty() || Errnos().at(s.errno_name) == r.err ||
                      (r.err == EAGAIN && s.errno_name == "EWOULDBLOCK"));
     if (ok) return;
     std::string got = std::to_string(r.ret);
@@ -430,14 +772,70 @@ class Runner {
     Fail(s.name + "() returned " + got + ", expected " + want);
   }
 
-  CallResult Exec(const Call& c, const SyscallSpec& s, bool blocking) {
+  // Runs a call; on a blocking socket a call that would block either fails the script or,
+  // with an end time (`+0...0.1 read(...)`), becomes the pending call. Returns false then.
+  bool ExecOrPend(const Call& c, const SyscallSpec& s, bool blocking, bool new_fd,
+                  CallResult* out) {
     CallResult r = backend_.Execute(c);
-    if (blocking && r.ret == -1 && (r.err == EAGAIN || r.err == EINPROGRESS)) {
-      Fail("blocking " + s.name + "() would block here (" + ErrnoName(r.err) +
-           "); the runner does not run blocking calls in threads: make the socket "
-           "non-blocking or call it after the event that completes it");
+    const bool would_block = r.ret == -1 && (r.err == EAGAIN || r.err == EINPROGRESS);
+    const bool partial_write = c.op == Op::kWrite && r.ret >= 0 && static_cast<size_t>(r.ret) < c.len;
+    if (blocking && (would_block || partial_write)) {
+      if (!ev_->time.end_us) {
+        Fail("blocking " + s.name + "() would block here (" + ErrnoName(r.err) +
+             "); write its end time (+0...0.1 " + s.name + "(...)) or make the socket "
+             "non-blocking");
+      }
+      if (pending_) Fail("a second blocking call while " + std::get<SyscallSpec>(pending_->event->what).name + "() is pending");
+      PendingCall pc;
+      pc.call = c;
+      pc.event = ev_;
+      pc.is_connect = c.op == Op::kConnect;
+      pc.new_fd = new_fd;
+      pc.done = partial_write ? static_cast<size_t>(r.ret) : 0;
+      EndWindow(&pc.lo_us, &pc.hi_us);
+      pending_ = pc;
+      return false;
     }
-    return r;
+    if (ev_->time.end_us) {
+      int64_t lo = 0, hi = 0;
+      EndWindow(&lo, &hi);
+      if (NowUs() < lo) {
+        Fail(s.name + "() returned at once, but the script says it blocks until " +
+             Secs(lo + (hi - lo) / 2));
+      }
+    }
+    *out = r;
+    return true;
+  }
+
+  // The window a blocking call's return must fall in: its end time, with the tolerance.
+  void EndWindow(int64_t* lo, int64_t* hi) const {
+    const int64_t base = ev_->time.kind == TimeSpec::Kind::kRelative ? prev_us_ - ev_->time.lo_us : 0;
+    const int64_t end = base + *ev_->time.end_us;
+    const int64_t tol = opt_.tolerance_us +
+                        static_cast<int64_t>(opt_.tolerance_fraction *
+                                             static_cast<double>(std::max<int64_t>(0, end - prev_us_)));
+    *lo = end - tol;
+    *hi = end + tol;
+  }
+
+  // The total length of a msghdr's msg_iov, checking that it has no control data we cannot
+  // express.
+  size_t IovLen(const Expr& msg, bool allow_control) const {
+    if (msg.kind != Expr::Kind::kStruct) Fail("expected a msghdr {msg_name(...)=..., msg_iov(1)=[{..., N}], msg_flags=0}");
+    const Expr* iov = Field(msg, "msg_iov");
+    if (iov == nullptr || iov->kind != Expr::Kind::kList) Fail("the msghdr needs msg_iov(N)=[{..., len}]");
+    size_t total = 0;
+    for (const Expr& v : iov->items) {
+      if (v.kind != Expr::Kind::kStruct || v.fields.size() != 2) Fail("an iovec looks like {..., 1000}");
+      total += static_cast<size_t>(Eval(v.fields[1].second, "iov_len"));
+    }
+    const Expr* control = Field(msg, "msg_control");
+    if (control != nullptr && !(control->kind == Expr::Kind::kList && control->items.empty()) &&
+        control->kind != Expr::Kind::kEllipsis && !allow_control) {
+      Unsupported("ancillary data (msg_control) in " + std::string("recvmsg/sendmsg"));
+    }
+    return total;
   }
 
   void DoSyscall(const SyscallSpec& s) {
@@ -447,22 +845,33 @@ class Runner {
     }
     Call c;
     const std::string& n = s.name;
-    static const char* const kKnown[] = {"socket", "fcntl", "poll", "bind", "listen", "accept",
-                                         "connect", "read", "recv", "write", "send", "close",
-                                         "shutdown", "setsockopt", "getsockopt"};
+    static const char* const kKnown[] = {
+        "socket", "fcntl", "poll", "bind", "listen", "accept", "connect", "read", "recv",
+        "write", "send", "close", "shutdown", "setsockopt", "getsockopt", "sendto", "sendmsg",
+        "recvmsg", "recvfrom", "ioctl", "epoll_create", "epoll_create1", "epoll_ctl",
+        "epoll_wait"};
     bool known = false;
     for (const char* k : kKnown) known = known || n == k;
-    if (!known) Fail("unsupported system call '" + n + "'");
+    if (!known) Unsupported("system call '" + n + "'");
     if (n == "socket") {
       Args(s, 3);
       const int64_t type = Eval(s.args[1], "socket type");
       const bool any_domain = s.args[0].kind == Expr::Kind::kEllipsis;
       if ((!any_domain && Eval(s.args[0], "domain") != AF_INET) || (type & ~int64_t{SOCK_NONBLOCK}) != SOCK_STREAM) {
-        Fail("only socket(AF_INET, SOCK_STREAM[|SOCK_NONBLOCK], IPPROTO_TCP) is supported");
+        Unsupported("only socket(AF_INET, SOCK_STREAM[|SOCK_NONBLOCK], IPPROTO_TCP) is supported");
       }
       c.op = Op::kSocket;
       CallResult r = backend_.Execute(c);
       NewFd(s, r, (type & SOCK_NONBLOCK) != 0);
+      return;
+    }
+    if (n == "epoll_create" || n == "epoll_create1") {
+      Args(s, 1);
+      c.op = Op::kEpollCreate;
+      CallResult r = backend_.Execute(c);
+      const int before = LowestFreeFd();
+      NewFd(s, r, true);
+      if (r.ret >= 0 && fds_.count(before) != 0) fds_[before].epoll = true;
       return;
     }
     if (n == "fcntl") {
@@ -472,12 +881,12 @@ class Runner {
       CallResult r;
       if (cmd == F_SETFL && s.args.size() == 3) {
         const int64_t flags = Eval(s.args[2], "fcntl flags");
-        if ((flags & ~int64_t{O_NONBLOCK | O_RDWR}) != 0) Fail("fcntl(F_SETFL) supports O_RDWR|O_NONBLOCK only");
+        if ((flags & ~int64_t{O_NONBLOCK | O_RDWR}) != 0) Unsupported("fcntl(F_SETFL) flags other than O_RDWR|O_NONBLOCK");
         fd.nonblock = (flags & O_NONBLOCK) != 0;
       } else if (cmd == F_GETFL && s.args.size() == 2) {
         r.ret = O_RDWR | (fd.nonblock ? O_NONBLOCK : 0);
       } else {
-        Fail("fcntl() supports F_GETFL and F_SETFL only");
+        Unsupported("fcntl() commands other than F_GETFL and F_SETFL");
       }
       CheckResult(s, r);
       return;
@@ -485,7 +894,8 @@ class Runner {
     if (n == "poll") {
       Args(s, 3);
       if (s.args[0].kind != Expr::Kind::kList) Fail("poll() needs a list [{fd=N, events=...}]");
-      if (Eval(s.args[2], "poll timeout") != 0) Fail("only poll(..., 0) (no waiting) is supported");
+      const int64_t timeout = Eval(s.args[2], "poll timeout");
+      if (timeout != 0 && !ev_->time.end_us) Unsupported("poll() with a timeout but no end time");
       c.op = Op::kPoll;
       std::vector<int> script_fds;
       for (const Expr& e : s.args[0].items) {
@@ -501,24 +911,45 @@ class Runner {
         c.poll.push_back({it->second.handle, static_cast<int16_t>(Eval(*events, "events")), 0});
       }
       CallResult r = backend_.Execute(c);
+      if (timeout != 0 && r.ret == 0) {
+        // Waits for readiness until the end time, as the blocking poll would.
+        int64_t lo = 0, hi = 0;
+        EndWindow(&lo, &hi);
+        const int64_t limit = std::min<int64_t>(hi, prev_us_ + (timeout < 0 ? 200000000 : timeout * 1000));
+        while (r.ret == 0 && NowUs() < limit) {
+          auto bytes = Read(std::min<int64_t>(limit, NowUs() + 1000));
+          if (bytes) pushed_back_ = std::move(bytes);
+          r = backend_.Execute(c);
+          if (pushed_back_) break;
+        }
+        if (NowUs() < lo && r.ret != 0) Fail("poll() returned at " + Secs(NowUs()) + ", before its end time");
+      }
       CheckResult(s, r);
-      if (s.out_detail) {
-        for (const Expr& e : s.out_detail->items) {
+      const Expr* detail = s.out_detail ? &*s.out_detail : nullptr;
+      std::vector<std::pair<int, int64_t>> want;
+      if (detail != nullptr) {
+        for (const Expr& e : detail->items) {
           const Expr* fd = Field(e, "fd");
           const Expr* rev = Field(e, "revents");
           if (e.kind != Expr::Kind::kStruct || fd == nullptr || rev == nullptr) {
             Fail("poll() results look like ([{fd=4, revents=POLLIN}])");
           }
-          const int sfd = static_cast<int>(Eval(*fd, "fd"));
-          int16_t got = 0;
-          for (size_t i = 0; i < script_fds.size() && i < r.poll.size(); ++i) {
-            if (script_fds[i] == sfd) got = r.poll[i].revents;
-          }
-          const int64_t want = Eval(*rev, "revents");
-          if (got != want) {
-            Fail("poll() revents for fd " + std::to_string(sfd) + " are " + PollBits(got) +
-                 ", expected " + PollBits(want));
-          }
+          want.emplace_back(static_cast<int>(Eval(*fd, "fd")), Eval(*rev, "revents"));
+        }
+      } else {
+        for (const Expr& e : s.args[0].items) {  // packetdrill: revents=... inside the entry
+          const Expr* rev = Field(e, "revents");
+          if (rev != nullptr) want.emplace_back(static_cast<int>(Eval(*Field(e, "fd"), "fd")), Eval(*rev, "revents"));
+        }
+      }
+      for (const auto& [sfd, wanted] : want) {
+        int16_t got = 0;
+        for (size_t i = 0; i < script_fds.size() && i < r.poll.size(); ++i) {
+          if (script_fds[i] == sfd) got = r.poll[i].revents;
+        }
+        if (got != wanted) {
+          Fail("poll() revents for fd " + std::to_string(sfd) + " are " + PollBits(got) +
+               ", expected " + PollBits(wanted));
         }
       }
       return;
@@ -526,6 +957,62 @@ class Runner {
     FdState& fd = Fd(s);
     c.handle = fd.handle;
     const bool blocking = !fd.nonblock;
+    bool new_fd = false;
+    if (n == "epoll_ctl") {
+      Args(s, 4);
+      if (!fd.epoll) Fail("epoll_ctl() on fd that epoll_create() did not return");
+      c.op = Op::kEpollCtl;
+      c.arg = static_cast<int>(Eval(s.args[1], "epoll op"));
+      const int target = static_cast<int>(Eval(s.args[2], "fd"));
+      if (fds_.count(target) == 0) Fail("epoll_ctl() on unknown fd " + std::to_string(target));
+      c.value = fds_[target].handle;
+      if (s.args[3].kind == Expr::Kind::kStruct) {
+        const Expr* ev = Field(s.args[3], "events");
+        if (ev == nullptr) Fail("epoll_ctl() takes {events=..., fd=N}");
+        c.flags = static_cast<int>(Eval(*ev, "events"));
+      }
+      CallResult r = backend_.Execute(c);
+      CheckResult(s, r);
+      return;
+    }
+    if (n == "epoll_wait") {
+      Args(s, 4);
+      if (!fd.epoll) Fail("epoll_wait() on fd that epoll_create() did not return");
+      c.op = Op::kEpollWait;
+      c.len = static_cast<size_t>(Eval(s.args[2], "maxevents"));
+      if (Eval(s.args[3], "timeout") != 0 && !ev_->time.end_us) Unsupported("epoll_wait() with a timeout but no end time");
+      CallResult r = backend_.Execute(c);
+      if (r.ret == 0 && ev_->time.end_us && Eval(s.args[3], "timeout") != 0) {
+        int64_t lo = 0, hi = 0;
+        EndWindow(&lo, &hi);
+        while (r.ret == 0 && NowUs() < hi) {
+          auto bytes = Read(std::min<int64_t>(hi, NowUs() + 1000));
+          if (bytes) pushed_back_ = std::move(bytes);
+          r = backend_.Execute(c);
+          if (pushed_back_) break;
+        }
+      }
+      CheckResult(s, r);
+      const Expr& e = s.args[1];
+      if (e.kind == Expr::Kind::kStruct && r.ret > 0) {
+        const Expr* ev = Field(e, "events");
+        const Expr* efd = Field(e, "fd");
+        if (ev != nullptr) {
+          const int64_t want = Eval(*ev, "events");
+          if (r.poll.empty() || r.poll[0].revents != static_cast<int16_t>(want & 0xffff)) {
+            Fail("epoll_wait() events are " + PollBits(r.poll.empty() ? 0 : r.poll[0].revents) +
+                 ", expected " + PollBits(want));
+          }
+        }
+        if (efd != nullptr && !r.poll.empty()) {
+          const int want_fd = static_cast<int>(Eval(*efd, "fd"));
+          if (fds_.count(want_fd) == 0 || fds_[want_fd].handle != r.poll[0].handle) {
+            Fail("epoll_wait() reported another fd than " + std::to_string(want_fd));
+          }
+        }
+      }
+      return;
+    }
     if (n == "bind") {
       Args(s, 3);
       c.op = Op::kBind;
@@ -538,26 +1025,48 @@ class Runner {
     } else if (n == "accept") {
       Args(s, 3);
       c.op = Op::kAccept;
-      CallResult r = Exec(c, s, blocking);
-      NewFd(s, r, false);
-      return;
+      new_fd = true;
     } else if (n == "connect") {
       Args(s, 3);
       c.op = Op::kConnect;
       c.addr = kRemoteAddr;
       c.port = kServerPort;
       active_ = true;
-      if (blocking) Fail("blocking connect() is not supported; set O_NONBLOCK first");
-    } else if (n == "read" || n == "recv") {
-      Args(s, n == "read" ? 3 : 4);
+      if (blocking && !ev_->time.end_us) Fail("blocking connect() needs an end time (+0...0.1 connect(...)) or O_NONBLOCK");
+    } else if (n == "read" || n == "recv" || n == "recvfrom") {
+      Args(s, n == "read" ? 3 : n == "recv" ? 4 : 6);
       c.op = Op::kRead;
       c.len = static_cast<size_t>(Eval(s.args[2], "length"));
-      if (n == "recv") c.flags = static_cast<int>(Eval(s.args[3], "flags"));
-    } else if (n == "write" || n == "send") {
-      Args(s, n == "write" ? 3 : 4);
+      if (n != "read") c.flags = static_cast<int>(Eval(s.args[3], "flags"));
+    } else if (n == "recvmsg") {
+      Args(s, 3);
+      c.op = Op::kRead;
+      c.len = IovLen(s.args[1], false);
+      c.flags = static_cast<int>(Eval(s.args[2], "flags"));
+    } else if (n == "write" || n == "send" || n == "sendto") {
+      Args(s, n == "write" ? 3 : n == "send" ? 4 : 6);
       c.op = Op::kWrite;
       c.len = static_cast<size_t>(Eval(s.args[2], "length"));
-      if (n == "send") c.flags = static_cast<int>(Eval(s.args[3], "flags"));
+      if (n != "write") c.flags = static_cast<int>(Eval(s.args[3], "flags"));
+      if (s.args[1].kind == Expr::Kind::kOr) Unsupported(n + "() with a NULL buffer");
+    } else if (n == "sendmsg") {
+      Args(s, 3);
+      c.op = Op::kWrite;
+      c.len = IovLen(s.args[1], false);
+      c.flags = static_cast<int>(Eval(s.args[2], "flags"));
+    } else if (n == "ioctl") {
+      Args(s, 3);
+      c.op = Op::kIoctl;
+      c.arg = static_cast<int>(Eval(s.args[1], "ioctl request"));
+      CallResult r = backend_.Execute(c);
+      CheckResult(s, r);
+      if (r.ret == 0 && s.args[2].kind != Expr::Kind::kEllipsis) {
+        const int64_t want = EvalIntArg(s.args[2], "ioctl value");
+        if (r.value != want) {
+          Fail("ioctl() value is " + std::to_string(r.value) + ", expected " + std::to_string(want));
+        }
+      }
+      return;
     } else if (n == "close") {
       Args(s, 1);
       c.op = Op::kClose;
@@ -574,6 +1083,7 @@ class Runner {
       c.op = n == "setsockopt" ? Op::kSetsockopt : Op::kGetsockopt;
       c.arg = static_cast<int>(Eval(s.args[1], "level"));
       c.optname = static_cast<int>(Eval(s.args[2], "option name"));
+      if (c.arg == IPPROTO_TCP && c.optname == TCP_INFO) Unsupported("getsockopt(TCP_INFO) with a struct (use %{ }%)");
       const Expr& val = s.args[3];
       const bool is_linger = c.arg == SOL_SOCKET && c.optname == SO_LINGER;
       int64_t want = 0;
@@ -584,6 +1094,11 @@ class Runner {
         if (!is_linger || on == nullptr || lg == nullptr) Fail("a {onoff=.., linger=..} value is only for SO_LINGER");
         want = Eval(*on, "onoff");
         want2 = Eval(*lg, "linger");
+      } else if (val.kind == Expr::Kind::kString) {
+        if (c.op != Op::kSetsockopt) Unsupported("getsockopt() of a string option");
+        c.text = val.text;
+      } else if (val.kind == Expr::Kind::kList && val.items.empty()) {
+        Unsupported(n + "() with an empty value []");
       } else if (val.kind != Expr::Kind::kEllipsis) {
         if (is_linger) Fail("SO_LINGER takes {onoff=N, linger=N}");
         want = EvalIntArg(val, "option value");
@@ -592,28 +1107,50 @@ class Runner {
         if (val.kind == Expr::Kind::kEllipsis) Fail("setsockopt() needs a value");
         c.value = want;
         c.value2 = want2;
-      } else {
         CallResult r = backend_.Execute(c);
-        CheckResult(s, r);
-        if (r.ret == 0 && val.kind != Expr::Kind::kEllipsis &&
-            (r.value != want || (is_linger && r.value2 != want2))) {
-          std::string got = std::to_string(r.value);
-          if (c.optname == SO_ERROR && c.arg == SOL_SOCKET) got = r.value == 0 ? "0" : ErrnoName(static_cast<int>(r.value));
-          Fail("getsockopt() value is " + got + (is_linger ? "/" + std::to_string(r.value2) : "") +
-               ", expected " + std::to_string(want) + (is_linger ? "/" + std::to_string(want2) : ""));
+        if (r.ret == -1 && r.err == ENOPROTOOPT && s.result == 0 && !s.result_any) {
+          Unsupported("setsockopt(" + ArgText(s.args[1]) + ", " + ArgText(s.args[2]) + ") on the " +
+                      backend_.name() + " backend");
         }
+        CheckResult(s, r);
         return;
       }
+      CallResult r = backend_.Execute(c);
+      if (r.ret == -1 && r.err == ENOPROTOOPT && s.result == 0 && !s.result_any) {
+        Unsupported("getsockopt(" + ArgText(s.args[1]) + ", " + ArgText(s.args[2]) + ") on the " +
+                    backend_.name() + " backend");
+      }
+      CheckResult(s, r);
+      if (r.ret == 0 && val.kind != Expr::Kind::kEllipsis &&
+          (r.value != want || (is_linger && r.value2 != want2))) {
+        std::string got = std::to_string(r.value);
+        if (c.optname == SO_ERROR && c.arg == SOL_SOCKET) got = r.value == 0 ? "0" : ErrnoName(static_cast<int>(r.value));
+        Fail("getsockopt() value is " + got + (is_linger ? "/" + std::to_string(r.value2) : "") +
+             ", expected " + std::to_string(want) + (is_linger ? "/" + std::to_string(want2) : ""));
+      }
+      return;
     } else {
-      Fail("unsupported system call '" + n + "'");
+      Unsupported("system call '" + n + "'");
     }
-    CallResult r = Exec(c, s, blocking);
-    CheckResult(s, r);
+    CallResult r;
+    if (!ExecOrPend(c, s, blocking, new_fd, &r)) return;
+    if (new_fd) {
+      NewFd(s, r, false);
+    } else {
+      CheckResult(s, r);
+    }
+  }
+
+  static std::string ArgText(const Expr& e) {
+    std::string t;
+    for (const std::string& x : e.terms) t += (t.empty() ? "" : "|") + x;
+    return t;
   }
 
   static std::string PollBits(int64_t v) {
     std::string s;
-    for (const char* name : {"POLLIN", "POLLPRI", "POLLOUT", "POLLERR", "POLLHUP", "POLLRDHUP"}) {
+    for (const char* name : {"POLLIN", "POLLPRI", "POLLOUT", "POLLERR", "POLLHUP", "POLLRDHUP",
+                             "EPOLLET", "EPOLLONESHOT"}) {
       if (!(v & Symbols().at(name))) continue;
       // Appended piece by piece: GCC 12 at -O3 warns (-Wrestrict, a false positive) on
       // `const char* + std::string` temporaries.
@@ -631,7 +1168,8 @@ class Runner {
     CallResult mapped = r;
     mapped.ret = LowestFreeFd();
     CheckResult(s, mapped);
-    fds_[static_cast<int>(mapped.ret)] = FdState{static_cast<int>(r.ret), nonblock};
+    fds_[static_cast<int>(mapped.ret)] = FdState{static_cast<int>(r.ret), nonblock, false};
+    if (s.name == "socket" || s.name == "accept") socket_under_test_ = static_cast<int>(mapped.ret);
   }
 
   const Script& script_;
@@ -643,6 +1181,10 @@ class Runner {
   bool active_ = false;
   std::map<uint16_t, Flow> flows_;
   std::map<int, FdState> fds_;
+  std::optional<std::vector<uint8_t>> pushed_back_;  // a packet read ahead by MergeSegments
+  std::optional<PendingCall> pending_;
+  int socket_under_test_ = -1;
+  std::map<std::string, int64_t> py_globals_;
 };
 
 }  // namespace

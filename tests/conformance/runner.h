@@ -22,6 +22,9 @@ struct RunOptions {
   int64_t tolerance_us = 15000;
   double tolerance_fraction = 0.15;  // covers Linux timer-wheel slack (up to 12.5%)
   bool verbose = true;  // print each event with its actual time
+  // packetdrill's own rules, for its upstream scripts (tests/upstream): an outbound packet
+  // written without options must carry none, as packetdrill checks.
+  bool packetdrill = false;
 };
 
 struct RunResult {

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 namespace conformance {
 namespace {
@@ -126,7 +127,8 @@ class Cursor {
     SkipSpace();
     size_t start = pos_;
     while (pos_ < s_.size() &&
-           (std::isdigit(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '.'))
+           (std::isdigit(static_cast<unsigned char>(s_[pos_])) ||
+            (s_[pos_] == '.' && s_.compare(pos_, 2, "..") != 0)))
       ++pos_;
     const std::string w = s_.substr(start, pos_ - start);
     const size_t dot = w.find('.');
@@ -166,6 +168,28 @@ class Cursor {
   size_t pos_ = 0;
 };
 
+Expr ParseExpr(Cursor& c);
+
+// One term of an or-expression: a word, or a call such as `inet_addr("1.2.3.4")`.
+Expr ParseTerm(Cursor& c) {
+  Expr e;
+  e.kind = Expr::Kind::kOr;
+  const std::string w = c.Word();
+  if (c.Raw() == '(' && !w.empty() && std::isalpha(static_cast<unsigned char>(w[0]))) {
+    Expr call;
+    call.kind = Expr::Kind::kCall;
+    call.text = w;
+    c.Expect("(");
+    if (!c.Accept(")")) {
+      do call.items.push_back(ParseExpr(c)); while (c.Accept(","));
+      c.Expect(")");
+    }
+    return call;
+  }
+  e.terms.push_back(w);
+  return e;
+}
+
 Expr ParseExpr(Cursor& c) {
   Expr e;
   if (c.Accept("...")) return e;
@@ -181,8 +205,19 @@ Expr ParseExpr(Cursor& c) {
     e.kind = Expr::Kind::kStruct;
     if (!c.Accept("}")) {
       do {
-        std::string name = c.Ident();
-        c.Expect("=");
+        // `name=value`, `name(count)=value`, or an unnamed item such as `...` or `100`.
+        const size_t at = c.pos();
+        std::string name;
+        if (std::isalpha(static_cast<unsigned char>(c.Peek())) || c.Peek() == '_') {
+          name = c.Ident();
+          if (c.Raw() == '(') {
+            c.SkipParenText();
+          }
+          if (!c.Accept("=")) {
+            c.set_pos(at);
+            name.clear();
+          }
+        }
         e.fields.emplace_back(name, ParseExpr(c));
       } while (c.Accept(","));
       c.Expect("}");
@@ -190,17 +225,27 @@ Expr ParseExpr(Cursor& c) {
     return e;
   }
   if (c.Peek() == '"') {
-    c.Expect("\"");
     e.kind = Expr::Kind::kString;
-    while (!c.AtEnd() && c.Peek() != '"') {
-      e.text += c.Peek();
-      c.set_pos(c.pos() + 1);
+    while (c.Peek() == '"') {  // adjacent strings concatenate
+      c.Expect("\"");
+      while (c.Raw() != '\0' && c.Raw() != '"') {
+        e.text += c.Raw();
+        c.set_pos(c.pos() + 1);
+      }
+      c.Expect("\"");
     }
-    c.Expect("\"");
+    c.Accept("...");
     return e;
   }
+  Expr first = ParseTerm(c);
+  if (first.kind == Expr::Kind::kCall) return first;
   e.kind = Expr::Kind::kOr;
-  do e.terms.push_back(c.Word()); while (c.Accept("|"));
+  e.terms = first.terms;
+  while (c.Accept("|")) {
+    Expr t = ParseTerm(c);
+    if (t.kind != Expr::Kind::kOr) c.Fail("a call cannot be or'ed");
+    e.terms.push_back(t.terms[0]);
+  }
   return e;
 }
 
@@ -237,15 +282,12 @@ SyscallSpec ParseSyscall(Cursor& c) {
     }
   }
   if (!c.AtEnd()) c.Fail("unexpected text after the syscall");
-  if (s.result == -1 && s.errno_name.empty() && !s.result_any) {
-    c.Fail("a result of -1 needs an errno name, e.g. '= -1 EAGAIN (Resource temporarily unavailable)'");
-  }
   return s;
 }
 
 uint32_t ParseU32(Cursor& c) { return static_cast<uint32_t>(c.Number(0xffffffffu)); }
 
-std::vector<TcpOption> ParseOptions(Cursor& c, PacketSpec& p) {
+std::vector<TcpOption> ParseTcpOptions(Cursor& c, PacketSpec& p) {
   std::vector<TcpOption> out;
   c.Expect("<");
   if (c.Accept("...")) {
@@ -284,6 +326,25 @@ std::vector<TcpOption> ParseOptions(Cursor& c, PacketSpec& p) {
       o.a = ParseU32(c);
       c.Expect("ecr");
       o.b = ParseU32(c);
+    } else if (name == "FO" || name == "FOEXP") {
+      // TCP Fast Open (RFC 7413): kind 34, or the experimental kind 254 with magic 0xF989.
+      o.kind = TcpOption::Kind::kOther;
+      o.a = name == "FO" ? 34 : 254;
+      if (name == "FOEXP") o.data = {0xF9, 0x89};
+      c.SkipSpace();
+      std::string hex;
+      while (std::isxdigit(static_cast<unsigned char>(c.Raw()))) {
+        hex += c.Raw();
+        c.set_pos(c.pos() + 1);
+      }
+      if (hex.size() % 2 != 0) c.Fail("a Fast Open cookie needs an even number of hex digits");
+      for (size_t i = 0; i < hex.size(); i += 2) {
+        o.data.push_back(static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
+      }
+    } else if (name == "md5") {
+      c.Fail("unsupported TCP option 'md5' (TCP-MD5 signatures)");
+    } else if (name == "ECN") {
+      c.Fail("unsupported TCP option 'ECN' (AccECN)");
     } else {
       c.Fail("unknown TCP option '" + name + "'");
     }
@@ -302,9 +363,40 @@ PacketSpec ParsePacket(Cursor& c) {
     p.inbound = false;
   }
   if (c.Accept("[")) {
-    c.Expect("port");
-    p.remote_port = static_cast<uint16_t>(c.Number(0xffff));
+    const std::string w = c.Ident();
+    if (w == "port") {
+      p.remote_port = static_cast<uint16_t>(c.Number(0xffff));
+    } else if (w == "noecn" || w == "ect1" || w == "ect0" || w == "ce") {
+      // RFC 3168 5: 00 not-ECT, 01 ECT(1), 10 ECT(0), 11 CE.
+      p.ecn = static_cast<uint8_t>(w == "noecn" ? 0 : w == "ect1" ? 1 : w == "ect0" ? 2 : 3);
+    } else if (w == "ect01") {
+      p.ecn_ect01 = true;
+    } else {
+      c.Fail("unsupported packet annotation '[" + w + "]' (known: port N, noecn, ect0, ect1, "
+             "ect01, ce)");
+    }
     c.Expect("]");
+  }
+  if (c.Accept("icmp")) {
+    // `< icmp unreachable frag_needed mtu 800`: an ICMP error quoting the system's last
+    // segment on the connection (RFC 792, RFC 1191).
+    p.icmp = true;
+    p.icmp_type = c.Ident();
+    if (!c.AtEnd() && !c.PeekWord("mtu") && c.Peek() != '[') p.icmp_code = c.Ident();
+    if (c.Accept("mtu")) p.icmp_mtu = static_cast<uint16_t>(c.Number(0xffff));
+    if (c.Accept("[")) {  // the quoted segment: [start:end(len)], relative to the system's ISN
+      const uint32_t start = ParseU32(c);
+      c.Expect(":");
+      ParseU32(c);
+      c.Expect("(");
+      ParseU32(c);
+      c.Expect(")");
+      c.Expect("]");
+      p.icmp_quoted_seq = start;
+    }
+    if (!c.AtEnd()) c.Fail("unexpected text in an icmp line");
+    if (!p.inbound) c.Fail("only inbound (<) icmp packets are supported");
+    return p;
   }
   // Flags: letters then an optional '.', e.g. S. P. F. R. R S . FP.
   c.SkipSpace();
@@ -329,6 +421,10 @@ PacketSpec ParsePacket(Cursor& c) {
     c.set_pos(c.pos() + 1);
     if (f == tcpflag::kAck) break;
   }
+  if (!any && c.Raw() == '-') {  // packetdrill: no flags at all
+    c.set_pos(c.pos() + 1);
+    any = true;
+  }
   if (!any) c.Fail("expected TCP flags (S, S., ., P., F., R, R., ...)");
   const uint32_t start = ParseU32(c);
   c.Expect(":");
@@ -343,8 +439,10 @@ PacketSpec ParsePacket(Cursor& c) {
       p.ack = ParseU32(c);
     } else if (c.Accept("win")) {
       p.win = static_cast<uint32_t>(c.Number(0xffff));
+    } else if (c.Accept("urg")) {
+      p.urg = static_cast<uint16_t>(c.Number(0xffff));
     } else if (c.Peek() == '<') {
-      p.options = ParseOptions(c, p);
+      p.options = ParseTcpOptions(c, p);
       p.options_given = true;
     } else {
       c.Fail("unexpected text in a packet line");
@@ -370,33 +468,127 @@ TimeSpec ParseTime(Cursor& c) {
     t.hi_us = c.Seconds();
     if (t.hi_us < t.lo_us) c.Fail("time range ends before it starts");
   }
+  if (c.Accept("...")) {
+    t.end_us = c.Seconds();
+    if (*t.end_us < t.lo_us) c.Fail("a blocking call's end time is before its start");
+  }
   return t;
+}
+
+bool IsWordChar(char ch) {
+  return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_';
+}
+
+// Replaces whole-word occurrences of each -D name.
+std::string ApplyDefines(std::string text, const ParseOptions& options) {
+  for (const auto& [name, value] : options.defines) {
+    if (name.empty()) continue;
+    size_t at = 0;
+    while ((at = text.find(name, at)) != std::string::npos) {
+      const bool left = at == 0 || !IsWordChar(text[at - 1]);
+      const bool right = at + name.size() >= text.size() || !IsWordChar(text[at + name.size()]);
+      if (left && right) {
+        text.replace(at, name.size(), value);
+        at += value.size();
+      } else {
+        at += name.size();
+      }
+    }
+  }
+  return text;
+}
+
+// Is the statement open: an unclosed bracket, backtick command or %{ }% block?
+bool StatementOpen(const std::string& s) {
+  int depth = 0;
+  bool in_str = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char ch = s[i];
+    if (ch == '`') {
+      const size_t close = s.find('`', i + 1);
+      if (close == std::string::npos) return true;
+      i = close;
+      continue;
+    }
+    if (ch == '%' && i + 1 < s.size() && s[i + 1] == '{') {
+      const size_t close = s.find("}%", i + 2);
+      if (close == std::string::npos) return true;
+      i = close + 1;
+      continue;
+    }
+    if (ch == '"') in_str = !in_str;
+    if (in_str) continue;
+    if (ch == '(' || ch == '[' || ch == '{') ++depth;
+    if (ch == ')' || ch == ']' || ch == '}') --depth;
+  }
+  return depth > 0;
 }
 
 }  // namespace
 
-Script ParseScriptText(const std::string& path, const std::string& text) {
+Script ParseScriptText(const std::string& path, const std::string& text,
+                       const ParseOptions& options) {
   Script script;
   script.path = path;
-  const std::string clean = StripComments(path, text);
-  std::istringstream in(clean);
-  std::string line;
-  int lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    Cursor c(path, lineno, line);
-    if (c.AtEnd()) continue;
+  const std::string clean = ApplyDefines(StripComments(path, text), options);
+  std::vector<std::string> lines;
+  {
+    std::istringstream in(clean);
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(line);
+  }
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const int lineno = static_cast<int>(i) + 1;
+    std::string stmt = lines[i];
+    const size_t first = stmt.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;
+    if (stmt.compare(first, 2, "--") == 0 && script.events.empty()) {
+      // A command-line setting: --name=value or --name.
+      std::string setting = stmt.substr(first + 2);
+      setting.erase(setting.find_last_not_of(" \t\r") + 1);
+      const size_t eq = setting.find('=');
+      script.settings.emplace_back(setting.substr(0, eq),
+                                   eq == std::string::npos ? "" : setting.substr(eq + 1));
+      continue;
+    }
+    while (StatementOpen(stmt) && i + 1 < lines.size()) stmt += "\n" + lines[++i];
+    Cursor c(path, lineno, stmt);
     Event ev;
     ev.line = lineno;
-    ev.source = line.substr(line.find_first_not_of(" \t"));
-    ev.time = ParseTime(c);
+    ev.source = stmt.substr(first);
+    if (const size_t nl = ev.source.find('\n'); nl != std::string::npos) {
+      ev.source = ev.source.substr(0, nl) + " ...";
+    }
+    if (c.Peek() == '`' || c.PeekWord("%{")) {
+      ev.time.kind = TimeSpec::Kind::kRelative;
+      ev.time.given = false;
+    } else {
+      ev.time = ParseTime(c);
+    }
     const char ch = c.Peek();
-    if (ch == '<' || ch == '>') {
+    if (ch == '`') {
+      c.Expect("`");
+      const size_t close = stmt.find('`', c.pos());
+      if (close == std::string::npos) c.Fail("unterminated `command`");
+      ev.what = CommandSpec{stmt.substr(c.pos(), close - c.pos())};
+      c.set_pos(close + 1);
+      if (!c.AtEnd()) c.Fail("unexpected text after the command");
+    } else if (c.PeekWord("%{")) {
+      c.Expect("%{");
+      const size_t close = stmt.find("}%", c.pos());
+      if (close == std::string::npos) c.Fail("unterminated %{ code }%");
+      ev.what = CodeSpec{stmt.substr(c.pos(), close - c.pos())};
+      c.set_pos(close + 2);
+      if (!c.AtEnd()) c.Fail("unexpected text after the code block");
+    } else if (ch == '<' || ch == '>') {
       ev.what = ParsePacket(c);
     } else if (std::isalpha(static_cast<unsigned char>(ch))) {
       ev.what = ParseSyscall(c);
     } else {
-      c.Fail("expected '<', '>' or a system call after the time");
+      c.Fail("expected '<', '>', a system call, a `command` or %{ code }% after the time");
+    }
+    if (ev.time.end_us && !std::holds_alternative<SyscallSpec>(ev.what)) {
+      c.Fail("only a system call may have an end time (start...end)");
     }
     script.events.push_back(std::move(ev));
   }
@@ -404,12 +596,12 @@ Script ParseScriptText(const std::string& path, const std::string& text) {
   return script;
 }
 
-Script ParseScript(const std::string& path) {
+Script ParseScript(const std::string& path, const ParseOptions& options) {
   std::ifstream f(path);
   if (!f) throw ScriptError(path + ":0: cannot open the script");
   std::stringstream ss;
   ss << f.rdbuf();
-  return ParseScriptText(path, ss.str());
+  return ParseScriptText(path, ss.str(), options);
 }
 
 }  // namespace conformance

@@ -1,0 +1,34 @@
+// What a script's `` `shell command` `` asks for, as the backends need to know it.
+//
+// packetdrill scripts set sysctls from backtick lines, directly (`sysctl -q net.ipv4.x=1`,
+// `echo 1 > /proc/sys/net/ipv4/x`, `set_sysctls.py /proc/sys/...=v`) or through a helper shell
+// file they name (`../common/defaults.sh`), which is read and expanded here. The Linux backend
+// runs the text itself with bash inside its namespace and uses this only to refuse what would
+// reach outside it; the libshake backend maps each sysctl onto its StackConfig.
+//
+//   std::vector<CommandItem> items = ParseCommand(text, script_dir);
+//   for (const CommandItem& i : items) if (i.kind == CommandItem::Kind::kSysctl) ...
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace conformance {
+
+struct CommandItem {
+  enum class Kind {
+    kSysctl,       // key (dotted, "net.ipv4.tcp_sack") = value
+    kNoOp,         // harmless here: a metrics flush, a qdisc, restoring saved sysctls
+    kHostGlobal,   // writes outside the namespace (/sys/module/...): never run by a test
+    kUnknown,      // anything else
+  };
+  Kind kind = Kind::kUnknown;
+  std::string key;
+  std::string value;
+  std::string text;  // the command as written, for messages
+};
+
+// Splits `text` into commands and classifies each. Relative helper paths resolve against `dir`.
+std::vector<CommandItem> ParseCommand(const std::string& text, const std::string& dir);
+
+}  // namespace conformance
