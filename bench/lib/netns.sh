@@ -4,10 +4,13 @@
 #   bench_init NAME   namespaces are then NAME-<pid>-*, made with add_ns; the work directory is
 #                     $WORK (/tmp/NAME-XXXXXX). On exit, failure or signal a trap stops the
 #                     background processes (BG_PIDS, MEASURE_PID), kills everything left in the
-#                     namespaces, deletes them and the work directory (KEEP_TMP=1 keeps it).
-#                     Namespaces of an earlier run whose process is gone are removed first.
+#                     namespaces (twice, a moment apart: a server that dies can leave a
+#                     shake-keeper behind, which must not outlive the run), deletes them and the
+#                     work directory (KEEP_TMP=1 keeps it). Namespaces of an earlier run whose
+#                     process is gone are removed first, with whatever still runs in them.
 #   log LINE...       prints and appends to $WORK/details.log
 #   add_ns NAME       a fresh namespace with lo up and IPv6 off (no stray traffic)
+#   drop_ns NAME      kills what runs in NAME and deletes it (before the exit, to free it early)
 #   veth NS1 IF1 NS2 IF2
 #   nsx NS CMD...     CMD in namespace NS
 
@@ -17,10 +20,10 @@ bench_cleanup() {
   trap - EXIT INT TERM HUP
   [[ -n ${MEASURE_PID:-} ]] && kill -TERM "$MEASURE_PID" 2>/dev/null
   for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for ns in "${NAMESPACES[@]}"; do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-  done
+  kill_in_namespaces
   for p in "${BG_PIDS[@]}" ${MEASURE_PID:-}; do wait "$p" 2>/dev/null; done
+  sleep 0.2
+  kill_in_namespaces
   for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
   if [[ -n ${KEEP_TMP:-} ]]; then
     echo "work directory kept: $WORK"
@@ -28,6 +31,13 @@ bench_cleanup() {
     rm -rf "$WORK"
   fi
   exit "$rc"
+}
+
+kill_in_namespaces() {  # every process in our namespaces, shake-keeper included
+  local ns p
+  for ns in "${NAMESPACES[@]}"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  done
 }
 
 bench_init() {
@@ -57,6 +67,16 @@ add_ns() {
   NAMESPACES+=("$1")
   ip -n "$1" link set lo up
   ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+}
+
+drop_ns() {
+  local p i
+  for p in $(ip netns pids "$1" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+  sleep 0.1
+  for p in $(ip netns pids "$1" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+  ip netns del "$1" 2>/dev/null || true
+  for i in "${!NAMESPACES[@]}"; do [[ ${NAMESPACES[$i]} == "$1" ]] && unset 'NAMESPACES[i]'; done
+  return 0
 }
 
 veth() {
