@@ -44,7 +44,8 @@
 //    36  u32  ack
 //    40  u32  len                   payload bytes
 //    44  u32  window                the header's window field as sent (not scaled)
-//    48  u8   marks                 bit 0: retransmission, bit 1: challenge ACK (RFC 5961)
+//    48  u8   marks                 bit 0: retransmission, bit 1: challenge ACK (RFC 5961),
+//                                   bit 2: the option fields below are recorded (else unknown)
 //    49  u8   option bits           bit 0: MSS, 1: window scale, 2: SACK-permitted, 3: timestamps
 //    50  u16  MSS
 //    52  u8   window scale shift
@@ -87,6 +88,7 @@ inline constexpr uint8_t kEvent = 2;
 namespace trace_mark {
 inline constexpr uint8_t kRetransmit = 1u << 0;
 inline constexpr uint8_t kChallengeAck = 1u << 1;
+inline constexpr uint8_t kOptionsRecorded = 1u << 2;
 }  // namespace trace_mark
 
 namespace trace_option {
