@@ -1,5 +1,9 @@
 #include "io/pcap.h"
 
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -47,8 +51,38 @@ std::unique_ptr<PcapWriter> PcapWriter::Open(const std::string& path, uint32_t l
   return w;
 }
 
+std::unique_ptr<PcapWriter> PcapWriter::OpenShared(const std::string& path, uint32_t linktype,
+                                                   bool create, std::string* error,
+                                                   uint32_t snaplen) {
+  std::unique_ptr<PcapWriter> w(new PcapWriter());
+  const int flags = O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0);
+  w->fd_ = open(path.c_str(), flags, 0644);
+  if (w->fd_ < 0) {
+    *error = "pcap " + path + ": " + std::strerror(errno);
+    return nullptr;
+  }
+  w->snaplen_ = snaplen;
+  w->realtime_offset_ = RealtimeOffsetNanos();
+  if (create) {
+    unsigned char h[24];
+    PutLe32(h, kMagic);
+    PutLe16(h + 4, 2);
+    PutLe16(h + 6, 4);
+    PutLe32(h + 8, 0);
+    PutLe32(h + 12, 0);
+    PutLe32(h + 16, snaplen);
+    PutLe32(h + 20, linktype);
+    if (write(w->fd_, h, sizeof h) != static_cast<ssize_t>(sizeof h)) {
+      *error = "pcap " + path + ": write failed";
+      return nullptr;
+    }
+  }
+  return w;
+}
+
 PcapWriter::~PcapWriter() {
   if (file_) std::fclose(file_);
+  if (fd_ >= 0) close(fd_);
 }
 
 void PcapWriter::Write(Instant when, std::span<const std::byte> frame) {
@@ -59,12 +93,19 @@ void PcapWriter::Write(Instant when, std::span<const std::byte> frame) {
   PutLe32(h + 4, static_cast<uint32_t>((t % 1000000000) / 1000));
   PutLe32(h + 8, caplen);
   PutLe32(h + 12, static_cast<uint32_t>(frame.size()));
+  ++records_;
+  if (fd_ >= 0) {
+    iovec v[2] = {{h, sizeof h}, {const_cast<std::byte*>(frame.data()), caplen}};
+    (void)!writev(fd_, v, 2);  // one record, one write: appends never interleave
+    return;
+  }
   std::fwrite(h, 1, sizeof h, file_);
   std::fwrite(frame.data(), 1, caplen, file_);
-  ++records_;
 }
 
-void PcapWriter::Flush() { std::fflush(file_); }
+void PcapWriter::Flush() {
+  if (file_) std::fflush(file_);
+}
 
 void PcapWriter::Process(Instant now, Direction, std::span<const std::byte> frame,
                          FrameMeta meta, FrameEmitter& next) {

@@ -30,6 +30,12 @@ class PcapWriter final : public FrameFilter {
   // Creates (truncates) `path`. Returns null and a reason on failure.
   static std::unique_ptr<PcapWriter> Open(const std::string& path, uint32_t linktype,
                                           std::string* error, uint32_t snaplen = 262144);
+  // A file several processes write at once (libshake: every process of a stack, and its
+  // keeper): opened for appending, each record put down with one write, unbuffered, so that
+  // records never interleave. `create`: the first writer truncates it and writes the header.
+  static std::unique_ptr<PcapWriter> OpenShared(const std::string& path, uint32_t linktype,
+                                                bool create, std::string* error,
+                                                uint32_t snaplen = 262144);
   ~PcapWriter() override;
 
   void Write(Instant when, std::span<const std::byte> frame);
@@ -42,6 +48,7 @@ class PcapWriter final : public FrameFilter {
  private:
   PcapWriter() = default;
   std::FILE* file_ = nullptr;
+  int fd_ = -1;  // OpenShared
   uint32_t snaplen_ = 0;
   int64_t realtime_offset_ = 0;
   uint64_t records_ = 0;

@@ -1,25 +1,22 @@
-// The seam between the POSIX surface (interpose.cc) and the stack-backed implementation.
+// The seam between the POSIX surface (interpose.cc) and the stack-backed implementation
+// (backend_impl.h and the files it names).
 //
 // interpose.cc is a thin dispatch: each interposed call asks the FdTable whether its fd is a
 // stack socket; if so, and a backend is installed, it calls the backend here; otherwise — and
-// whenever a method returns Pass() — it calls the real libc function. Until the io engine and
-// the stack are wired in, no backend is installed and libshake passes everything through, which
-// is what the suite's preload and launcher legs check today.
+// whenever a method returns Pass() — it calls the real libc function. Without SHAKE_DEVICE no
+// backend is installed and libshake passes everything through.
 //
-// The backend to come (shim/stack_backend.cc, on io/ and stack/) will:
+// The backend:
 //  - at the decision points (Bind, Connect, Listen on an AF_INET stream socket that is still a
-//    kernel socket) take the socket over when the destination is routed through the stack's
-//    device: create the stack socket, dup2 a placeholder over the fd (ReservePlaceholder) after
-//    replaying recorded socket options, and FdTable::Set the number; loopback destinations and
-//    everything else stay kernel sockets. Listen on INADDR_ANY keeps the kernel listener and adds
-//    a stack one (FdKind::kListener); Accept merges the two queues.
-//  - serve calls on stack fds: data calls arrive as msghdr (read, recv, recvfrom, readv, recvmsg
-//    are all one Recv; likewise Send), blocking on the placeholder's readiness in the kernel
-//    (poll on the eventfd with SO_RCVTIMEO/SO_SNDTIMEO and EINTR/SA_RESTART handled by the
-//    kernel's own poll), never by spinning.
-//  - keep socket lifetime across dup/fork/exec: Retain/Release count fd references in the shared
-//    arena; a child's Release of an inherited socket never sends FIN or RST unless it was the
-//    last reference anywhere.
+//    kernel socket) takes the socket over when the destination is routed through the stack's
+//    device: a stack socket, a placeholder dup'd over the fd, the fd recorded in the FdTable;
+//    loopback destinations and everything else stay kernel sockets. Listen on INADDR_ANY keeps
+//    the kernel listener and adds a stack one (FdKind::kListener); Accept takes from both.
+//  - serves calls on stack fds: data calls arrive as msghdr (read, recv, recvfrom, readv, recvmsg
+//    are all one Recv; likewise Send); blocking calls sleep in the kernel, never spin.
+//  - keeps socket lifetime across dup/fork/exec: Retain/Release count fd references in the
+//    shared arena; a child's Release of an inherited socket never sends FIN or RST unless it was
+//    the last reference anywhere.
 // TCP itself stays in stack/: nothing here parses or builds a segment.
 #pragma once
 
@@ -29,6 +26,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 
+#include "shim/config.h"
 #include "shim/fd_table.h"
 
 namespace shake::shim {
@@ -71,6 +69,9 @@ class StackBackend {
   // FIONREAD, SIOCOUTQ, SIOCINQ; FIONBIO and fcntl flags are the placeholder's own (the kernel
   // keeps O_NONBLOCK per open file description, shared across dup, exactly as for sockets).
   virtual Outcome Ioctl(FdEntry e, int fd, unsigned long request, void* arg) = 0;
+  // The file status flags of stack fd `fd` were just set on its placeholder (F_SETFL, FIONBIO):
+  // the backend caches O_NONBLOCK, which every data call consults.
+  virtual void NoteFlags(FdEntry /*e*/, int /*fd*/) {}
 
   // ---- References ---------------------------------------------------------------------------
   // `newfd` now refers to the socket too (dup, dup2, dup3, F_DUPFD, F_DUPFD_CLOEXEC).
@@ -110,5 +111,9 @@ class StackBackend {
 // The installed backend, or null (pass everything through).
 StackBackend* CurrentBackend();
 void InstallBackend(StackBackend* backend);
+
+// Installs the stack-backed backend (attach.cc) for `config`. The stack is joined at the first
+// socket routed through the device, or at once when this image was handed sockets across exec.
+bool InstallStackBackend(const Config& config);
 
 }  // namespace shake::shim

@@ -39,6 +39,19 @@ bool ParseInt(const std::string& s, int lo, int hi, int& out) {
   return true;
 }
 
+// A decimal number in [lo, hi].
+bool ParseNumber(const std::string& s, uint64_t lo, uint64_t hi, uint64_t& out) {
+  if (s.empty() || s.size() > 10) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (v < lo || v > hi) return false;
+  out = v;
+  return true;
+}
+
 uint32_t Mask(int prefix) {
   return prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
 }
@@ -144,6 +157,34 @@ std::optional<ConfigError> ParseConfig(Getenv getenv_fn, Config& out) {
                    "sockets) or leave it unset",
                    EINVAL);
     }
+  }
+  struct Number {
+    const char* var;
+    uint64_t lo, hi;
+    const char* what;
+  };
+  // Each: the variable, its range, and what it sets (for the one-line fix).
+  const Number numbers[] = {
+      {"SHAKE_MAX_SOCKETS", 64, 1048575, "stack sockets at once"},
+      {"SHAKE_MAX_PROCS", 2, 4096, "processes sharing one stack"},
+      {"SHAKE_KEEPER_IDLE", 0, 86400, "seconds an empty stack's keeper waits before it ends"},
+      {"SHAKE_SPIN_US", 0, 1000000, "microseconds to read the device before sleeping"},
+  };
+  for (const Number& n : numbers) {
+    auto v = get(n.var);
+    if (!v || v->empty()) continue;
+    uint64_t x = 0;
+    if (!ParseNumber(*v, n.lo, n.hi, x)) {
+      return Error(n.var, *v, "not a number in range",
+                   "give " + std::string(n.what) + " as a whole number from " +
+                       std::to_string(n.lo) + " to " + std::to_string(n.hi) + ", or unset it",
+                   EINVAL);
+    }
+    const std::string var = n.var;
+    if (var == "SHAKE_MAX_SOCKETS") out.max_sockets = static_cast<uint32_t>(x);
+    if (var == "SHAKE_MAX_PROCS") out.max_procs = static_cast<uint32_t>(x);
+    if (var == "SHAKE_KEEPER_IDLE") out.keeper_idle_s = static_cast<int>(x);
+    if (var == "SHAKE_SPIN_US") out.spin_us = static_cast<uint32_t>(x);
   }
   if (auto v = get("SHAKE_PCAP")) out.pcap = *v;
   if (auto v = get("SHAKE_TRACE")) out.trace = *v;

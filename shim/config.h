@@ -29,6 +29,16 @@ struct Config {
   std::string pcap;   // empty: none
   std::string trace;  // empty: none
   bool fallback_kernel = false;  // SHAKE_FALLBACK=kernel
+  // Limits of a stack this process creates (SHAKE_MAX_SOCKETS, SHAKE_MAX_PROCS); 0 = default.
+  // A stack that exists already keeps the limits it was created with.
+  uint32_t max_sockets = 0;
+  uint32_t max_procs = 0;
+  // SHAKE_KEEPER_IDLE: seconds a keeper whose stack is empty (no process, no connection) waits
+  // before it ends; -1 = default.
+  int keeper_idle_s = -1;
+  // SHAKE_SPIN_US: a thread about to sleep for the stack reads the device for this long first
+  // (the opt-in latency mode); 0 = sleep at once.
+  uint32_t spin_us = 0;
 
   bool configured() const { return device != DeviceKind::kNone; }
 };

@@ -12,13 +12,9 @@
 // kernel's fd table exactly, while the sockets themselves (reference counts across processes,
 // buffers) live in the stack's MAP_SHARED arena. Pages are touched only for numbers used.
 //
-// The placeholder carries readiness: the stack-backed implementation sets it readable/writable
-// as the socket's state changes (eventfd counter 0 = writable only, ULLONG_MAX-1 = readable
-// only, anything between = both), so a process blocked in the kernel's poll/select/epoll on a
-// mix of kernel and stack fds wakes when either becomes ready — "readiness that sleeps" without a
-// spin loop. Conditions an eventfd cannot express (neither readable nor writable during
-// SYN-SENT, POLLRDHUP, POLLHUP, POLLERR) are filled in by the shim's poll/select/epoll dispatch,
-// which asks the stack for the exact mask of each stack fd after the kernel call returns.
+// The placeholder only reserves the number: readiness of stack sockets is kept by the shim
+// (readiness.cc), whose poll, select and epoll answer for them and let the kernel wait on the
+// kernel fds, the device and a doorbell.
 #pragma once
 
 #include <atomic>
@@ -30,11 +26,12 @@ namespace shake::shim {
 enum class FdKind : uint8_t {
   kKernel = 0,    // not ours (the default for every number)
   kStack = 1,     // a stack socket; the fd is its placeholder
-  kListener = 2,  // a listener on INADDR_ANY: the fd is an epoll instance over a hidden kernel
-                  // listener and the stack listener's eventfd, so connections through the
-                  // stack's device and on loopback are both accepted
-  kHidden = 3,    // libshake's own fd (a socket's per-process eventfd, a kernel listener): the
+  kListener = 2,  // a listener on INADDR_ANY: the fd is the kernel's own listener (loopback and
+                  // the kernel's addresses reach it), joined by a stack listener on the same
+                  // port; accept takes from both
+  kHidden = 3,    // libshake's own fd (the device, a doorbell, the keeper connection): the
                   // program's close() of it is a no-op; its other calls see a kernel fd
+  kEpoll = 4,     // an epoll instance that watches stack sockets; `socket` is its EpollRec + 1
 };
 
 struct FdEntry {

@@ -41,6 +41,17 @@ StackBackend* StackFor(int fd, FdEntry& e) {
   shake::shim::FdTable* t = shake::shim::Fds();
   if (t == nullptr || !t->any()) return nullptr;
   e = t->Get(fd);
+  if (e.kind != FdKind::kStack && e.kind != FdKind::kListener) return nullptr;
+  return CurrentBackend();
+}
+
+// The backend keeping references to `fd` (a stack socket or an epoll instance that watches
+// stack sockets), with its table entry, or null.
+StackBackend* TrackerOf(int fd, FdEntry& e) {
+  if (shake::shim::InsideShim()) return nullptr;
+  shake::shim::FdTable* t = shake::shim::Fds();
+  if (t == nullptr || !t->any()) return nullptr;
+  e = t->Get(fd);
   if (e.kind == FdKind::kKernel || e.kind == FdKind::kHidden) return nullptr;
   return CurrentBackend();
 }
@@ -89,7 +100,7 @@ void ReleaseFd(int fd) {
 void DuplicateFd(int oldfd, int newfd) {
   FdEntry e;
   if (newfd < 0) return;
-  if (StackBackend* b = StackFor(oldfd, e)) {
+  if (StackBackend* b = TrackerOf(oldfd, e)) {
     shake::shim::Fds()->Set(newfd, e);
     b->Retain(e, newfd);
   }
@@ -416,8 +427,12 @@ int getpeername(int fd, sockaddr* addr, socklen_t* len) noexcept {
 
 static int FcntlDispatch(int fd, int cmd, unsigned long arg, bool is64) {
   int r = is64 ? real::fcntl64(fd, cmd, arg) : real::fcntl(fd, cmd, arg);
-  // O_NONBLOCK and FD_CLOEXEC live on the placeholder itself, so only duplication needs us.
+  // O_NONBLOCK and FD_CLOEXEC live on the placeholder itself; the backend caches O_NONBLOCK.
   if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) DuplicateFd(fd, r);
+  if (r >= 0 && cmd == F_SETFL) {
+    FdEntry e;
+    if (StackBackend* b = StackFor(fd, e)) b->NoteFlags(e, fd);
+  }
   return r;
 }
 
@@ -449,7 +464,11 @@ int ioctl(int fd, unsigned long request, ...) noexcept {
       if (o.handled) return As<int>(o);
     }
   }
-  return real::ioctl(fd, request, arg);
+  const int r = real::ioctl(fd, request, arg);
+  if (r == 0 && request == FIONBIO) {
+    if (StackBackend* b = StackFor(fd, e)) b->NoteFlags(e, fd);
+  }
+  return r;
 }
 
 // ---- Readiness -----------------------------------------------------------------------------
@@ -571,7 +590,7 @@ int dup2(int oldfd, int newfd) noexcept {
   if (oldfd == newfd) return real::dup2(oldfd, newfd);
   // The kernel closes newfd atomically; we drop its entry only once that has happened.
   FdEntry replaced;
-  bool had = StackFor(newfd, replaced) != nullptr;
+  bool had = TrackerOf(newfd, replaced) != nullptr;
   int r = real::dup2(oldfd, newfd);
   if (r >= 0) {
     if (had) ReleaseFd(newfd);
@@ -582,7 +601,7 @@ int dup2(int oldfd, int newfd) noexcept {
 
 int dup3(int oldfd, int newfd, int flags) noexcept {
   FdEntry replaced;
-  bool had = oldfd != newfd && StackFor(newfd, replaced) != nullptr;
+  bool had = oldfd != newfd && TrackerOf(newfd, replaced) != nullptr;
   int r = real::dup3(oldfd, newfd, flags);
   if (r >= 0) {
     if (had) ReleaseFd(newfd);
@@ -818,5 +837,8 @@ int __ppoll_chk(pollfd* fds, nfds_t n, const timespec* timeout, const sigset_t* 
   if (fdslen / sizeof(*fds) < n) __chk_fail();
   return ppoll(fds, n, timeout, mask);
 }
+
+// The keeper program (shim/keeper_main.cc) runs with libshake.so preloaded and calls this.
+int shake_keeper_main(int argc, char** argv) { return shake::shim::KeeperMain(argc, argv); }
 
 }  // extern "C"

@@ -14,7 +14,6 @@
 #include "shim/guard.h"
 #include "shim/log.h"
 #include "shim/real.h"
-#include "shim/stack_backend.h"
 
 namespace shake::shim {
 
@@ -32,18 +31,12 @@ alignas(FdTable) unsigned char g_fds_storage[sizeof(FdTable)];
 FdTable* g_fds = nullptr;
 std::atomic<StackBackend*> g_backend{nullptr};
 
-// A stack hand-off (stack_backend.cc, "Exec") that no backend took: its exec-surviving
-// descriptors (the arena's memfd, the device) must not stay open in this image or its children.
+// A stack hand-off that no backend took (this image has no SHAKE_DEVICE): its entry is removed
+// so that the image's children do not see it. Its keeper connection stays open, so the sockets
+// handed over live until this process ends, as kernel sockets held by it would.
 void DiscardHandoff() {
   char h[160];
-  if (!TakeHandoffEntry(h, sizeof h)) return;
-  unsigned slot = 0;
-  unsigned long long token = 0;
-  int memfd = -1, devfd = -1;
-  if (sscanf(h, "%x:%llx:%d:%d:", &slot, &token, &memfd, &devfd) == 4) {
-    if (memfd > 2) real::close(memfd);
-    if (devfd > 2) real::close(devfd);
-  }
+  (void)TakeHandoffEntry(h, sizeof h);
 }
 
 void Initialise() {
@@ -57,6 +50,11 @@ void Initialise() {
     return;
   }
   g_fds->Init();
+  if (getenv("SHAKE_KEEPER") != nullptr) {  // the keeper program: it drives the stack itself
+    SetLogLevel(LogLevel::kError);
+    g_runtime = rt;
+    return;
+  }
   Config c;
   auto err = ParseConfig(&getenv, c);
   if (!err) err = CheckHost(c);

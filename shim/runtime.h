@@ -33,4 +33,8 @@ FdTable* Fds();
 // went on to every child bash started.
 bool TakeHandoffEntry(char* out, size_t n);
 
+// The body of the keeper program (keeper.cc), which shake-keeper reaches through the exported
+// shake_keeper_main (interpose.cc).
+int KeeperMain(int argc, char** argv);
+
 }  // namespace shake::shim

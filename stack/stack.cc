@@ -1061,6 +1061,20 @@ Result<SocketOptions> Stack::GetOptions(SocketId id) const {
   return t->options;
 }
 
+Result<SocketOptions> Stack::EffectiveOptions(SocketId id) const {
+  const Tcb* t = impl_->Lookup(id);
+  if (t == nullptr) return Error(EBADF);
+  const TcpConfig& c = impl_->config.tcp;
+  SocketOptions o = t->options;
+  if (o.keepalive_time == Duration::Zero()) o.keepalive_time = c.keepalive_time;
+  if (o.keepalive_interval == Duration::Zero()) o.keepalive_interval = c.keepalive_interval;
+  if (o.keepalive_probes == 0) o.keepalive_probes = c.keepalive_probes;
+  if (o.syn_count == 0) o.syn_count = c.syn_retries;
+  if (o.send_buffer == 0) o.send_buffer = c.send_buffer;
+  if (o.recv_buffer == 0) o.recv_buffer = c.recv_buffer;
+  return o;
+}
+
 Result<SocketInfo> Stack::Info(SocketId id) const {
   const Tcb* t = impl_->Lookup(id);
   if (t == nullptr) return Error(EBADF);

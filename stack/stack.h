@@ -250,6 +250,10 @@ class Stack {
 
   Result0 SetOptions(SocketId s, const SocketOptions& options);
   Result<SocketOptions> GetOptions(SocketId s) const;
+  // The options as they take effect: every "zero means the stack's default" field filled in
+  // from TcpConfig (keepalive 7200 s / 75 s / 9 probes, SYN retries, buffer sizes), as
+  // getsockopt reports them on Linux.
+  Result<SocketOptions> EffectiveOptions(SocketId s) const;
   Result<SocketInfo> Info(SocketId s) const;
   // SO_ERROR: returns and clears the pending error.
   int TakeError(SocketId s);

@@ -1,0 +1,106 @@
+// Pump: moves frames between one device and a PacketHandler on the calling thread.
+//
+// The io::Engine runs its own loop on its own thread; a Pump is the same work done in the
+// caller's context instead, for hosts whose own threads drive the stack (libshake's shim: an
+// application thread inside send() or epoll_wait(), or the keeper). Nothing here blocks or
+// sleeps: Drain reads what the device already holds, Flush writes what the handler produced.
+//
+//   io::Pump pump(*device);
+//   pump.AddFilter(pcap);                  // optional, before the first frame
+//   stack.Send(...); stack.Poll(now, pump.sink());
+//   pump.Flush();                          // one sendmmsg (AF_PACKET) or a write per frame (TUN)
+//   pump.Drain(now, handler, 64);          // frames already waiting go to the handler
+//
+// Frames the handler sends while draining (ACKs, RSTs) go to the same TX batch; a full batch is
+// flushed at once, so order is kept. Not thread-safe: the host serialises calls (libshake holds
+// its stack lock around every use).
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "io/device.h"
+#include "io/engine.h"
+#include "io/frame.h"
+#include "stack/stack.h"
+
+namespace shake::io {
+
+struct PumpStats {
+  uint64_t rx_reads = 0;     // raw reads that returned a frame
+  uint64_t rx_empty = 0;     // drains that found nothing waiting
+  uint64_t rx_errors = 0;
+  uint64_t tx_frames = 0;
+  uint64_t tx_dropped = 0;   // the kernel refused a write (the frame is lost, as on a wire)
+  uint64_t tx_flushes = 0;   // system calls spent writing
+};
+
+class Pump {
+ public:
+  explicit Pump(Device& device, size_t rx_batch = 32, size_t tx_batch = 64);
+  Pump(const Pump&) = delete;
+  Pump& operator=(const Pump&) = delete;
+
+  // Filters see every frame, device side first for received frames, last for sent ones. Only
+  // synchronous filters belong here (a pcap writer): a Pump has no timer to release held frames.
+  void AddFilter(FrameFilter* filter) { filters_.push_back(filter); }
+
+  // Where the handler writes its frames; they are queued for Flush.
+  FrameSink& sink() { return sink_; }
+  size_t queued() const { return tx_count_; }
+
+  // Reads, without blocking, up to `max_reads` raw frames the device already holds and hands
+  // each decoded frame to `handler` (at `now`). Returns the raw reads done: 0 when nothing was
+  // waiting, so a caller knows the device is empty.
+  int Drain(Instant now, PacketHandler& handler, int max_reads);
+
+  // Writes every queued frame. Returns how many the kernel refused.
+  size_t Flush();
+
+  Device& device() { return dev_; }
+  const PumpStats& stats() const { return stats_; }
+
+ private:
+  class Sink final : public FrameSink {
+   public:
+    explicit Sink(Pump* p) : p_(p) {}
+    std::span<std::byte> Acquire(size_t max_len) override;
+    void Commit(size_t len) override;
+
+   private:
+    Pump* p_;
+  };
+  class Out;
+  class In;
+
+  std::span<std::byte> Slot(size_t i) {
+    return std::span(tx_mem_).subspan(i * tx_size_, tx_size_);
+  }
+  void Transmit(std::span<const std::byte> frame, size_t filter);
+  void Enqueue(std::span<const std::byte> frame);
+
+  Device& dev_;
+  size_t rx_batch_;
+  size_t tx_batch_;
+  size_t rx_size_;
+  size_t tx_size_;
+  std::vector<std::byte> rx_mem_;
+  std::vector<std::byte> tx_mem_;
+  std::vector<size_t> tx_len_;
+  std::vector<mmsghdr> msgs_;
+  std::vector<iovec> iov_;
+  size_t tx_count_ = 0;
+  bool acquired_ = false;
+  std::vector<FrameFilter*> filters_;
+  Sink sink_{this};
+  Instant now_;
+  PacketHandler* handler_ = nullptr;
+  PumpStats stats_;
+};
+
+}  // namespace shake::io

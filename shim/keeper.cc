@@ -1,0 +1,413 @@
+// The keeper: the one process that outlives every program on a stack (founders' decision 3b).
+//
+// Started by the process that creates the stack (attach.cc), detached in a session of its own,
+// with the arena as fd 3 and the device as fd 4. It
+//  - answers attaching processes (keeper_link.h): the arena and the device for each, after
+//    checking that it runs as the stack's user (or root), with the same libshake.so and the
+//    same address;
+//  - notices a process's end when its connection closes, and closes that process's sockets as
+//    the kernel closes a dead process's files (FIN, or RST when unread data is left);
+//  - runs the stack's timers when no program is inside the stack to run them: retransmission,
+//    persist, keepalive, and the orphans' FIN-WAIT and TIME-WAIT;
+//  - reads the device when no program does: at once when no process is attached (the stack then
+//    holds only orphans), otherwise as a backstop, every 50 ms while the device was busy in the
+//    last second and no program thread waits on it (an idle stack costs it no wake-up);
+//  - ends when its stack has had no process and no connection for SHAKE_KEEPER_IDLE seconds
+//    (5 by default).
+// It takes the stack lock only in its own loop, never to answer a process, so a process may
+// talk to it while holding the lock (a fork does).
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "io/clock.h"
+#include "io/device.h"
+#include "io/pcap.h"
+#include "io/pump.h"
+#include "io/stack_host.h"
+#include "shim/arena.h"
+#include "shim/backend_impl.h"
+#include "shim/doorbell.h"
+#include "shim/guard.h"
+#include "shim/keeper_link.h"
+#include "shim/real.h"
+
+namespace shake::shim {
+
+extern Shared* g_shared;
+bool LibIdentity(bool* at_base, uint64_t id[4]);
+
+namespace {
+
+constexpr int kMemFd = 3;
+constexpr int kDevFd = 4;
+constexpr int64_t kBackstopNs = 50'000'000;   // the device check while programs are attached
+constexpr int64_t kBusyWindowNs = 1'000'000'000;
+constexpr int64_t kSlackNs = 1'000'000;       // timers are run this late at most (a jiffy)
+constexpr int64_t kSweepNs = 5'000'000'000;   // slots without a connection: is the pid alive?
+constexpr uint64_t kTagListen = 1, kTagBell = 2, kTagDevice = 3;
+
+FILE* g_log = nullptr;
+void KLog(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void KLog(const char* fmt, ...) {
+  if (g_log == nullptr) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(g_log, "shake-keeper[%d]: ", getpid());
+  vfprintf(g_log, fmt, ap);
+  fputc('\n', g_log);
+  fflush(g_log);
+  va_end(ap);
+}
+
+bool ProcessAlive(int32_t pid) {
+  if (pid <= 0) return pid == -1;  // a child not yet run
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE* f = fopen(path, "re");
+  if (f == nullptr) return errno != ENOENT;
+  char buf[256];
+  const size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char* p = strrchr(buf, ')');
+  return !(p != nullptr && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
+}
+
+class Keeper {
+ public:
+  int Run();
+
+ private:
+  struct Conn {
+    int slot = -1;
+    uint32_t generation = 0;
+    bool welcomed = false;
+  };
+
+  bool Map(std::string* why);
+  void Accept();
+  void Serve(int fd);
+  void Drop(int fd);
+  void Welcome(int fd, const LinkHello& h);
+  // One pass over the stack: drain (when asked), timers, output. Under the lock.
+  void Pass(bool drain);
+  bool Empty();
+  void WatchDevice(bool on);
+
+  Arena* arena_ = nullptr;
+  Shared* sh_ = nullptr;
+  std::unique_ptr<ArenaLock> lock_;
+  std::unique_ptr<io::Device> dev_;
+  std::unique_ptr<io::Pump> pump_;
+  std::unique_ptr<io::StackHandler> handler_;
+  std::unique_ptr<io::PcapWriter> pcap_;
+  int listen_ = -1;
+  int ep_ = -1;
+  int bell_ = -1;
+  bool watching_device_ = false;
+  std::unordered_map<int, Conn> conns_;
+  int64_t idle_ns_ = 5'000'000'000;
+};
+
+bool Keeper::Map(std::string* why) {
+  const char* a = getenv("SHAKE_KEEPER_ARENA");
+  unsigned long long base = 0, size = 0;
+  if (a == nullptr || sscanf(a, "%llx:%llx", &base, &size) != 2) {
+    *why = "started without SHAKE_KEEPER_ARENA (libshake starts its keeper itself)";
+    return false;
+  }
+  arena_ = Arena::Attach(static_cast<uintptr_t>(base), static_cast<size_t>(size), kMemFd);
+  if (arena_ == nullptr) {
+    *why = "cannot map the arena at its address";
+    return false;
+  }
+  sh_ = static_cast<Shared*>(arena_->root());
+  bool at_base = false;
+  uint64_t id[4] = {};
+  if (sh_ == nullptr || sh_->magic != kSharedMagic || !LibIdentity(&at_base, id) || !at_base ||
+      std::memcmp(id, sh_->lib_id, sizeof id) != 0) {
+    *why = "the arena was made by another libshake.so";
+    return false;
+  }
+  g_shared = sh_;
+  lock_ = std::make_unique<ArenaLock>(arena_->mutex());
+  std::string err;
+  dev_ = io::OpenDevice(sh_->device, &err, real::fcntl(kDevFd, F_DUPFD_CLOEXEC, 10));
+  real::close(kDevFd);
+  if (!dev_) {
+    *why = err;
+    return false;
+  }
+  pump_ = std::make_unique<io::Pump>(*dev_);
+  handler_ = std::make_unique<io::StackHandler>(*sh_->stack);
+  if (sh_->pcap[0] != '\0') {
+    pcap_ = io::PcapWriter::OpenShared(sh_->pcap, io::LinktypeFor(dev_->link()), false, &err);
+    if (pcap_) pump_->AddFilter(pcap_.get());
+  }
+  return true;
+}
+
+int Keeper::Run() {
+  ReentrancyGuard guard;  // every call below goes straight to the kernel
+  signal(SIGPIPE, SIG_IGN);
+  if (const char* path = getenv("SHAKE_KEEPER_LOG"); path != nullptr && *path != '\0') {
+    g_log = fopen(path, "ae");
+  }
+  if (const char* idle = getenv("SHAKE_KEEPER_IDLE"); idle != nullptr && *idle != '\0') {
+    idle_ns_ = static_cast<int64_t>(strtol(idle, nullptr, 10)) * 1'000'000'000;
+  }
+  (void)TheObserver();  // the stack's observer in this image, before any stack call
+  std::string why;
+  if (!Map(&why)) {
+    KLog("%s", why.c_str());
+    return 2;
+  }
+  listen_ = ListenKeeper(KeeperName(sh_->device));
+  if (listen_ < 0) {
+    KLog("another keeper serves %s (%s)", sh_->device, strerror(errno));
+    return 3;
+  }
+  // Held for life: a process whose trylock succeeds knows this keeper is gone.
+  if (pthread_mutex_lock(&sh_->keeper_alive) == EOWNERDEAD) {
+    pthread_mutex_consistent(&sh_->keeper_alive);
+  }
+  sh_->keeper_pid = getpid();
+  bell_ = CreateDoorbellSocket(sh_->id, sh_->keeper_doorbell - 1);
+  ep_ = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kTagListen;
+  epoll_ctl(ep_, EPOLL_CTL_ADD, listen_, &ev);
+  if (bell_ >= 0) {
+    ev.data.u64 = kTagBell;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, bell_, &ev);
+    sh_->doorbells[sh_->keeper_doorbell - 1].sleepers.store(1);  // always "asleep": ring me
+  }
+  KLog("serving %s (pid %d)", sh_->device, getpid());
+
+  int64_t empty_since = io::MonotonicNow().nanos();
+  int64_t next_sweep = empty_since + kSweepNs;
+  for (;;) {
+    const int64_t now = io::MonotonicNow().nanos();
+    const bool attached = !conns_.empty();
+    // No program is attached: the device is ours to read as frames come.
+    WatchDevice(!attached);
+    int64_t wake = sh_->deadline.load(std::memory_order_relaxed);
+    if (wake < INT64_MAX - kSlackNs) wake += kSlackNs;
+    const bool busy = now - sh_->last_drain.load(std::memory_order_relaxed) < kBusyWindowNs;
+    if (attached && busy) wake = std::min(wake, now + kBackstopNs);
+    if (empty_since != 0) wake = std::min(wake, empty_since + idle_ns_);
+    wake = std::min(wake, next_sweep);
+    sh_->keeper_wake.store(wake, std::memory_order_relaxed);
+    const int64_t wait_ms = wake <= now ? 0 : std::min<int64_t>((wake - now + 999'999) / 1'000'000, 3'600'000);
+    epoll_event events[64];
+    const int n = epoll_wait(ep_, events, 64, static_cast<int>(wait_ms));
+    bool device = false;
+    for (int i = 0; i < n; ++i) {
+      const uint64_t tag = events[i].data.u64;
+      if (tag == kTagListen) {
+        Accept();
+      } else if (tag == kTagBell) {
+        char buf[64];
+        while (recv(bell_, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+        }
+        sh_->doorbells[sh_->keeper_doorbell - 1].rung.store(0);
+      } else if (tag == kTagDevice) {
+        device = true;
+      } else {
+        Serve(static_cast<int>(tag >> 8));
+      }
+    }
+    const int64_t t = io::MonotonicNow().nanos();
+    // The backstop: frames no program has read for a while, with no program thread asleep on
+    // the device to read them.
+    bool drain = device;
+    if (!drain && !conns_.empty() && sh_->device_sleepers.load() == 0 &&
+        t - sh_->last_drain.load(std::memory_order_relaxed) > kBackstopNs / 2) {
+      pollfd p{dev_->fd(), POLLIN, 0};
+      drain = poll(&p, 1, 0) > 0;
+    }
+    if (drain || t >= sh_->deadline.load(std::memory_order_relaxed)) Pass(drain);
+    if (t >= next_sweep) {
+      next_sweep = t + kSweepNs;
+      // Slots of processes that vanished without a connection (killed between claiming a
+      // slot and telling us): released as if their connection had closed.
+      lock_->lock();
+      for (uint32_t p = 0; p < sh_->limits.procs; ++p) {
+        const int32_t pid = sh_->procs[p].pid;
+        if (pid == 0) continue;
+        bool claimed = false;
+        for (const auto& [fd, c] : conns_) claimed |= c.slot == static_cast<int>(p);
+        if (!claimed && !ProcessAlive(pid)) {
+          KLog("process slot %u (pid %d) has no connection and is gone: released", p, pid);
+          ReleaseProcess(*sh_, arena_->resource(), io::MonotonicNow(), static_cast<int>(p));
+        }
+      }
+      lock_->unlock();
+      FlushRings(*sh_);
+    }
+    if (!conns_.empty() || !Empty()) {
+      empty_since = 0;
+    } else if (empty_since == 0) {
+      empty_since = t;
+    } else if (t - empty_since >= idle_ns_) {
+      break;
+    }
+  }
+  // Idle: no process, no connection. New processes now find no keeper and make a new stack.
+  close(listen_);
+  KLog("stack on %s empty for %.1f s: exiting", sh_->device, static_cast<double>(idle_ns_) / 1e9);
+  return 0;
+}
+
+void Keeper::WatchDevice(bool on) {
+  if (on == watching_device_) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kTagDevice;
+  epoll_ctl(ep_, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, dev_->fd(), &ev);
+  watching_device_ = on;
+}
+
+bool Keeper::Empty() {
+  lock_->lock();
+  const auto states = sh_->stack->ConnectionsByState();
+  lock_->unlock();
+  for (size_t n : states) {
+    if (n != 0) return false;
+  }
+  return true;
+}
+
+void Keeper::Pass(bool drain) {
+  lock_->lock();
+  const Instant now = io::MonotonicNow();
+  if (drain) {
+    pump_->Drain(now, *handler_, 256);
+    sh_->last_drain.store(now.nanos(), std::memory_order_relaxed);
+  }
+  const Instant next = sh_->stack->Poll(now, pump_->sink());
+  pump_->Flush();
+  sh_->deadline.store(next.nanos(), std::memory_order_relaxed);
+  lock_->unlock();
+  FlushRings(*sh_);
+}
+
+void Keeper::Accept() {
+  for (int i = 0; i < 64; ++i) {  // bounded per pass; the rest wait in the backlog
+    const int fd = accept4(listen_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    conns_[fd] = Conn{};
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u64 = static_cast<uint64_t>(fd) << 8;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
+  }
+}
+
+void Keeper::Serve(int fd) {
+  auto it = conns_.find(fd);
+  if (it == conns_.end()) return;
+  for (int i = 0; i < 16; ++i) {  // bounded: a process sends at most two messages
+    union {
+      LinkType type;
+      LinkHello hello;
+      LinkClaim claim;
+    } m{};
+    const ssize_t n = recv(fd, &m, sizeof m, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      Drop(fd);
+      return;
+    }
+    if (n < 0) return;
+    if (m.type == LinkType::kHello && n == sizeof(LinkHello)) {
+      Welcome(fd, m.hello);
+    } else if (m.type == LinkType::kClaim && n == sizeof(LinkClaim) && m.claim.slot >= 0 &&
+               static_cast<uint32_t>(m.claim.slot) < sh_->limits.procs) {
+      it->second.slot = m.claim.slot;
+      it->second.generation = m.claim.generation;
+    }
+  }
+}
+
+void Keeper::Welcome(int fd, const LinkHello& h) {
+  LinkWelcome w;
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+  const std::string dev = sh_->device;
+  char mine[32];
+  snprintf(mine, sizeof mine, "%u.%u.%u.%u/%d", sh_->addr >> 24, (sh_->addr >> 16) & 255,
+           (sh_->addr >> 8) & 255, sh_->addr & 255, sh_->prefix_len);
+  if (cred.uid != sh_->uid && cred.uid != 0) {
+    w.status = EACCES;
+    snprintf(w.message, sizeof w.message,
+             "shake: SHAKE_DEVICE=%s: served by another user's stack (uid %u); run as that "
+             "user, or give this program a device of its own",
+             dev.c_str(), sh_->uid);
+  } else if (std::memcmp(h.lib_id, sh_->lib_id, sizeof h.lib_id) != 0) {
+    w.status = EPROTO;
+    snprintf(w.message, sizeof w.message,
+             "shake: SHAKE_DEVICE=%s: served by a stack of another libshake.so; run every "
+             "program on this device with the same libshake, or wait for that stack to end",
+             dev.c_str());
+  } else if (h.addr != sh_->addr || h.prefix_len != sh_->prefix_len ||
+             h.has_gateway != (sh_->has_gateway ? 1 : 0) ||
+             (h.has_gateway && h.gateway != sh_->gateway)) {
+    w.status = EADDRNOTAVAIL;
+    snprintf(w.message, sizeof w.message,
+             "shake: SHAKE_ADDR: the stack on %s has address %s%s; give the same address and "
+             "gateway, or use another device",
+             dev.c_str(), mine, sh_->has_gateway ? " and a gateway" : "");
+  } else {
+    w.base = arena_->base();
+    w.size = arena_->size();
+    const int fds[2] = {kMemFd, dev_->fd()};
+    if (SendLink(fd, &w, sizeof w, fds, 2)) conns_[fd].welcomed = true;
+    return;
+  }
+  KLog("refused pid %d: %s", cred.pid, w.message);
+  SendLink(fd, &w, sizeof w);
+}
+
+void Keeper::Drop(int fd) {
+  const Conn c = conns_[fd];
+  conns_.erase(fd);
+  epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+  close(fd);
+  if (c.slot < 0) return;
+  lock_->lock();
+  ProcSlot& p = sh_->procs[c.slot];
+  const bool ours = p.pid != 0 && p.generation == c.generation;
+  if (ours) {
+    KLog("process slot %d (pid %d) ended: its descriptors are closed", c.slot, p.pid);
+    ReleaseProcess(*sh_, arena_->resource(), io::MonotonicNow(), c.slot);
+  }
+  lock_->unlock();
+  if (ours) Pass(false);  // the FINs and RSTs of the dead process's sockets leave now
+}
+
+}  // namespace
+}  // namespace shake::shim
+
+namespace shake::shim {
+int KeeperMain(int, char**) {
+  Keeper keeper;
+  return keeper.Run();
+}
+}  // namespace shake::shim

@@ -1,0 +1,77 @@
+// The conversation between a process that uses a stack and the stack's keeper (keeper.cc).
+//
+// The keeper listens on an AF_UNIX SOCK_SEQPACKET socket in the abstract namespace, named after
+// the device ("\0libshake/packet:pa"). Abstract names belong to the network namespace, so every
+// program on a device in one namespace finds the same keeper, and no file is left behind.
+//
+//   process                                    keeper
+//   connect ------------------------------->   accept; SO_PEERCRED: same user or root
+//   Hello {lib_id, device, addr, resume}  -->
+//                                         <--  Welcome {status, arena base/size}
+//                                              + SCM_RIGHTS [arena memfd, device fd]
+//   (maps the arena, claims a process slot under the stack lock)
+//   Claim {slot}                          -->  this connection now stands for the slot
+//   ...                                        ...
+//   exit, crash or kill: the kernel closes -> HUP: the keeper closes the slot's sockets as
+//   the connection                             the kernel closes a dead process's files
+//
+// The connection is the process's liveness: it is never written to after Claim. A fork child
+// gets a connection of its own, made by the parent before the fork (fork.cc); an exec'd image
+// keeps its process's connection, which survives the exec (handoff.cc). The keeper never takes
+// the stack lock to answer, so a process may talk to it while holding the lock.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace shake::shim {
+
+inline constexpr uint32_t kLinkVersion = 1;
+
+enum class LinkType : uint32_t { kHello = 1, kWelcome = 2, kClaim = 3 };
+
+struct LinkHello {
+  LinkType type = LinkType::kHello;
+  uint32_t version = kLinkVersion;
+  uint64_t lib_id[4] = {};
+  char device[80] = {};
+  uint32_t addr = 0;
+  int32_t prefix_len = 0;
+  uint32_t gateway = 0;
+  uint8_t has_gateway = 0;
+};
+
+struct LinkWelcome {
+  LinkType type = LinkType::kWelcome;
+  int32_t status = 0;      // 0, or the errno a socket call reports while the refusal stands
+  char message[240] = {};  // the refusal, one line naming the fix
+  uint64_t base = 0;       // where the arena must be mapped
+  uint64_t size = 0;
+};
+
+struct LinkClaim {
+  LinkType type = LinkType::kClaim;
+  int32_t slot = -1;
+  uint32_t generation = 0;  // ProcSlot::generation: a slot reused since is not this one's
+};
+
+// "\0libshake/<device>" as a sockaddr_un length-prefixed name.
+std::string KeeperName(const std::string& device);
+
+// A connection to the keeper named `name`: close-on-exec, blocking. -1 with errno
+// (ECONNREFUSED or ENOENT: no keeper is listening).
+int ConnectKeeper(const std::string& name);
+// The keeper's listening socket; -1 with errno (EADDRINUSE: another keeper has the name).
+int ListenKeeper(const std::string& name);
+
+// One message, with up to 4 descriptors attached. False on failure (errno).
+bool SendLink(int fd, const void* msg, size_t len, const int* fds = nullptr, int nfds = 0);
+// One message of exactly `len` bytes and the descriptors attached to it (*nfds in: room,
+// out: received), waiting at most `timeout_ms`. False on timeout, EOF, a short message or an
+// error. Descriptors arrive close-on-exec.
+bool RecvLink(int fd, void* msg, size_t len, int* fds, int* nfds, int timeout_ms);
+
+}  // namespace shake::shim

@@ -1,0 +1,61 @@
+// Session: one locked pass over the shared stack (backend_impl.h), and the closes a signal
+// handler asked for while its thread held the lock.
+#include "io/clock.h"
+#include "shim/backend_impl.h"
+#include "shim/doorbell.h"
+#include "shim/guard.h"
+
+namespace shake::shim {
+namespace {
+
+// A deadline this much earlier than the keeper's planned wake rings the keeper; closer ones
+// wait for it (the kernel's own timers have a jiffy of slack, 4 ms at HZ=250).
+constexpr int64_t kKeeperSlackNs = 2'000'000;
+
+// How many raw frames one drain handles before the section ends (bounded: other processes
+// wait for the lock meanwhile).
+constexpr int kDrainBatch = 64;
+constexpr int kServeBatch = 32;
+
+}  // namespace
+
+Session::Session(Backend& b) : b_(b) { b_.lock_->lock(); }
+
+Stack& Session::st() { return *b_.stack_; }
+Shared& Session::sh() { return *b_.sh_; }
+
+Instant Session::now() {
+  if (!now_) now_ = io::MonotonicNow();
+  return *now_;
+}
+
+void Session::Drain() {
+  ReentrancyGuard guard;
+  b_.pump_->Drain(now(), *b_.handler_, kDrainBatch);
+  b_.sh_->last_drain.store(now().nanos(), std::memory_order_relaxed);
+}
+
+void Session::Serve() {
+  ReentrancyGuard guard;
+  b_.stack_->Poll(now(), b_.pump_->sink());
+  b_.pump_->Flush();
+  b_.pump_->Drain(now(), *b_.handler_, kServeBatch);
+}
+
+Session::~Session() {
+  Shared& sh = *b_.sh_;
+  {
+    ReentrancyGuard guard;
+    const Instant next = b_.stack_->Poll(now(), b_.pump_->sink());
+    b_.pump_->Flush();
+    sh.deadline.store(next.nanos(), std::memory_order_relaxed);
+    if (next.nanos() + kKeeperSlackNs < sh.keeper_wake.load(std::memory_order_relaxed)) {
+      QueueRing(sh, sh.keeper_doorbell);
+    }
+  }
+  b_.lock_->unlock();
+  FlushRings(sh);
+  b_.RunDeferred();
+}
+
+}  // namespace shake::shim
