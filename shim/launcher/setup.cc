@@ -6,6 +6,7 @@
 // benchmarking range, 198.18.0.0/15, never routed on the Internet); the stack then takes another
 // address of that subnet, 198.18.0.2/24 by default. Each step first looks at what is there and
 // only does what is missing, so running it again changes nothing; every step says what it did.
+//   0. /dev/net/tun open to the user (o+rw, as Debian's udev rule has it, when it is not);
 //   1. a persistent TUN device, multi-queue (libshake attaches one queue per process), owned by
 //      the user (TUNSETIFF with IFF_MULTI_QUEUE, TUNSETOWNER, TUNSETPERSIST), like
 //      `ip tuntap add dev NAME mode tun multi_queue user U`;
@@ -16,7 +17,10 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdio>
 #include <cstdlib>
@@ -164,6 +168,32 @@ int SetupMain(int argc, char** argv) {
     const struct group* gr = getgrnam(group.c_str());
     if (gr == nullptr) return Fail("--group " + group + ": no such group", kUsageError);
     gid = gr->gr_gid;
+  }
+
+  // 0. /dev/net/tun itself: the user opens it to attach. Debian's udev rule makes it 0666 (safe:
+  // making a device needs CAP_NET_ADMIN, attaching needs the device's owner); where it is not,
+  // the user gets read and write through the "other" bits, which hold until the next boot.
+  {
+    struct stat st {};
+    if (stat("/dev/net/tun", &st) != 0 || !S_ISCHR(st.st_mode)) {
+      return Fail("there is no /dev/net/tun; load the tun module: modprobe tun");
+    }
+    gid_t groups[256];
+    int ng = 256;
+    if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &ng) < 0) ng = 0;
+    bool in_group = false;
+    for (int i = 0; i < ng; ++i) in_group |= groups[i] == st.st_gid;
+    const mode_t need = st.st_uid == pw->pw_uid ? S_IRUSR | S_IWUSR
+                        : in_group             ? S_IRGRP | S_IWGRP
+                                               : S_IROTH | S_IWOTH;
+    if ((st.st_mode & need) == need) {
+      Say("/dev/net/tun is open to " + user + " (kept)");
+    } else if (chmod("/dev/net/tun", (st.st_mode & 07777) | S_IROTH | S_IWOTH) != 0) {
+      return Fail(std::string("chmod o+rw /dev/net/tun: ") + std::strerror(errno));
+    } else {
+      Say("made /dev/net/tun readable and writable by all users (o+rw, as Debian's udev rule "
+          "does; until the next boot)");
+    }
   }
 
   // 1. The device.

@@ -248,7 +248,7 @@ std::vector<std::string> Heading(const Connection& c, size_t index, size_t total
   }
   std::string rel = o.absolute ? "seq and ack absolute" : "seq and ack relative to each ISN";
   if (!o.absolute && (!c.base_is_isn[0] || !c.base_is_isn[1])) {
-    rel = "seq and ack relative (to the first seen, without a SYN)";
+    rel = "seq and ack relative to each ISN, or without a SYN to the first seen";
   }
   if (!o.source.empty() && Line::Width(rel + "; " + o.source) + 2 <= kWidth) {
     h.push_back("  " + rel + "; " + o.source);
