@@ -153,6 +153,9 @@ void TraceLogWriter::Put(const Rec& rec) {
 void TraceLogWriter::Append(const TraceEvent& e) {
   TraceRecord r;
   r.event = e;
+  if (e.kind == TraceEvent::Kind::kSegmentIn || e.kind == TraceEvent::Kind::kSegmentOut) {
+    FillTraceExtras(e, r);
+  }
   AppendRecord(r);
 }
 

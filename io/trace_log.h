@@ -122,6 +122,34 @@ struct TraceRecord {
   uint32_t ts_ecr = 0;
 };
 
+// The fields the format has room for and TraceEvent may not carry yet: a segment's options as
+// `wire::TcpOptions options`, and `bool challenge_ack` on an ACK sent as an RFC 5961 challenge.
+// They are recorded as soon as the event type has them under these names (a compile-time check,
+// so adding the fields to TraceEvent is all it takes).
+template <typename Event>
+void FillTraceExtras(const Event& e, TraceRecord& r) {
+  if constexpr (requires { e.options.mss; e.options.window_scale; e.options.timestamp; }) {
+    r.marks |= trace_mark::kOptionsRecorded;
+    if (e.options.mss) {
+      r.option_bits |= trace_option::kMss;
+      r.mss = *e.options.mss;
+    }
+    if (e.options.window_scale) {
+      r.option_bits |= trace_option::kWindowScale;
+      r.window_scale = *e.options.window_scale;
+    }
+    if (e.options.sack_permitted) r.option_bits |= trace_option::kSackPermitted;
+    if (e.options.timestamp) {
+      r.option_bits |= trace_option::kTimestamps;
+      r.ts_val = e.options.timestamp->val;
+      r.ts_ecr = e.options.timestamp->ecr;
+    }
+  }
+  if constexpr (requires { e.challenge_ack; }) {
+    if (e.challenge_ack) r.marks |= trace_mark::kChallengeAck;
+  }
+}
+
 // Encodes one record into exactly kTraceRecordLen bytes (exposed for tests).
 void EncodeHello(const TraceHello& h, std::array<std::byte, kTraceRecordLen>& out);
 void EncodeEvent(const TraceRecord& r, std::array<std::byte, kTraceRecordLen>& out);
@@ -143,7 +171,9 @@ class TraceLogWriter {
   TraceLogWriter& operator=(const TraceLogWriter&) = delete;
 
   // Buffers one event (StackObserver::OnTrace); writes the buffer when it is full. Not
-  // thread-safe: call it where the stack is driven (under the runtime's lock).
+  // thread-safe: call it where the stack is driven (under the runtime's lock). Records a
+  // segment's options and the challenge-ACK mark too once TraceEvent carries them as
+  // `wire::TcpOptions options` and `bool challenge_ack` (FillTraceExtras).
   void Append(const TraceEvent& e);
   // The same with the fields TraceEvent lacks given by the caller (tests; see TraceRecord).
   void AppendRecord(const TraceRecord& r);

@@ -124,6 +124,33 @@ TEST(TraceLog, EveryFieldRoundTrips) {
   unlink(path.c_str());
 }
 
+// What the writer records once TraceEvent carries options and the challenge mark: an event
+// type that has them.
+TEST(TraceLog, RecordsOptionsAndChallengeOnceTheEventCarriesThem) {
+  struct Richer : TraceEvent {
+    wire::TcpOptions options;
+    bool challenge_ack = false;
+  } e;
+  e.options.mss = 1400;
+  e.options.window_scale = 9;
+  e.options.sack_permitted = true;
+  e.options.timestamp = wire::TcpTimestamp{11, 22};
+  e.challenge_ack = true;
+  io::TraceRecord r;
+  io::FillTraceExtras(e, r);
+  EXPECT_EQ(r.marks, io::trace_mark::kOptionsRecorded | io::trace_mark::kChallengeAck);
+  EXPECT_EQ(r.option_bits, io::trace_option::kMss | io::trace_option::kWindowScale |
+                               io::trace_option::kSackPermitted | io::trace_option::kTimestamps);
+  EXPECT_EQ(r.mss, 1400);
+  EXPECT_EQ(r.window_scale, 9);
+  EXPECT_EQ(r.ts_val, 11u);
+  EXPECT_EQ(r.ts_ecr, 22u);
+  io::TraceRecord plain;
+  io::FillTraceExtras(TraceEvent{}, plain);  // today's TraceEvent: nothing recorded
+  EXPECT_EQ(plain.marks, 0);
+  EXPECT_EQ(plain.option_bits, 0);
+}
+
 TEST(TraceLog, RefusesWhatIsNotALogAndNewerVersions) {
   io::TraceLog log;
   std::string err;
