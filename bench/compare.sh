@@ -27,7 +27,8 @@
 #                                            connections: CPU ticks over IDLE_SECONDS of its
 #                                            processes and of any shake-keeper in our namespaces
 #   conns                                    CONNS concurrent connections from CONN_SRCS source
-#                                            addresses to nginx (2 workers): how many are held,
+#                                            addresses to tools/hold_server.py (as many processes
+#                                            as the open-files limit needs): how many are held,
 #                                            the stack's memory per connection (`shake stat
 #                                            --json`), and the server's PSS growth per connection
 #
@@ -49,6 +50,7 @@
 #   PERF=1  also perf record -a -g -e cpu-clock during the first ab-c50-w2 round of each side
 #           and print the top 15 symbols (perf report --no-children --sort sym)
 #   SMOKE=1 tiny defaults for every size and duration (REPS=1; an explicit knob still wins)
+#   IMPLS="kernel libshake"  one side only, for trying the script out (no ratios then)
 #   KEEP_TMP=1 keep the work directory (every run's raw output)   SOURCE_REV (default: git describe)
 #
 # Exit status: 0 if every run produced its figure with no failed request, refused, reset or
@@ -84,6 +86,7 @@ CONN_SRCS=${CONN_SRCS:-8}
 CONNECT_SECONDS=${CONNECT_SECONDS:-180}
 TIMEOUT=${TIMEOUT:-120}
 PERF=${PERF:-0}
+IMPLS=${IMPLS:-"kernel libshake"}
 
 # ---- configuration checks: one line naming the fix ------------------------------------------
 for knob in REPS AB_N WRK_SECONDS SOCKPERF_SECONDS IPERF_SECONDS REDIS_N IDLE_CONNS \
@@ -93,6 +96,9 @@ done
 ((CONN_SRCS <= 32)) || die "CONN_SRCS=$CONN_SRCS: at most 32 source addresses"
 for r in $ROWS; do
   [[ " $ALL_ROWS " == *" $r "* ]] || die "ROWS: no row '$r'; choose from: $ALL_ROWS"
+done
+for s in $IMPLS; do
+  [[ $s == kernel || $s == libshake ]] || die "IMPLS: no implementation '$s'; choose from: kernel libshake"
 done
 for s in $SCENARIOS; do
   [[ $s == packet || $s == tun ]] || die "SCENARIOS: no scenario '$s'; choose from: packet tun"
@@ -137,7 +143,7 @@ SHAKE=$BUILD_DIR/shim/shake
 [[ -x $SHAKE && -f $BUILD_DIR/shim/libshake.so ]] || die "$SHAKE or libshake.so missing after the build"
 BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD_DIR/CMakeCache.txt")
 SOURCE_REV=${SOURCE_REV:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)}
-PY=$(command -v python3)
+PY=$(python3 -c 'import sys; print(sys.executable)')  # the interpreter, not a pyenv shim script
 TOOLS=$ROOT/bench/tools
 
 # shellcheck source=bench/lib/netns.sh
@@ -256,7 +262,11 @@ start_bg() {  # start_bg IMPL NAME PROBE-FUNCTION CMD...: a server that stays in
       log "    $name ($impl) exited at start: $(tail -n 3 "$log_file" | tr '\n' ' ')"
       return 1
     fi
-    "$probe" "${SRV_IP[$impl]}" && { log "    $name ($impl) on ${SRV_IP[$impl]}: pid $pid"; return 0; }
+    if "$probe" "${SRV_IP[$impl]}"; then
+      mapfile -t SRV_PIDS < <(echo "$pid"; pgrep -P "$pid" || true)
+      log "    $name ($impl) on ${SRV_IP[$impl]}: pids ${SRV_PIDS[*]}"
+      return 0
+    fi
     sleep 0.1
   done
   log "    $name ($impl) does not answer on ${SRV_IP[$impl]} after 10 s: $(tail -n 3 "$log_file" | tr '\n' ' ')"
@@ -265,6 +275,7 @@ start_bg() {  # start_bg IMPL NAME PROBE-FUNCTION CMD...: a server that stays in
 
 probe_sockperf() { timeout 5 ip netns exec "$CLIENT_NS" sockperf ping-pong --tcp -i "$1" -p 11111 -t 1 >/dev/null 2>&1; }
 probe_iperf3() { timeout 5 ip netns exec "$CLIENT_NS" iperf3 -c "$1" -p 5201 -n 64K >/dev/null 2>&1; }
+probe_tcp80() { timeout 3 ip netns exec "$CLIENT_NS" bash -c "exec 3<>/dev/tcp/$1/80" 2>/dev/null; }
 probe_redis() { [[ $(timeout 3 ip netns exec "$CLIENT_NS" redis-cli -h "$1" -p 6379 ping 2>/dev/null) == PONG ]]; }
 
 stop_server() {  # stop_server IMPL: quit (nginx) or TERM, KILL after 15 s
@@ -439,6 +450,12 @@ except Exception:
   log "    holder summary: $(tail -n 1 "$HOLD_JSON" 2>/dev/null)"
 }
 
+# The kernel's listen-queue and reset counters in a namespace (nstat), for the log: they say why
+# a kernel server loses connections that the client saw established.
+kernel_counters() {  # kernel_counters NS
+  ip netns exec "$1" nstat -az 2>/dev/null | awk '$1 ~ /^(TcpExtListenOverflows|TcpExtListenDrops|TcpExtTCPReqQFullDrop|TcpExtSyncookiesSent|TcpExtTCPAbortOnData|TcpExtTCPAbortOnMemory|TcpEstabResets|TcpOutRsts|TcpAttemptFails)$/ { printf "%s=%s ", $1, $2 }'
+}
+
 nginx_active() {  # nginx's own count of open client connections (less the status request)
   local a
   a=$(timeout 5 ip netns exec "$CLIENT_NS" curl -s -m 3 "http://${SRV_IP[$1]}/shkcmp-status" |
@@ -463,6 +480,12 @@ measure_idle() {  # measure_idle SC ROW IMPL REP
   record "$1" "$2" "$3" "$4" pct "$p" 0
 }
 
+held_count() {  # hold_server.py's own count of held connections (its workers' status files)
+  local d=$WORK/hs-$1
+  sleep 0.5  # a worker rewrites its count at most every 0.2 s
+  cat "$d"/held.* 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'
+}
+
 measure_conns() {  # measure_conns SC ROW IMPL REP
   local base_pss base_stat="" hold_stat="" mem=na
   base_pss=$(pss_kib)
@@ -470,10 +493,13 @@ measure_conns() {  # measure_conns SC ROW IMPL REP
   hold_start "$1-$2-$3-$4" "$3" "$CONNS"
   local held_pss active
   held_pss=$(pss_kib)
-  active=$(nginx_active "$3")
+  active=$(held_count "$3")
   [[ $3 == libshake ]] && hold_stat=$(stack_stat)
-  log "    nginx's active connections: $active; server PSS ${base_pss} -> ${held_pss} KiB;" \
-      "shake stat: '${base_stat:-unavailable}' -> '${hold_stat:-unavailable}'"
+  log "    the server holds $active ($HS_PROCS processes, at most $HS_QUOTA each; accept errors:" \
+      "$(cat "$WORK/hs-$3"/errors.* 2>/dev/null | tr '\n' ' '));" \
+      "server PSS ${base_pss} -> ${held_pss} KiB; shake stat: '${base_stat:-unavailable}' -> '${hold_stat:-unavailable}'"
+  [[ $3 == kernel ]] && log "    kernel counters in the server's namespace: $(kernel_counters "${SRV_NS[kernel]}")"
+  log "    kernel counters in the client's namespace: $(kernel_counters "$CLIENT_NS")"
   hold_stop "$CONNS"
   local open nfail errs
   read -r open nfail errs <<<"$HOLD_SUMMARY"
@@ -482,27 +508,40 @@ measure_conns() {  # measure_conns SC ROW IMPL REP
     mem=$(awk -v b="$base_stat" -v h="$hold_stat" 'BEGIN {
       split(b, x, " "); split(h, y, " ")
       if (y[2] > x[2]) printf "%.0f", (y[1] - x[1]) / (y[2] - x[2]); else print "fail" }')
-  elif [[ $3 == kernel ]]; then
-    mem=na
   fi
   local pss=fail
   if [[ $open != fail && $open -gt 0 ]]; then
     pss=$(( (held_pss - base_pss) * 1024 / open ))
+  fi
+  # A connection counts as held only if the client still had it at the end and the server
+  # counted it too: the lesser of the two.
+  if [[ $open != fail && $active =~ ^[0-9]+$ ]] && ((active < open)); then
+    log "    the server counts fewer than the client: $active < $open"
+    nfail=$((nfail + open - active))
+    open=$active
   fi
   record "$1" "$2" "$3" "$4" main "$open" "$nfail"
   [[ $3 == libshake ]] && record "$1" "$2" "$3" "$4" mem "$mem" 0
   record "$1" "$2" "$3" "$4" pss "$pss" 0
 }
 
-# The idle and conns servers: RLIMIT_NOFILE is per process, and every connection costs the
-# server one descriptor on either implementation (libshake reserves a real fd per stack socket),
-# so COUNT connections need COUNT / (hard limit) workers at least. accept_mutex on makes a worker
-# that is 7/8 full leave new connections to the others (nginx's ngx_accept_disabled), so each
-# worker is given 60% of COUNT / workers and the load still fits when it is uneven.
+# The idle server: RLIMIT_NOFILE is per process, and every connection costs the server's process
+# one descriptor on the kernel and two under libshake (the program's fd and the stack socket's
+# eventfd), so COUNT connections need 2 COUNT / (hard limit) workers at least, on both sides
+# alike. accept_mutex on makes a worker that is 7/8 full leave new connections to the others
+# (nginx's ngx_accept_disabled), but not reliably in a burst: each worker is planned for 60%.
+PER_CONN_FDS=$((PER_PROC / 2))
 hold_workers() {  # hold_workers COUNT
-  local w=$(( ($1 * 10 + PER_PROC * 6 - 1) / (PER_PROC * 6) ))
+  local w=$(( ($1 * 10 + PER_CONN_FDS * 6 - 1) / (PER_CONN_FDS * 6) ))
   echo $(( w < 2 ? 2 : w ))
 }
+# The conns server is hold_server.py: HS_PROCS processes that each stop accepting at HS_QUOTA
+# (room for 10% more than CONNS in all), so the connections spread evenly.
+HS_PROCS=$(( (CONNS * 11 + PER_CONN_FDS * 10 - 1) / (PER_CONN_FDS * 10) ))
+((HS_PROCS >= 2)) || HS_PROCS=2
+HS_QUOTA=$(( (CONNS * 11 + HS_PROCS * 10 - 1) / (HS_PROCS * 10) ))
+((HS_QUOTA <= PER_CONN_FDS)) || HS_QUOTA=$PER_CONN_FDS
+((HS_PROCS <= 60)) || die "CONNS=$CONNS needs $HS_PROCS server processes, more than libshake's 64: raise the hard limit on open files (ulimit -Hn)"
 
 # ---- rounds -------------------------------------------------------------------------------------
 # A group is one server configuration and the rows measured against it.
@@ -525,7 +564,9 @@ start_group() {  # start_group GROUP IMPL
     redis) start_bg "$2" redis probe_redis redis-server --bind "${SRV_IP[$2]}" --port 6379 \
              --save "" --appendonly no --protected-mode no --daemonize no --dir "$WORK" ;;
     idle) start_nginx "$2" "$(hold_workers "$IDLE_CONNS")" "$PER_PROC" on ;;
-    conns) start_nginx "$2" "$(hold_workers "$CONNS")" "$PER_PROC" on ;;
+    conns) rm -rf "$WORK/hs-$2"
+           start_bg "$2" hold_server probe_tcp80 "$PY" "$TOOLS/hold_server.py" --listen "${SRV_IP[$2]}:80" \
+             --procs "$HS_PROCS" --quota "$HS_QUOTA" --status "$WORK/hs-$2" ;;
   esac
 }
 
@@ -621,8 +662,8 @@ log "== compare.sh: REPS=$REPS ROWS='$ROWS' SCENARIOS='$SCENARIOS' work $WORK"
 for sc in $SCENARIOS; do
   "setup_$sc"
   for rep in $(seq "$REPS"); do
-    order="kernel libshake"
-    ((rep % 2)) || order="libshake kernel"
+    order=$IMPLS
+    ((rep % 2)) || order=$(echo "$IMPLS" | awk '{ for (i = NF; i > 0; i--) printf "%s ", $i }')
     for group in $GROUPS_ALL; do
       any=0
       for row in $(group_rows "$group"); do want "$row" && any=1; done

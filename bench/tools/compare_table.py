@@ -100,7 +100,7 @@ def main():
         ("scaling", "main", "scaling: ab -c50 2 workers / 1 worker", "x", "scaling", 1.7, 1.4),
         ("idle", "main", f"idle: {idle_n} idle conns, {idle_s} s, server CPU", "ticks", "ticks",
          0.0, 1.0),
-        ("conns", "main", f"{conns} concurrent conns, established", "conns", "count", None,
+        ("conns", "main", f"{conns} concurrent conns (hold_server.py), held", "conns", "count", None,
          None),
         ("conns", "mem", "  stack memory per connection", "B", "bytes", 2048, 4096),
         ("conns", "pss", "  server PSS growth per conn (not stack mem)", "B", "info", None,

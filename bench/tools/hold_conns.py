@@ -157,10 +157,19 @@ def holder(a, count, offset, out, stop):
         fail(kind, code)
 
     def drop(fd):
+        """The server closed (FIN: EOF), reset (the errno) or wrote to an idle connection."""
         s = held.pop(fd)
         ep.unregister(fd)
+        code = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        how = errname(code) if code else None
+        if how is None:
+            try:
+                how = "data" if s.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) else "EOF"
+            except OSError as e:
+                how = errname(e.errno)
         s.close()
         counts["dropped"] += 1
+        errors[f"dropped:{how}"] += 1
 
     # ---- connect phase
     deadline = t0 + a.deadline
