@@ -145,7 +145,14 @@ int SetupMain(int argc, char** argv) {
       return 0;
     }
     if (!dev.is_tun) return Fail(device + " is not a TUN device; not removing it");
-    if (!RemoveTun(device, dev.multi_queue, &error)) return Fail(error);
+    if (!RemoveTun(device, dev.multi_queue, &error)) {
+      if (error.find(std::strerror(EBUSY)) != std::string::npos) {
+        return Fail(device + " is in use by a process (a program on libshake, or the keeper "
+                    "of its stack, which ends SHAKE_KEEPER_IDLE seconds after the last program); "
+                    "stop it and rerun");
+      }
+      return Fail(error);
+    }
     Say("removed " + device + (ReadDevice(device).exists ? " (it goes once no process holds it)" : ""));
     return 0;
   }

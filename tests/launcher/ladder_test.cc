@@ -655,7 +655,9 @@ TEST(Model, PlainDataFoldsIntoOneBurstUntilAPause) {
   EXPECT_EQ(bursts[1]->data_segments, 2u);
   EXPECT_EQ(conns[0].rows.size(), 3u + 1u + 1u + 1u);
   const ladder::RowLines l = ladder::DescribeRow(conns[0], *bursts[0], {});
-  EXPECT_EQ(l.label, "data seq 1:2501, 3 segs, 2500 B");
+  EXPECT_EQ(l.label, "data seq 1:2501 (3 segments)");
+  ASSERT_FALSE(l.details.empty());
+  EXPECT_EQ(l.details[0], "2500 bytes in 0.002 s");
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #      `shake --device tun:shk9 --addr 198.18.40.2/24 -- curl .../blob`: exit 0, the bytes equal
 #      (sha256), and the TUN device's counters show they crossed it (the stack, not a kernel
 #      socket, carried them);
+#   3b. as nobody, `shake trace --device ... -- curl ...`: the ladder of curl's connection;
 #   4. `shake setup --remove` removes the device; everything is removed on exit, also on failure.
 #
 #   setup_netns_test.sh SHAKE      (libshake.so is found next to SHAKE)
@@ -85,9 +86,18 @@ check() {  # description, then a command that must succeed
   if "$@"; then say "ok: $what"; else say "FAIL: $what"; failures=$((failures + 1)); fi
 }
 in_ns() { ip netns exec "$ns" "$@"; }
-as_nobody() {
+as_nobody() {  # SHAKE_KEEPER_IDLE=1: a stack's keeper ends a second after its last program
   in_ns setpriv --reuid=nobody --regid="$nogroup" --clear-groups --inh-caps=-all \
-    env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$work/out" USER=nobody "$@"
+    env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$work/out" USER=nobody SHAKE_KEEPER_IDLE=1 "$@"
+}
+keeper_gone() {  # waits (at most 5 s) until no shake-keeper runs in the namespace
+  local i
+  for i in $(seq 50); do
+    ip netns pids "$ns" 2>/dev/null | xargs -r ps -o comm= -p 2>/dev/null | grep -q shake-keeper || return 0
+    sleep 0.1
+  done
+  say "a shake-keeper still runs in $ns after 5 s"
+  return 1
 }
 t0=$SECONDS
 in_ns ip link set lo up
@@ -154,7 +164,23 @@ say "$dev: the stack sent $((rx1 - rx0)) bytes into the kernel, the kernel sent 
 check "the bytes went through the TUN device (the stack), not a kernel socket" \
   test $((tx1 - tx0)) -ge $((1 << 20))
 
+# ---- 3b. shake trace -- curl, as nobody -------------------------------------------------------
+# A new stack for the run (a stack that still exists keeps the capture settings it began with).
+check "the first run's keeper ended" keeper_gone
+say "as nobody: shake trace --device tun:$dev --addr $net.2/24 -- curl http://$net.1:8000/blob"
+as_nobody timeout 60 "$shake" trace --device "tun:$dev" --addr "$net.2/24" -- \
+  curl -sS -o "$work/out/blob2" "http://$net.1:8000/blob" >"$work/trace.out" 2>"$work/trace.err"
+trc=$?
+sed "s/^/$me: trace: /" "$work/trace.out" | head -30
+sed "s/^/$me: trace (stderr): /" "$work/trace.err"
+check "shake trace -- curl as nobody exits 0 (curl's status)" test $trc -eq 0
+check "shake trace drew curl's connection to $net.1:8000" \
+  grep -q "^Connection 1 of 1: $net.2:[0-9]* . $net.1:8000" "$work/trace.out"
+check "the ladder opens with the SYN and ends the connection on both sides" bash -c \
+  "grep -q 'SYN seq 0' '$work/trace.out' && grep -q 'FIN' '$work/trace.out'"
+
 # ---- 4. remove -------------------------------------------------------------------------------
+keeper_gone
 in_ns "$shake" setup --remove --device "$dev" >"$work/remove" 2>&1
 rc=$?
 sed "s/^/$me: remove: /" "$work/remove"

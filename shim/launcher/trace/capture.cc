@@ -1,6 +1,8 @@
 #include "shim/launcher/trace/capture.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -301,26 +303,30 @@ bool ParseCapture(const std::byte* data, size_t size, Capture* out, std::string*
 }
 
 bool ReadCapture(const std::string& path, Capture* out, std::string* error) {
+  // Mapped, not copied: a capture may be larger than the memory one would spend on it.
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     *error = path + ": " + std::strerror(errno);
     return false;
   }
-  std::vector<std::byte> data;
-  std::byte buf[1 << 16];
-  for (;;) {
-    const ssize_t n = read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      *error = path + ": " + std::strerror(errno);
-      close(fd);
-      return false;
-    }
-    if (n == 0) break;
-    data.insert(data.end(), buf, buf + n);
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    *error = path + ": not a regular file";
+    close(fd);
+    return false;
   }
+  const size_t size = static_cast<size_t>(st.st_size);
+  void* map = size == 0 ? nullptr : mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   close(fd);
-  if (!ParseCapture(data.data(), data.size(), out, error)) {
+  if (map == MAP_FAILED) {
+    *error = path + ": mmap: " + std::strerror(errno);
+    return false;
+  }
+  static const std::byte kEmpty[1] = {};
+  const bool ok = ParseCapture(map != nullptr ? static_cast<const std::byte*>(map) : kEmpty,
+                               size, out, error);
+  if (map != nullptr) munmap(map, size);
+  if (!ok) {
     *error = path + ": " + *error;
     return false;
   }

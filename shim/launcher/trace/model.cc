@@ -17,6 +17,10 @@ namespace f = wire::tcpflag;
 
 bool Has(uint8_t flags, uint8_t flag) { return (flags & flag) != 0; }
 
+// How far the searches for a segment's answer look ahead, so that a capture of one direction
+// only (where no answer ever comes) costs linear time, not quadratic.
+constexpr size_t kLookAhead = 4096;
+
 uint32_t SeqLenOf(const WireSegment& w) {
   return w.len + (Has(w.flags, f::kSyn) ? 1u : 0u) + (Has(w.flags, f::kFin) ? 1u : 0u);
 }
@@ -209,7 +213,7 @@ std::vector<Connection> Build(const Sources& src, const BuildOptions& options,
       const int64_t et = wall(events[k]);
       constexpr int64_t kSlack = 1'000'000;
       std::optional<size_t> first_copy, timed;
-      for (size_t c = next; c < cands.size(); ++c) {
+      for (size_t c = next; c < cands.size() && c < next + kLookAhead; ++c) {
         const WireSegment& w = prim[cands[c]];
         if (w.src != sender || w.seq != e.seq || w.ack != e.ack || w.flags != e.flags ||
             w.len != e.len) {
@@ -492,11 +496,12 @@ std::vector<Connection> Build(const Sources& src, const BuildOptions& options,
       if (sl > 0 && !Has(w.flags, f::kRst)) {
         const SeqNum end = w.seq + sl;
         size_t j = i + 1;
-        for (; j < n; ++j) {
+        const size_t stop = std::min(n, i + 1 + kLookAhead);
+        for (; j < stop; ++j) {
           const WireSegment& a = seg_of(j);
           if (c.segs[j].from == y && Has(a.flags, f::kAck) && a.ack >= end) break;
         }
-        if (j == n) continue;  // never acknowledged: nothing to go by
+        if (j == stop) continue;  // never acknowledged (as far as it looks): nothing to go by
         for (size_t k = i + 1; k < j; ++k) {
           const Segment& r = c.segs[k];
           if (r.from == x && r.marks.retransmit && r.wire.seq <= w.seq &&
@@ -552,7 +557,7 @@ std::vector<Connection> Build(const Sources& src, const BuildOptions& options,
       const int x = sx.from;
       Slot sl{i, 1};
       std::optional<size_t> last_no;
-      for (size_t j = i + 1; j < n; ++j) {
+      for (size_t j = i + 1; j < n && j <= i + kLookAhead; ++j) {
         if (c.segs[j].from == x) continue;
         const int e = evidence(sx, c.segs[j]);
         if (e < 0) continue;

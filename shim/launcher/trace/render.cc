@@ -201,15 +201,21 @@ RowLines DescribeRow(const Connection& c, const Row& r, const RenderOptions& o) 
       }
     }
   } else if (r.kind == RowKind::kBurst) {
-    std::vector<std::string> parts = {
-        "data seq " + rel(x, r.seq_lo) + ":" + rel(x, r.seq_hi),
-        Num(r.data_segments) + " segs", Num(r.bytes) + " B"};
-    std::vector<std::string> rest = Fill(parts, ", ", kLabelMax, &out.label);
-    for (auto& p : rest) details.push_back(p);
-    details.push_back(Num(r.data_segments) + " segments, " + Num(r.bytes) + " bytes, in " +
-                      TimeText(r.end_ns - r.time_ns) + " s");
+    std::vector<std::string> parts = {Cat({"data seq ", rel(x, r.seq_lo), ":", rel(x, r.seq_hi)}),
+                                      Cat({"(", Num(r.data_segments), " segments)"})};
+    std::vector<std::string> rest = Fill(parts, " ", kLabelMax, &out.label);
+    std::string size = Num(r.bytes) + " bytes";
+    if (r.bytes >= 10 * 1024) {
+      char buf[32];
+      const double b = static_cast<double>(r.bytes);
+      if (r.bytes >= 10 * 1024 * 1024) snprintf(buf, sizeof buf, " (%.1f MiB)", b / 1048576);
+      else snprintf(buf, sizeof buf, " (%.1f KiB)", b / 1024);
+      size += buf;
+    }
+    const std::string segs = rest.empty() ? "" : Num(r.data_segments) + " segments, ";
+    details.push_back(Cat({segs, size, " in ", TimeText(r.end_ns - r.time_ns), " s"}));
     if (r.acks > 0) {
-      details.push_back(Num(r.acks) + (r.acks == 1 ? " ACK" : " ACKs") + " back, the last ack " +
+      details.push_back(Num(r.acks) + (r.acks == 1 ? " ACK" : " ACKs") + " back, up to ack " +
                         rel(x, r.last_ack));
     }
   } else if (r.kind == RowKind::kState) {
