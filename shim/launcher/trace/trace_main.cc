@@ -315,7 +315,7 @@ int TraceMain(int argc, char** argv) {
              std::to_string(cap.skipped_malformed) + " malformed or of an unknown link type)";
     }
     fprintf(stderr, "shake trace: %s\n", why.c_str());
-    if (running) {
+    if (running && command_status == 0) {
       fprintf(stderr,
               "shake trace: %s's stack captured nothing; a stack already running on the device "
               "(another program, or the keeper of one that ended) keeps the capture it began "
