@@ -56,6 +56,11 @@ CallResult ExecutePosix(const Call& c) {
     }
     case Op::kWrite: {
       std::vector<char> buf(c.len, 'x');
+      if (c.port != 0) {
+        sockaddr_in sa = Sockaddr(c.addr, c.port);
+        return FromRet(sendto(c.handle, buf.data(), buf.size(), c.flags | MSG_DONTWAIT | MSG_NOSIGNAL,
+                              reinterpret_cast<sockaddr*>(&sa), sizeof sa));
+      }
       return FromRet(send(c.handle, buf.data(), buf.size(), c.flags | MSG_DONTWAIT | MSG_NOSIGNAL));
     }
     case Op::kClose: return FromRet(close(c.handle));

@@ -60,8 +60,26 @@ class Eval {
     if (Accept("not")) return Not() == 0 ? 1 : 0;
     return Compare();
   }
+  int64_t BitOr() {
+    int64_t v = BitAnd();
+    while (PeekSingle('|')) v |= BitAnd();
+    return v;
+  }
+  int64_t BitAnd() {
+    int64_t v = Sum();
+    while (PeekSingle('&')) v &= Sum();
+    return v;
+  }
+  bool PeekSingle(char op) {
+    Space();
+    if (i_ < s_.size() && s_[i_] == op) {
+      ++i_;
+      return true;
+    }
+    return false;
+  }
   int64_t Compare() {
-    int64_t left = Sum();
+    int64_t left = BitOr();
     bool result = true;
     bool any = false;
     for (;;) {
@@ -73,7 +91,7 @@ class Eval {
       else if (Accept("<")) op = 5;
       else if (Accept(">")) op = 6;
       if (op == 0) break;
-      const int64_t right = Sum();
+      const int64_t right = BitOr();
       bool r = false;
       switch (op) {
         case 1: r = left == right; break;
@@ -158,7 +176,12 @@ std::vector<std::string> Statements(const std::string& code) {
   std::vector<std::string> out;
   std::string cur;
   char quote = 0;
+  bool in_comment = false;
   for (char ch : code) {
+    if (in_comment) {
+      if (ch != '\n') continue;
+      in_comment = false;
+    }
     if (quote != 0) {
       if (ch == quote) quote = 0;
       cur += ch;
@@ -166,7 +189,7 @@ std::vector<std::string> Statements(const std::string& code) {
     }
     if (ch == '\'' || ch == '"') quote = ch;
     if (ch == '#') {  // a comment runs to the end of the line
-      quote = '\n';
+      in_comment = true;
       continue;
     }
     if (ch == ';' || ch == '\n') {
@@ -190,9 +213,18 @@ bool IsName(const std::string& s) {
 
 }  // namespace
 
-CodeResult RunCode(const std::string& code, const std::map<std::string, int64_t>& vars,
+CodeResult RunCode(const std::string& code_in, const std::map<std::string, int64_t>& vars,
                    std::map<std::string, int64_t>& globals) {
   CodeResult r;
+  std::string code;  // a backslash at the end of a line continues it
+  for (size_t i = 0; i < code_in.size(); ++i) {
+    if (code_in[i] == '\\' && i + 1 < code_in.size() && code_in[i + 1] == '\n') {
+      code += ' ';
+      ++i;
+    } else {
+      code += code_in[i];
+    }
+  }
   try {
     for (std::string st : Statements(code)) {
       if (st.empty()) continue;

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <deque>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -61,7 +62,8 @@ const std::map<std::string, int64_t>& Symbols() {
       {"TCP_FASTOPEN_CONNECT", TCP_FASTOPEN_CONNECT}, {"TCP_FASTOPEN_NO_COOKIE", 34},
       {"TCP_INQ", TCP_INQ}, {"TCP_CM_INQ", TCP_INQ}, {"TCP_DEFER_ACCEPT", TCP_DEFER_ACCEPT},
       {"TCP_WINDOW_CLAMP", TCP_WINDOW_CLAMP}, {"TCP_THIN_LINEAR_TIMEOUTS", TCP_THIN_LINEAR_TIMEOUTS},
-      {"TCP_MD5SIG", TCP_MD5SIG}, {"TCP_REPAIR", TCP_REPAIR},
+      {"TCP_MD5SIG", TCP_MD5SIG}, {"TCP_REPAIR", TCP_REPAIR}, {"IP_FREEBIND", IP_FREEBIND},
+      {"SO_MARK", SO_MARK},
       {"SIOCINQ", SIOCINQ}, {"FIONREAD", FIONREAD}, {"SIOCOUTQ", SIOCOUTQ},
       {"SIOCOUTQNSD", SIOCOUTQNSD},
       {"EPOLL_CTL_ADD", EPOLL_CTL_ADD}, {"EPOLL_CTL_MOD", EPOLL_CTL_MOD},
@@ -113,6 +115,13 @@ struct Flow {
   std::optional<uint32_t> sut_isn;
   std::optional<uint32_t> last_tsval;  // latest TS val the system sent
   std::optional<uint32_t> last_seq;    // the system's last segment (quoted by ICMP errors)
+  // The script's sequence number on the peer's SYN: packetdrill counts the peer's sequence
+  // space from it (`< S. 123:123(0)` then `> . 1:1(0) ack 1`). The SYN is sent at kRemoteIsn.
+  uint32_t remote_base = 0;
+  uint32_t remote_isn() const { return kRemoteIsn - remote_base; }
+  // packetdrill maps inbound TS ecr values onto the system's clock: the difference between
+  // the system's first TS val and the one the script wrote for it.
+  std::optional<uint32_t> ts_offset;
 };
 
 struct FdState {
@@ -192,7 +201,8 @@ class Runner {
       TryPending();
     }
     ev_ = nullptr;
-    WaitUntil(NowUs() + opt_.tolerance_us);
+    // packetdrill does not look for packets after the last event; our own scripts do.
+    if (!opt_.packetdrill) WaitUntil(NowUs() + opt_.tolerance_us);
     if (pending_) {
       ev_ = pending_->event;
       Fail("blocking " + std::get<SyscallSpec>(ev_->what).name + "() had not returned when the "
@@ -218,19 +228,24 @@ class Runner {
 
   // The next packet the system sent, or nullopt at the deadline. A pending blocking call is
   // retried when the wait passes its end time.
+  // last_read_us_ is then the time it was sent (for a queued packet, when it was read).
   std::optional<std::vector<uint8_t>> Read(int64_t deadline_us) {
-    if (pushed_back_) {
-      auto p = std::move(pushed_back_);
-      pushed_back_.reset();
-      return p;
+    if (!queued_.empty()) {
+      auto p = std::move(queued_.front());
+      queued_.pop_front();
+      last_read_us_ = p.second;
+      return std::move(p.first);
     }
     for (;;) {
       const int64_t limit = pending_ ? std::min(deadline_us, pending_->hi_us) : deadline_us;
       auto bytes = backend_.ReadPacket(start_ns_ + limit * 1000);
+      last_read_us_ = NowUs();
       if (pending_) TryPending();
       if (bytes || limit >= deadline_us) return bytes;
     }
   }
+
+  void PushBack(std::vector<uint8_t> bytes) { queued_.emplace_front(std::move(bytes), last_read_us_); }
 
   // Retries a pending blocking call; fails the script when its time is up.
   void TryPending() {
@@ -254,7 +269,16 @@ class Runner {
       r.err = static_cast<int>(er.value);
     } else {
       Call c = pc.call;
-      if (c.op == Op::kWrite) c.len -= pc.done;
+      if (c.op == Op::kWrite) {
+        // A blocking write sleeps until the socket is writable again as poll() defines it
+        // (the kernel's sk_stream_write_space threshold), not until the first free byte.
+        Call poll;
+        poll.op = Op::kPoll;
+        poll.poll.push_back({pc.call.handle, static_cast<int16_t>(POLLOUT), 0});
+        CallResult pr = backend_.Execute(poll);
+        if (pr.poll.empty() || pr.poll[0].revents == 0) return CheckPendingTime(s);
+        c.len -= pc.done;
+      }
       r = backend_.Execute(c);
       if (r.ret == -1 && (r.err == EAGAIN || r.err == EINPROGRESS)) return CheckPendingTime(s);
       if (c.op == Op::kWrite && r.ret >= 0) {
@@ -313,6 +337,13 @@ class Runner {
                           "TCP_CA_Loss", "TCP_INFINITE_SSTHRESH"}) {
       vars[k] = Symbols().at(k);
     }
+    // linux/tcp.h's tcpi_options bits.
+    vars["TCPI_OPT_TIMESTAMPS"] = 1;
+    vars["TCPI_OPT_SACK"] = 2;
+    vars["TCPI_OPT_WSCALE"] = 4;
+    vars["TCPI_OPT_ECN"] = 8;
+    vars["TCPI_OPT_ECN_SEEN"] = 16;
+    vars["TCPI_OPT_SYN_DATA"] = 32;
     const CodeResult cr = RunCode(code.text, vars, py_globals_);
     if (cr.kind == CodeResult::Kind::kUnsupported) {
       // A tcpi_ field the backend does not report is a missing feature, not a difference.
@@ -324,6 +355,21 @@ class Runner {
 
   // Sleeps until script time `at_us`; any packet sent meanwhile is unexpected.
   void WaitUntil(int64_t at_us) {
+    if (opt_.packetdrill) {
+      // packetdrill reads the system's packets only when the script expects one: a packet
+      // sent meanwhile waits (with its send time) for the next outbound line, which then
+      // compares it. Our own scripts fail at once instead.
+      if (!queued_.empty() && ev_ == nullptr) return;
+      for (;;) {
+        auto bytes = backend_.ReadPacket(start_ns_ + (pending_ ? std::min(at_us, pending_->hi_us) : at_us) * 1000);
+        if (pending_) TryPending();
+        if (bytes) {
+          queued_.emplace_back(std::move(*bytes), NowUs());
+          continue;
+        }
+        if (NowUs() >= at_us) return;
+      }
+    }
     for (;;) {
       auto bytes = Read(at_us);
       if (!bytes) return;
@@ -443,10 +489,11 @@ class Runner {
     s += FlagsString(t.flags) + " " + std::to_string(t.seq - base) + ":" +
          std::to_string(t.seq - base + t.payload_len) + "(" + std::to_string(t.payload_len) +
          ")";
-    if (t.flags & tcpflag::kAck) s += " ack " + std::to_string(t.ack - kRemoteIsn);
+    const uint32_t risn = f != nullptr ? f->remote_isn() : kRemoteIsn;
+    if (t.flags & tcpflag::kAck) s += " ack " + std::to_string(t.ack - risn);
     s += " win " + std::to_string(t.window);
     if (t.flags & tcpflag::kUrg) s += " urg " + std::to_string(t.urgent);
-    if (!t.options.empty()) s += " " + OptionsString(t.options, true, kRemoteIsn);
+    if (!t.options.empty()) s += " " + OptionsString(t.options, true, risn);
     if (f != nullptr && f->local_port != 0 && t.src_port != f->local_port) {
       s += " (from port " + std::to_string(t.src_port) + ")";
     }
@@ -477,7 +524,7 @@ class Runner {
                          ts_free(q->options) == ts_free(t.options) &&
                          t.payload_len + q->payload_len <= want;
       if (!joins) {
-        pushed_back_ = std::move(more);
+        PushBack(std::move(*more));
         return;
       }
       t.payload_len += q->payload_len;
@@ -577,7 +624,8 @@ class Runner {
     t.src_port = f.remote_port;
     t.dst_port = f.local_port;
     t.flags = p.flags;
-    t.seq = kRemoteIsn + p.seq;
+    if ((p.flags & tcpflag::kSyn) != 0) f.remote_base = p.seq;
+    t.seq = f.remote_isn() + p.seq;
     t.payload_len = p.len;
     t.window = static_cast<uint16_t>(p.win.value_or(65535));
     t.tos = p.ecn.value_or(0);
@@ -598,7 +646,13 @@ class Runner {
     }
     if (p.options_any) Fail("'<...>' is only allowed on outbound packets");
     for (TcpOption o : p.options) {
-      if (o.kind == TcpOption::Kind::kTimestamp && o.b != 0 && f.last_tsval) o.b = *f.last_tsval;
+      if (o.kind == TcpOption::Kind::kTimestamp && o.b != 0) {
+        if (opt_.packetdrill && f.ts_offset) {
+          o.b += *f.ts_offset;
+        } else if (f.last_tsval) {
+          o.b = *f.last_tsval;
+        }
+      }
       if (o.kind == TcpOption::Kind::kSack) {
         for (SackBlock& b : o.blocks) {
           b.left += need_isn();
@@ -638,10 +692,15 @@ class Runner {
       if (!got) Log(NowUs(), "(ignored non-TCP packet: " + why + ")");
     }
     TcpPacket t = *got;
+    const int64_t at = last_read_us_;
     if (opt_.packetdrill) MergeSegments(t, p.len);
-    const int64_t at = NowUs();
     Flow& f = FlowFor(p);
     if (f.local_port == 0 && t.dst_port == f.remote_port) f.local_port = t.src_port;
+    // A new active open on the same peer port (a second socket) comes from a new local port.
+    if (opt_.packetdrill && (t.flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn &&
+        (p.flags & tcpflag::kSyn) && t.dst_port == f.remote_port) {
+      f.local_port = t.src_port;
+    }
     if ((t.flags & tcpflag::kSyn) && (p.flags & tcpflag::kSyn) && t.dst_port == f.remote_port) {
       f.sut_isn = t.seq - p.seq;  // (re)learn the system's ISN from every SYN it sends
     }
@@ -659,7 +718,7 @@ class Runner {
     const uint32_t base = f.sut_isn.value_or(0);
     if (t.seq - base != p.seq) mismatch("sequence number");
     if (t.payload_len != p.len) mismatch("payload length");
-    if (p.ack && ((t.flags & tcpflag::kAck) == 0 || t.ack - kRemoteIsn != *p.ack)) {
+    if (p.ack && ((t.flags & tcpflag::kAck) == 0 || t.ack - f.remote_isn() != *p.ack)) {
       mismatch("ack");
     }
     if (p.win && t.window != *p.win) mismatch("window");
@@ -675,8 +734,8 @@ class Runner {
         if (want.kind == TcpOption::Kind::kTimestamp) want.a = have.a;  // TS val: not checked
         if (want.kind == TcpOption::Kind::kSack) {
           for (SackBlock& b : want.blocks) {
-            b.left += kRemoteIsn;
-            b.right += kRemoteIsn;
+            b.left += f.remote_isn();
+            b.right += f.remote_isn();
           }
         }
         same = want == have;
@@ -685,6 +744,14 @@ class Runner {
     }
     for (const TcpOption& o : t.options) {
       if (o.kind == TcpOption::Kind::kTimestamp) f.last_tsval = o.a;
+    }
+    if (!f.ts_offset || (t.flags & tcpflag::kSyn) != 0) {
+      for (size_t i = 0; i < t.options.size() && i < p.options.size(); ++i) {
+        if (t.options[i].kind == TcpOption::Kind::kTimestamp &&
+            p.options[i].kind == TcpOption::Kind::kTimestamp) {
+          f.ts_offset = t.options[i].a - p.options[i].a;
+        }
+      }
     }
     f.last_seq = t.seq;
     const std::string actual = Secs(at) + " " + FormatActual(t);
@@ -918,9 +985,9 @@ class Runner {
         const int64_t limit = std::min<int64_t>(hi, prev_us_ + (timeout < 0 ? 200000000 : timeout * 1000));
         while (r.ret == 0 && NowUs() < limit) {
           auto bytes = Read(std::min<int64_t>(limit, NowUs() + 1000));
-          if (bytes) pushed_back_ = std::move(bytes);
+          if (bytes) PushBack(std::move(*bytes));
           r = backend_.Execute(c);
-          if (pushed_back_) break;
+          if (bytes) break;
         }
         if (NowUs() < lo && r.ret != 0) Fail("poll() returned at " + Secs(NowUs()) + ", before its end time");
       }
@@ -987,9 +1054,9 @@ class Runner {
         EndWindow(&lo, &hi);
         while (r.ret == 0 && NowUs() < hi) {
           auto bytes = Read(std::min<int64_t>(hi, NowUs() + 1000));
-          if (bytes) pushed_back_ = std::move(bytes);
+          if (bytes) PushBack(std::move(*bytes));
           r = backend_.Execute(c);
-          if (pushed_back_) break;
+          if (bytes) break;
         }
       }
       CheckResult(s, r);
@@ -1049,6 +1116,11 @@ class Runner {
       c.len = static_cast<size_t>(Eval(s.args[2], "length"));
       if (n != "write") c.flags = static_cast<int>(Eval(s.args[3], "flags"));
       if (s.args[1].kind == Expr::Kind::kOr) Unsupported(n + "() with a NULL buffer");
+      if (n == "sendto" && s.args[4].kind == Expr::Kind::kEllipsis) {
+        c.addr = kRemoteAddr;  // sendto(fd, ..., len, flags, ..., ...): to the peer (Fast Open)
+        c.port = kServerPort;
+        if (c.flags & MSG_FASTOPEN) active_ = true;
+      }
     } else if (n == "sendmsg") {
       Args(s, 3);
       c.op = Op::kWrite;
@@ -1121,8 +1193,10 @@ class Runner {
                     backend_.name() + " backend");
       }
       CheckResult(s, r);
+      // A value written as 0xffffffff is the int -1 the kernel stores.
+      const bool same = r.value == want || static_cast<uint32_t>(r.value) == static_cast<uint32_t>(want);
       if (r.ret == 0 && val.kind != Expr::Kind::kEllipsis &&
-          (r.value != want || (is_linger && r.value2 != want2))) {
+          (!same || (is_linger && r.value2 != want2))) {
         std::string got = std::to_string(r.value);
         if (c.optname == SO_ERROR && c.arg == SOL_SOCKET) got = r.value == 0 ? "0" : ErrnoName(static_cast<int>(r.value));
         Fail("getsockopt() value is " + got + (is_linger ? "/" + std::to_string(r.value2) : "") +
@@ -1167,6 +1241,10 @@ class Runner {
     }
     CallResult mapped = r;
     mapped.ret = LowestFreeFd();
+    // packetdrill maps whatever fd number a script names onto the real one.
+    if (opt_.packetdrill && !s.result_any && s.result >= 0 && fds_.count(static_cast<int>(s.result)) == 0) {
+      mapped.ret = s.result;
+    }
     CheckResult(s, mapped);
     fds_[static_cast<int>(mapped.ret)] = FdState{static_cast<int>(r.ret), nonblock, false};
     if (s.name == "socket" || s.name == "accept") socket_under_test_ = static_cast<int>(mapped.ret);
@@ -1181,7 +1259,9 @@ class Runner {
   bool active_ = false;
   std::map<uint16_t, Flow> flows_;
   std::map<int, FdState> fds_;
-  std::optional<std::vector<uint8_t>> pushed_back_;  // a packet read ahead by MergeSegments
+  // Packets read ahead (by MergeSegments, or while packetdrill scripts wait), with send times.
+  std::deque<std::pair<std::vector<uint8_t>, int64_t>> queued_;
+  int64_t last_read_us_ = 0;
   std::optional<PendingCall> pending_;
   int socket_under_test_ = -1;
   std::map<std::string, int64_t> py_globals_;

@@ -28,6 +28,7 @@ if [[ $EUID -ne 0 ]]; then
   exit 77
 fi
 tcp=$(cd "$checkout/gtests/net/tcp" && pwd)
+build=$(cd "$build" && pwd) || { echo "no build directory $2"; exit 2; }
 out="$build/upstream"
 rm -rf "$out"
 mkdir -p "$out"
