@@ -182,6 +182,19 @@ struct SocketInfo {
   bool sack_enabled = false;
   bool timestamps_enabled = false;
   uint64_t retransmits = 0;
+  // For TCP_INFO, in Linux's terms. The congestion state (tcpi_ca_state): 0 open, 1 disorder
+  // (duplicate ACKs or SACKs seen, no recovery yet), 3 recovery, 4 loss (after a timeout).
+  uint8_t ca_state = 0;
+  uint32_t unacked_segments = 0;  // sent, not cumulatively acknowledged (tcpi_unacked)
+  uint32_t sacked_segments = 0;   // of those, covered by SACK blocks (tcpi_sacked)
+  uint32_t lost_segments = 0;     // marked lost and not SACKed (tcpi_lost)
+  uint32_t retrans_segments = 0;  // retransmissions still in flight (tcpi_retrans)
+  uint32_t reordering = 3;        // the reordering degree in segments (tcpi_reordering)
+  int probes = 0;                 // unanswered zero-window or keepalive probes (tcpi_probes)
+  int backoff = 0;                // RTO exponential backoff count (tcpi_backoff)
+  uint16_t advmss = 0;            // the MSS we advertised (tcpi_advmss)
+  uint16_t rcv_mss = 0;           // estimate of the peer's segment size (tcpi_rcv_mss)
+  Instant last_data_received;     // when data last arrived (tcpi_last_data_recv)
 };
 
 // One connection event, for `shake trace` and tests. Only delivered when an observer is set.
@@ -217,6 +230,8 @@ class Stack {
   Stack& operator=(const Stack&) = delete;
 
   const StackConfig& config() const;
+  // Sets the next hop for destinations off the subnet (a route added while the stack runs).
+  void SetGateway(std::optional<Ipv4Addr> gateway);
 
   // ---- Frames ----------------------------------------------------------------------------
   // One received frame (Ethernet or IPv4 per LinkMode). Replies that need no connection state
@@ -260,6 +275,9 @@ class Stack {
   uint32_t Readiness(SocketId s) const;
 
   void SetObserver(StackObserver* observer);
+  // Whether the observer hears of connection events (OnTrace); on by default. A host that
+  // observes only readiness turns it off, and the stack builds no TraceEvent.
+  void SetTracing(bool on);
 
   const Counters& counters() const;
   // Connections (not listeners) in each state, including orphans in FIN-WAIT and TIME-WAIT.

@@ -938,6 +938,27 @@ void Tcb::FillInfo(SocketInfo& info) const {
   info.sack_enabled = sack_ok_;
   info.timestamps_enabled = ts_ok_;
   info.retransmits = retransmits_;
+  // Linux's tcp_set_ca_state: loss after a timeout, recovery, disorder while duplicate ACKs
+  // or SACKed data have been seen without recovery, open otherwise.
+  info.ca_state = rto_recovery_ ? 4 : in_recovery_ ? 3 : (dupacks_ > 0 || sacked_bytes() > 0) ? 1 : 0;
+  const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
+  if (!tx_.empty()) {
+    for (uint32_t id = tx_.first_id(); id != tx_.end_id(); ++id) {
+      const TxRecords::Record& r = tx_.at(id);
+      ++info.unacked_segments;
+      if (r.flags & TxRecords::kSacked) ++info.sacked_segments;
+      if ((r.flags & TxRecords::kLost) && !(r.flags & TxRecords::kSacked)) ++info.lost_segments;
+      if (r.flags & TxRecords::kRetrans) ++info.retrans_segments;
+    }
+  } else {
+    info.unacked_segments = static_cast<uint32_t>((FlightSize() + mss - 1) / mss);
+  }
+  info.reordering = static_cast<uint32_t>(reordering_);
+  info.probes = probes_;
+  info.backoff = rtt_.backoff();
+  info.advmss = local_mss;
+  info.rcv_mss = rcv_mss_;
+  info.last_data_received = last_data_received_;
 }
 
 }  // namespace shake
