@@ -366,7 +366,17 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     r.info["tcpi_total_retrans"] = static_cast<int64_t>(i.retransmits);
     r.info["tcpi_options"] = (i.timestamps_enabled ? 1 : 0) | (i.sack_enabled ? 2 : 0) |
                              (i.snd_wscale != 0 || i.rcv_wscale != 0 ? 4 : 0);
-    r.info["tcpi_notsent_bytes"] = 0;
+    r.info["tcpi_ca_state"] = i.ca_state;
+    r.info["tcpi_unacked"] = i.unacked_segments;
+    r.info["tcpi_sacked"] = i.sacked_segments;
+    r.info["tcpi_lost"] = i.lost_segments;
+    r.info["tcpi_retrans"] = i.retrans_segments;
+    r.info["tcpi_reordering"] = i.reordering;
+    r.info["tcpi_probes"] = i.probes;
+    r.info["tcpi_backoff"] = i.backoff;
+    r.info["tcpi_advmss"] = i.advmss;
+    r.info["tcpi_rcv_mss"] = i.rcv_mss;
+    r.info["tcpi_last_data_recv"] = i.last_data_received.nanos() <= 0 ? 0 : (now_ - i.last_data_received).nanos() / 1000000;
     return r;
   }
 
@@ -443,6 +453,17 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
         case TCP_USER_TIMEOUT: r.value = o.user_timeout.millis(); break;
         case TCP_LINGER2: r.value = o.linger2.nanos() / 1000000000; break;
         case TCP_SYNCNT: r.value = o.syn_count; break;
+        case TCP_MAXSEG: {
+          // Linux: the connection's send MSS once established, else the value set (or the
+          // default 536 before a connection).
+          auto info = stack_ptr_->Info(Id(c));
+          if (info.ok() && info.value().mss != 0 && (info.value().connected || info.value().connecting)) {
+            r.value = info.value().mss;
+          } else {
+            r.value = o.max_segment != 0 ? o.max_segment : 536;
+          }
+          break;
+        }
         default: return Err(ENOPROTOOPT);
       }
     } else {

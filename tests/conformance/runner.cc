@@ -118,6 +118,7 @@ struct Flow {
   // The script's sequence number on the peer's SYN: packetdrill counts the peer's sequence
   // space from it (`< S. 123:123(0)` then `> . 1:1(0) ack 1`). The SYN is sent at kRemoteIsn.
   uint32_t remote_base = 0;
+  bool remote_syn_seen = false;
   uint32_t remote_isn() const { return kRemoteIsn - remote_base; }
   // packetdrill maps inbound TS ecr values onto the system's clock: the difference between
   // the system's first TS val and the one the script wrote for it.
@@ -624,7 +625,10 @@ class Runner {
     t.src_port = f.remote_port;
     t.dst_port = f.local_port;
     t.flags = p.flags;
-    if ((p.flags & tcpflag::kSyn) != 0) f.remote_base = p.seq;
+    if (opt_.packetdrill && (p.flags & tcpflag::kSyn) != 0 && !f.remote_syn_seen) {
+      f.remote_base = p.seq;
+      f.remote_syn_seen = true;
+    }
     t.seq = f.remote_isn() + p.seq;
     t.payload_len = p.len;
     t.window = static_cast<uint16_t>(p.win.value_or(65535));
