@@ -200,6 +200,8 @@ class Tcb {
   void NewAck(Instant now, const wire::TcpHeader& h, SeqNum ack);
   void UpdateSackScoreboard(const wire::TcpOptions& o);
   void EnterRecovery(Instant now);
+  // Records cwnd use after sending (Linux tcp_cwnd_validate), for GrowWindow.
+  void ValidateCwnd(bool cwnd_limited);
   // A loss was detected: ssthresh from the congestion controller (RFC 5681 / RFC 9438).
   uint32_t CongestionEvent(bool timeout);
   // Newly acknowledged bytes outside recovery grow cwnd (RFC 5681 3.1, RFC 9438 4).
@@ -292,6 +294,11 @@ class Tcb {
   uint32_t cwnd_ = 0;
   uint32_t ssthresh_ = 0x7fffffff;
   CongestionController cc_;   // slow start and congestion avoidance growth, loss response
+  // Cwnd validation (RFC 7661 in Linux's form): the most segments in flight during the last
+  // window of data, the SND.NXT that window ends at, and whether cwnd limited the sender.
+  uint32_t max_packets_out_ = 0;
+  SeqNum cwnd_usage_seq_;
+  bool is_cwnd_limited_ = false;
   int dupacks_ = 0;
   bool in_recovery_ = false;
   SeqNum recover_;

@@ -187,7 +187,26 @@ uint32_t Tcb::CongestionEvent(bool timeout) {
 }
 
 void Tcb::GrowWindow(Instant now, uint32_t acked) {
+  // RFC 7661 / Linux tcp_is_cwnd_limited: an application-limited sender does not grow cwnd.
+  // In slow start cwnd may still grow to twice the most segments recently in flight.
+  const uint64_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
+  const bool slow_start = cwnd_ < ssthresh_;
+  const bool limited = is_cwnd_limited_ ||
+                       (slow_start && cwnd_ / mss < 2 * uint64_t{max_packets_out_});
+  if (!limited) return;
   cc_.OnAck(now, acked, snd_mss_, ssthresh_, rtt_.srtt(), &cwnd_);
+}
+
+void Tcb::ValidateCwnd(bool cwnd_limited) {
+  // Linux tcp_cwnd_validate: remember the most segments in flight over the last window of
+  // data (until SND.UNA passes the SND.NXT recorded then) and whether cwnd was the limit.
+  const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
+  const auto packets_out = static_cast<uint32_t>((FlightSize() + mss - 1) / mss);
+  if (!(snd_una_ < cwnd_usage_seq_) || cwnd_limited || packets_out > max_packets_out_) {
+    max_packets_out_ = packets_out;
+    cwnd_usage_seq_ = snd_nxt_;
+    is_cwnd_limited_ = cwnd_limited;
+  }
 }
 
 // ---- Tail loss probes (RFC 8985 section 7) --------------------------------------------------
@@ -519,6 +538,7 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
     snd_nxt_ = snd_max_;
   }
   const SeqNum max_before = snd_max_;
+  bool cwnd_limited = false;
   for (int guard = 0; guard < 4096; ++guard) {
     const SeqNum end = data_end();
     const uint32_t usable_window = std::min(snd_wnd_, cwnd_);
@@ -539,6 +559,7 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
         }
       }
       if (!(s < wnd_end)) {
+        cwnd_limited = cwnd_ <= snd_wnd_;
         break;
       }
       size_t n = std::min<size_t>({static_cast<size_t>(e - s), static_cast<size_t>(wnd_end - s),
@@ -580,6 +601,7 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
     }
     break;
   }
+  if (sent || cwnd_limited) ValidateCwnd(cwnd_limited || FlightSize() >= cwnd_);
   // RFC 8985 7.2: sending new data (re)starts the probe timer.
   if (snd_max_ != max_before) ScheduleLossProbe(now);
   // Persist: data waits, the window is shut and nothing is in flight (RFC 9293 3.8.6.1).
