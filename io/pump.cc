@@ -48,8 +48,10 @@ Pump::Pump(Device& device, size_t rx_batch, size_t tx_batch)
       rx_mem_(rx_batch_ * rx_size_),
       tx_mem_(tx_batch_ * tx_size_),
       tx_len_(tx_batch_),
-      msgs_(std::max(rx_batch_, tx_batch_)),
-      iov_(std::max(rx_batch_, tx_batch_)) {}
+      rx_msgs_(rx_batch_),
+      rx_iov_(rx_batch_),
+      tx_msgs_(tx_batch_),
+      tx_iov_(tx_batch_) {}
 
 std::span<std::byte> Pump::Sink::Acquire(size_t max_len) {
   Pump& p = *p_;
@@ -97,15 +99,15 @@ size_t Pump::Flush() {
   if (tx_count_ == 0) return 0;
   if (dev_.is_socket()) {
     for (size_t i = 0; i < tx_count_; ++i) {
-      iov_[i] = {Slot(i).data(), tx_len_[i]};
-      msgs_[i] = {};
-      msgs_[i].msg_hdr.msg_iov = &iov_[i];
-      msgs_[i].msg_hdr.msg_iovlen = 1;
+      tx_iov_[i] = {Slot(i).data(), tx_len_[i]};
+      tx_msgs_[i] = {};
+      tx_msgs_[i].msg_hdr.msg_iov = &tx_iov_[i];
+      tx_msgs_[i].msg_hdr.msg_iovlen = 1;
     }
     size_t done = 0;
     while (done < tx_count_) {  // bounded: every round sends or drops at least one frame
       ++stats_.tx_flushes;
-      const int n = sendmmsg(dev_.fd(), msgs_.data() + done,
+      const int n = sendmmsg(dev_.fd(), tx_msgs_.data() + done,
                              static_cast<unsigned>(tx_count_ - done), MSG_DONTWAIT);
       if (n > 0) {
         done += static_cast<size_t>(n);
@@ -142,12 +144,12 @@ int Pump::Drain(Instant now, PacketHandler& handler, int max_reads) {
     int got = 0;
     if (dev_.is_socket()) {
       for (size_t i = 0; i < want; ++i) {
-        iov_[i] = {rx_mem_.data() + i * rx_size_, rx_size_};
-        msgs_[i] = {};
-        msgs_[i].msg_hdr.msg_iov = &iov_[i];
-        msgs_[i].msg_hdr.msg_iovlen = 1;
+        rx_iov_[i] = {rx_mem_.data() + i * rx_size_, rx_size_};
+        rx_msgs_[i] = {};
+        rx_msgs_[i].msg_hdr.msg_iov = &rx_iov_[i];
+        rx_msgs_[i].msg_hdr.msg_iovlen = 1;
       }
-      const int n = recvmmsg(dev_.fd(), msgs_.data(), static_cast<unsigned>(want), MSG_DONTWAIT,
+      const int n = recvmmsg(dev_.fd(), rx_msgs_.data(), static_cast<unsigned>(want), MSG_DONTWAIT,
                              nullptr);
       if (n < 0) {
         if (errno != EAGAIN && errno != EINTR) ++stats_.rx_errors;
@@ -155,8 +157,8 @@ int Pump::Drain(Instant now, PacketHandler& handler, int max_reads) {
       }
       for (int i = 0; i < n; ++i) {
         const auto k = static_cast<size_t>(i);
-        if (msgs_[k].msg_hdr.msg_flags & MSG_TRUNC) continue;
-        dev_.Decode(std::span(rx_mem_).subspan(k * rx_size_, msgs_[k].msg_len), in);
+        if (rx_msgs_[k].msg_hdr.msg_flags & MSG_TRUNC) continue;
+        dev_.Decode(std::span(rx_mem_).subspan(k * rx_size_, rx_msgs_[k].msg_len), in);
       }
       got = n;
     } else {

@@ -7,7 +7,7 @@
 //
 //   io::Pump pump(*device);
 //   pump.AddFilter(pcap);                  // optional, before the first frame
-//   stack.Send(...); stack.Poll(now, pump.sink());
+//   stack.Send(...); stack.Poll(now, pump.sink(now));
 //   pump.Flush();                          // one sendmmsg (AF_PACKET) or a write per frame (TUN)
 //   pump.Drain(now, handler, 64);          // frames already waiting go to the handler
 //
@@ -50,8 +50,12 @@ class Pump {
   // synchronous filters belong here (a pcap writer): a Pump has no timer to release held frames.
   void AddFilter(FrameFilter* filter) { filters_.push_back(filter); }
 
-  // Where the handler writes its frames; they are queued for Flush.
-  FrameSink& sink() { return sink_; }
+  // Where the handler writes its frames; they are queued for Flush. `now` stamps what the
+  // filters see of them (a pcap record's time).
+  FrameSink& sink(Instant now) {
+    now_ = now;
+    return sink_;
+  }
   size_t queued() const { return tx_count_; }
 
   // Reads, without blocking, up to `max_reads` raw frames the device already holds and hands
@@ -92,8 +96,12 @@ class Pump {
   std::vector<std::byte> rx_mem_;
   std::vector<std::byte> tx_mem_;
   std::vector<size_t> tx_len_;
-  std::vector<mmsghdr> msgs_;
-  std::vector<iovec> iov_;
+  // Separate for each direction: a drain's handler may fill the TX batch, and its flush must
+  // not overwrite the received messages still being decoded.
+  std::vector<mmsghdr> rx_msgs_;
+  std::vector<iovec> rx_iov_;
+  std::vector<mmsghdr> tx_msgs_;
+  std::vector<iovec> tx_iov_;
   size_t tx_count_ = 0;
   bool acquired_ = false;
   std::vector<FrameFilter*> filters_;

@@ -45,7 +45,13 @@ std::unique_ptr<TunDevice> TunDevice::Open(const TunOptions& options, std::strin
     std::strncpy(ifr.ifr_name, options.name.c_str(), IFNAMSIZ - 1);
     ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
     if (options.queues > 1) ifr.ifr_flags |= IFF_MULTI_QUEUE;
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int r = ioctl(fd, TUNSETIFF, &ifr);
+    if (r < 0 && errno == EINVAL && existed && !(ifr.ifr_flags & IFF_MULTI_QUEUE)) {
+      // A device made with multi_queue (shake setup makes them so) takes only queue attaches.
+      ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_MULTI_QUEUE);
+      r = ioctl(fd, TUNSETIFF, &ifr);
+    }
+    if (r < 0) {
       // A control fd already attached to this device (inherited across exec) is used as it is.
       ifreq cur{};
       const bool attached = errno == EEXIST && q == 0 && options.control_fd >= 0 &&

@@ -29,6 +29,7 @@
 #include <string>
 
 #include "io/clock.h"
+#include "io/trace_log.h"
 #include "shim/backend_impl.h"
 #include "shim/doorbell.h"
 #include "shim/guard.h"
@@ -48,6 +49,7 @@ namespace shake::shim {
 
 Backend* g_backend = nullptr;
 Shared* g_shared = nullptr;
+io::TraceLogWriter* g_trace = nullptr;
 
 namespace {
 
@@ -58,6 +60,9 @@ class ObserverRelay final : public StackObserver {
  public:
   void OnReadiness(SocketId id) override {
     if (g_shared != nullptr) NotifySocket(*g_shared, id);
+  }
+  void OnTrace(const TraceEvent& e) override {
+    if (g_trace != nullptr) g_trace->Append(e);
   }
 };
 alignas(ObserverRelay) unsigned char g_observer_storage[sizeof(ObserverRelay)];
@@ -314,6 +319,7 @@ bool Backend::CreateStack(std::string* error) {
     return false;
   }
   sh->stack->SetObserver(TheObserver());
+  sh->stack->SetTracing(!config_.trace.empty());
   std::memcpy(sh->lib_id, lib_id_, sizeof lib_id_);
   if (getrandom(&sh->id, sizeof sh->id, 0) < 0) sh->id = static_cast<uint64_t>(getpid());
   sh->uid = geteuid();
@@ -410,6 +416,15 @@ bool Backend::AttachLocked(int conn, const char* resume) {
   lock_ = std::make_unique<ArenaLock>(a->mutex());
   conn_ = Hide(conn, hidden_base_);
   SetUpProcess();
+  if (config_.gateway && !sh->has_gateway) {  // a route the stack did not have yet
+    lock_->lock();
+    if (!sh->has_gateway) {
+      sh->gateway = *config_.gateway;
+      sh->has_gateway = true;
+      stack_->SetGateway(Ipv4Addr(*config_.gateway));
+    }
+    lock_->unlock();
+  }
   if (resume == nullptr) {
     int slot;
     {
@@ -447,6 +462,12 @@ void Backend::SetUpProcess() {
     std::string perr;
     pcap_ = io::PcapWriter::OpenShared(sh_->pcap, io::LinktypeFor(dev_->link()), false, &perr);
     if (pcap_) pump_->AddFilter(pcap_.get());
+  }
+  if (sh_->trace[0] != '\0') {
+    std::string terr;
+    trace_ = io::TraceLogWriter::Open(sh_->trace, stack_->config(), &terr);
+    if (!trace_) LogLine(("shake: SHAKE_TRACE=" + std::string(sh_->trace) + ": " + terr).c_str());
+    g_trace = trace_.get();
   }
 }
 

@@ -35,6 +35,7 @@
 #include "io/device.h"
 #include "io/pcap.h"
 #include "io/pump.h"
+#include "io/trace_log.h"
 #include "io/stack_host.h"
 #include "shim/arena.h"
 #include "shim/backend.h"
@@ -46,6 +47,8 @@ namespace shake::shim {
 
 class Backend;
 extern Backend* g_backend;
+extern Shared* g_shared;              // the stack this process is attached to
+extern io::TraceLogWriter* g_trace;   // SHAKE_TRACE of the stack, if any
 
 // Shared by every file: how an errno outcome is written.
 inline Outcome Fail(int err) {
@@ -154,6 +157,8 @@ class Backend final : public StackBackend {
   void AtExit();
 
   bool attached() const { return attached_.load(std::memory_order_acquire); }
+  // True when a blocking call interrupted by a signal should restart (SA_RESTART).
+  bool RestartAfterSignal() const;
   Shared& sh() { return *sh_; }
   Stack& stack() { return *stack_; }
   int slot() const { return slot_; }
@@ -226,8 +231,6 @@ class Backend final : public StackBackend {
   // The EpollRec of epoll fd `ep` (index + 1), made when `create`; 0 if none.
   uint32_t EpollOf(Session& s, int ep, bool create);
   void ReleaseEpollLocked(uint32_t e, int slot);
-  // True when a blocking call interrupted by a signal should restart (SA_RESTART).
-  bool RestartAfterSignal() const;
 
   Config config_;
   std::mutex attach_mu_;
@@ -245,6 +248,7 @@ class Backend final : public StackBackend {
   std::unique_ptr<io::Pump> pump_;
   std::unique_ptr<io::StackHandler> handler_;
   std::unique_ptr<io::PcapWriter> pcap_;
+  std::unique_ptr<io::TraceLogWriter> trace_;
   int hidden_base_ = 1024;
   bool lib_at_base_ = false;
   uint64_t lib_id_[4] = {};

@@ -28,8 +28,10 @@ size_t Total(const msghdr* msg) {
 }
 
 // After a sleep: the call's outcome if the wait ends it, or nothing to go round again.
-std::optional<Outcome> AfterSleep(int w, Instant deadline, size_t total, bool restart) {
-  if (w < 0 && errno == EINTR && !restart) {
+std::optional<Outcome> AfterSleep(const Backend& b, int w, int err, Instant deadline,
+                                  size_t total) {
+  // After a handler with SA_RESTART a wait without a timeout goes on, as the kernel's does.
+  if (w < 0 && err == EINTR && !(deadline.is_never() && b.RestartAfterSignal())) {
     return total > 0 ? Outcome::Done(static_cast<long>(total)) : Fail(EINTR);
   }
   if (!deadline.is_never() && io::MonotonicNow() >= deadline) {
@@ -103,7 +105,7 @@ Outcome Backend::Recv(FdEntry e, int, msghdr* msg, int flags) {
       waiter.Watch(s, *r);
     }
     const int w = waiter.Sleep(deadline, nullptr);
-    if (auto out = AfterSleep(w, deadline, total, deadline.is_never() && RestartAfterSignal())) {
+    if (auto out = AfterSleep(*this, w, errno, deadline, total)) {
       Session s(*this);
       waiter.Done(s);
       return *out;
@@ -173,7 +175,7 @@ Outcome Backend::Send(FdEntry e, int, const msghdr* msg, int flags) {
       waiter.Watch(s, *r);
     }
     const int w = waiter.Sleep(deadline, nullptr);
-    if (auto out = AfterSleep(w, deadline, total, deadline.is_never() && RestartAfterSignal())) {
+    if (auto out = AfterSleep(*this, w, errno, deadline, total)) {
       Session s(*this);
       waiter.Done(s);
       return *out;

@@ -137,6 +137,7 @@ void Backend::AtForkChild() {
   conn_ = child_conn_;
   child_conn_ = -1;
   ForgetThreadDoorbell();
+  if (g_trace != nullptr) g_trace->AfterFork();
 }
 
 void Backend::AtExit() {

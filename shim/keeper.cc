@@ -48,7 +48,6 @@
 
 namespace shake::shim {
 
-extern Shared* g_shared;
 bool LibIdentity(bool* at_base, uint64_t id[4]);
 
 namespace {
@@ -59,6 +58,7 @@ constexpr int64_t kBackstopNs = 50'000'000;   // the device check while programs
 constexpr int64_t kBusyWindowNs = 1'000'000'000;
 constexpr int64_t kSlackNs = 1'000'000;       // timers are run this late at most (a jiffy)
 constexpr int64_t kSweepNs = 5'000'000'000;   // slots without a connection: is the pid alive?
+constexpr int64_t kFirstHelloNs = 10'000'000'000;  // a keeper nobody attaches to ends
 constexpr uint64_t kTagListen = 1, kTagBell = 2, kTagDevice = 3;
 
 FILE* g_log = nullptr;
@@ -116,12 +116,14 @@ class Keeper {
   std::unique_ptr<io::Pump> pump_;
   std::unique_ptr<io::StackHandler> handler_;
   std::unique_ptr<io::PcapWriter> pcap_;
+  std::unique_ptr<io::TraceLogWriter> trace_;
   int listen_ = -1;
   int ep_ = -1;
   int bell_ = -1;
   bool watching_device_ = false;
   std::unordered_map<int, Conn> conns_;
   int64_t idle_ns_ = 5'000'000'000;
+  bool served_ = false;  // a process has attached since we started
 };
 
 bool Keeper::Map(std::string* why) {
@@ -158,6 +160,10 @@ bool Keeper::Map(std::string* why) {
   if (sh_->pcap[0] != '\0') {
     pcap_ = io::PcapWriter::OpenShared(sh_->pcap, io::LinktypeFor(dev_->link()), false, &err);
     if (pcap_) pump_->AddFilter(pcap_.get());
+  }
+  if (sh_->trace[0] != '\0') {
+    trace_ = io::TraceLogWriter::Open(sh_->trace, sh_->stack->config(), &err);
+    g_trace = trace_.get();
   }
   return true;
 }
@@ -200,7 +206,8 @@ int Keeper::Run() {
   }
   KLog("serving %s (pid %d)", sh_->device, getpid());
 
-  int64_t empty_since = io::MonotonicNow().nanos();
+  const int64_t started = io::MonotonicNow().nanos();
+  int64_t empty_since = 0;
   int64_t next_sweep = empty_since + kSweepNs;
   for (;;) {
     const int64_t now = io::MonotonicNow().nanos();
@@ -261,8 +268,8 @@ int Keeper::Run() {
       lock_->unlock();
       FlushRings(*sh_);
     }
-    if (!conns_.empty() || !Empty()) {
-      empty_since = 0;
+    if (!conns_.empty() || !Empty() || (!served_ && t - started < kFirstHelloNs)) {
+      empty_since = 0;  // the creator attaches within milliseconds of our start
     } else if (empty_since == 0) {
       empty_since = t;
     } else if (t - empty_since >= idle_ns_) {
@@ -301,8 +308,9 @@ void Keeper::Pass(bool drain) {
     pump_->Drain(now, *handler_, 256);
     sh_->last_drain.store(now.nanos(), std::memory_order_relaxed);
   }
-  const Instant next = sh_->stack->Poll(now, pump_->sink());
+  const Instant next = sh_->stack->Poll(now, pump_->sink(now));
   pump_->Flush();
+  if (trace_) trace_->Flush();
   sh_->deadline.store(next.nanos(), std::memory_order_relaxed);
   lock_->unlock();
   FlushRings(*sh_);
@@ -366,19 +374,29 @@ void Keeper::Welcome(int fd, const LinkHello& h) {
              "shake: SHAKE_DEVICE=%s: served by a stack of another libshake.so; run every "
              "program on this device with the same libshake, or wait for that stack to end",
              dev.c_str());
-  } else if (h.addr != sh_->addr || h.prefix_len != sh_->prefix_len ||
-             h.has_gateway != (sh_->has_gateway ? 1 : 0) ||
-             (h.has_gateway && h.gateway != sh_->gateway)) {
+  } else if (h.addr != sh_->addr || h.prefix_len != sh_->prefix_len) {
     w.status = EADDRNOTAVAIL;
     snprintf(w.message, sizeof w.message,
-             "shake: SHAKE_ADDR: the stack on %s has address %s%s; give the same address and "
-             "gateway, or use another device",
-             dev.c_str(), mine, sh_->has_gateway ? " and a gateway" : "");
+             "shake: SHAKE_ADDR: the stack on %s has address %s; give the same address, or "
+             "use another device",
+             dev.c_str(), mine);
+  } else if (h.has_gateway && sh_->has_gateway && h.gateway != sh_->gateway) {
+    // A gateway is the stack's route, common to its programs: the first one given is kept
+    // (the process that brings one to a stack without sets it, attach.cc).
+    w.status = ENETUNREACH;
+    snprintf(w.message, sizeof w.message,
+             "shake: SHAKE_GATEWAY: the stack on %s routes through %u.%u.%u.%u; give the same "
+             "gateway, or none",
+             dev.c_str(), sh_->gateway >> 24, (sh_->gateway >> 16) & 255,
+             (sh_->gateway >> 8) & 255, sh_->gateway & 255);
   } else {
     w.base = arena_->base();
     w.size = arena_->size();
     const int fds[2] = {kMemFd, dev_->fd()};
-    if (SendLink(fd, &w, sizeof w, fds, 2)) conns_[fd].welcomed = true;
+    if (SendLink(fd, &w, sizeof w, fds, 2)) {
+      conns_[fd].welcomed = true;
+      served_ = true;
+    }
     return;
   }
   KLog("refused pid %d: %s", cred.pid, w.message);

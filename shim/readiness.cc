@@ -313,6 +313,11 @@ int Waiter::Sleep(Instant deadline, const sigset_t* mask, pollfd* extra, nfds_t 
 }
 
 void Waiter::Done(Session& s) {
+  const int saved = errno;  // a caller may have its outcome's errno set already
+  struct Restore {
+    int e;
+    ~Restore() { errno = e; }
+  } restore{saved};
   Shared& sh = s.sh();
   for (int i = 0; i < nnodes_; ++i) {
     const uint32_t n = nodes_[i];
@@ -339,6 +344,11 @@ void Waiter::Done(Session& s) {
 bool Backend::RestartAfterSignal() const {
   // The signal that ended the wait is not known here: restart only if every handler the
   // program installed asks for it, as most programs' handlers that use SA_RESTART do.
+  const int saved = errno;
+  struct Restore {
+    int e;
+    ~Restore() { errno = e; }
+  } restore{saved};
   for (int sig = 1; sig < 65; ++sig) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     struct sigaction sa {};

@@ -1,5 +1,7 @@
 // Session: one locked pass over the shared stack (backend_impl.h), and the closes a signal
 // handler asked for while its thread held the lock.
+#include <errno.h>
+
 #include "io/clock.h"
 #include "shim/backend_impl.h"
 #include "shim/doorbell.h"
@@ -37,17 +39,21 @@ void Session::Drain() {
 
 void Session::Serve() {
   ReentrancyGuard guard;
-  b_.stack_->Poll(now(), b_.pump_->sink());
+  b_.stack_->Poll(now(), b_.pump_->sink(now()));
   b_.pump_->Flush();
   b_.pump_->Drain(now(), *b_.handler_, kServeBatch);
 }
 
 Session::~Session() {
+  // The call's errno was set inside the section (Fail); the system calls below must not change
+  // what it returns.
+  const int saved = errno;
   Shared& sh = *b_.sh_;
   {
     ReentrancyGuard guard;
-    const Instant next = b_.stack_->Poll(now(), b_.pump_->sink());
+    const Instant next = b_.stack_->Poll(now(), b_.pump_->sink(now()));
     b_.pump_->Flush();
+    if (g_trace != nullptr) g_trace->Flush();
     sh.deadline.store(next.nanos(), std::memory_order_relaxed);
     if (next.nanos() + kKeeperSlackNs < sh.keeper_wake.load(std::memory_order_relaxed)) {
       QueueRing(sh, sh.keeper_doorbell);
@@ -56,6 +62,7 @@ Session::~Session() {
   b_.lock_->unlock();
   FlushRings(sh);
   b_.RunDeferred();
+  errno = saved;
 }
 
 }  // namespace shake::shim

@@ -164,7 +164,7 @@ uint32_t NewDoorbell(Shared& sh, int owner) {
   for (uint32_t i = 0; i < sh.limits.doorbells; ++i) {
     if (i == sh.doorbell_high) ++sh.doorbell_high;
     Doorbell& d = sh.doorbells[i];
-    if (d.owner < 0) {
+    if (d.owner == -1) {
       d.owner = owner;
       d.sleepers.store(0);
       d.rung.store(0);

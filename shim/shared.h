@@ -125,7 +125,7 @@ struct EpollRec {
 
 // A wake-up channel to a sleeping thread, usable from any process (doorbell.h).
 struct Doorbell {
-  int32_t owner = -1;                  // process slot; -1: free
+  int32_t owner = -1;  // process slot; -1: free; -2: an epoll instance's or the keeper's
   std::atomic<uint32_t> sleepers{0};   // threads about to sleep or asleep on it
   std::atomic<uint32_t> rung{0};       // a ring is in flight and not yet drained
 };

@@ -511,7 +511,7 @@ Outcome Backend::Accept(FdEntry e, int fd, sockaddr* addr, socklen_t* len, int f
         if (k >= 0 || errno != EAGAIN) return Outcome::Done(k);
         continue;
       }
-      if (w < 0 && errno == EINTR && !(RestartAfterSignal() && deadline.is_never())) {
+      if (w < 0 && errno == EINTR && !(deadline.is_never() && RestartAfterSignal())) {
         Session s(*this);
         waiter.Done(s);
         return Fail(EINTR);
@@ -519,7 +519,7 @@ Outcome Backend::Accept(FdEntry e, int fd, sockaddr* addr, socklen_t* len, int f
     } else {
       if (nonblock) return Fail(EAGAIN);
       const int w = waiter.Sleep(deadline, nullptr);
-      if (w < 0 && errno == EINTR && !(RestartAfterSignal() && deadline.is_never())) {
+      if (w < 0 && errno == EINTR && !(deadline.is_never() && RestartAfterSignal())) {
         Session s(*this);
         waiter.Done(s);
         return Fail(EINTR);

@@ -124,6 +124,8 @@ struct Stack::Impl final : TcpHost {
   std::pmr::memory_resource* mem;
   Counters stats;
   StackObserver* observer = nullptr;
+  bool tracing = true;  // TraceEvents go to the observer (SetTracing)
+  bool Tracing() const { return observer != nullptr && tracing; }
 
   std::pmr::vector<Tcb*> tcbs;  // slot -> control block
   std::pmr::vector<uint32_t> generations;
@@ -260,11 +262,11 @@ struct Stack::Impl final : TcpHost {
     return dst.InSubnet(config.addr, config.prefix_len) || config.gateway.has_value();
   }
   void Trace(const TraceEvent& e) {
-    if (observer != nullptr) observer->OnTrace(e);
+    if (Tracing()) observer->OnTrace(e);
   }
   void TraceSegment(TraceEvent::Kind kind, Instant now, const FourTuple& tuple,
                     const wire::TcpHeader& h, size_t len) {
-    if (observer == nullptr) return;
+    if (!Tracing()) return;
     TraceEvent e;
     e.kind = kind;
     e.time = now;
@@ -464,7 +466,7 @@ void Stack::Impl::SendReset(Instant now, const FourTuple& tuple, const wire::Tcp
 
 void Stack::Impl::StateChanged(Instant now, Tcb& tcb, TcpState from) {
   const TcpState to = tcb.state();
-  if (observer != nullptr) {
+  if (Tracing()) {
     TraceEvent e;
     e.kind = TraceEvent::Kind::kStateChange;
     e.time = now;
@@ -742,7 +744,7 @@ void Stack::Impl::HandleListen(Instant now, Tcb& listener, const FourTuple& tupl
   child->in_table = true;
   listener.syn_queue_len++;
   stats.tcp_passive_opens++;
-  if (observer != nullptr) {
+  if (Tracing()) {
     TraceEvent e;
     e.kind = TraceEvent::Kind::kStateChange;
     e.time = now;
@@ -769,6 +771,8 @@ Stack::~Stack() {
 }
 
 const StackConfig& Stack::config() const { return impl_->config; }
+
+void Stack::SetGateway(std::optional<Ipv4Addr> gateway) { impl_->config.gateway = gateway; }
 
 void Stack::Receive(Instant now, std::span<const std::byte> frame, FrameSink& out,
                     bool checksum_trusted) {
@@ -1094,6 +1098,7 @@ uint32_t Stack::Readiness(SocketId id) const {
 }
 
 void Stack::SetObserver(StackObserver* observer) { impl_->observer = observer; }
+void Stack::SetTracing(bool on) { impl_->tracing = on; }
 
 const Counters& Stack::counters() const { return impl_->stats; }
 

@@ -105,6 +105,10 @@ struct TcpConfig {
   // the RTO. Linux's tcp_early_retrans >= 3 (its default); set false to match
   // tcp_early_retrans=0, where only the RTO recovers a lost tail.
   bool tail_loss_probe = true;
+  // RFC 5681 4.1 / RFC 7661 in Linux's form (tcp_slow_start_after_idle, tcp_cwnd_restart):
+  // sending after more than an RTO without data in flight first shrinks cwnd, halving it per
+  // RTO idle down to the initial window. Linux's default is on; off keeps cwnd across idle.
+  bool slow_start_after_idle = false;
 };
 
 struct StackConfig {
