@@ -23,10 +23,14 @@ void CongestionController::OnAck(Instant now, uint32_t acked, uint32_t mss, uint
                                  Duration srtt, uint32_t* cwnd) {
   if (acked == 0 || mss == 0) return;
   if (*cwnd < ssthresh) {
-    // RFC 5681 3.1 slow start with RFC 3465's byte counting, L = 2. RFC 9438 4.10 keeps the
-    // standard slow start for CUBIC.
-    *cwnd = std::min(kMaxCwnd, *cwnd + std::min<uint32_t>(acked, 2u * mss));
-    return;
+    // RFC 5681 3.1 slow start with RFC 3465's byte counting. RFC 3465 suggests L = 2 (at
+    // most two segments per ACK); Linux (tcp_slow_start) has no such limit: a stretch ACK
+    // grows cwnd by all it acknowledges, up to ssthresh, and what is left over counts in
+    // congestion avoidance. We do as Linux. RFC 9438 4.10 keeps this slow start for CUBIC.
+    const uint32_t grow = std::min(acked, ssthresh - *cwnd);
+    *cwnd = std::min(kMaxCwnd, *cwnd + grow);
+    acked -= grow;
+    if (acked == 0 || *cwnd < ssthresh) return;
   }
   if (algo_ == CongestionControl::kCubic) {
     CubicAvoidance(now, acked, mss, srtt, cwnd);

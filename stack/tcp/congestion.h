@@ -37,6 +37,11 @@ class CongestionController {
 
   // A retransmission timeout collapsed the window: byte counting starts over.
   void OnTimeout() { bytes_acked_ = 0; }
+  // cwnd restarted after idle: congestion avoidance starts a new epoch from the new cwnd.
+  void OnRestart() {
+    bytes_acked_ = 0;
+    epoch_valid_ = false;
+  }
 
   // The state to put back if the episode that starts now proves spurious (RFC 9438 4.9).
   struct Saved {

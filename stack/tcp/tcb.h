@@ -297,6 +297,9 @@ class Tcb {
   // Cwnd validation (RFC 7661 in Linux's form): the most segments in flight during the last
   // window of data, the SND.NXT that window ends at, and whether cwnd limited the sender.
   uint32_t max_packets_out_ = 0;
+  // The last time data left (Linux lsndtime), for the restart after idle.
+  Instant last_data_sent_;
+  bool data_sent_once_ = false;
   SeqNum cwnd_usage_seq_;
   bool is_cwnd_limited_ = false;
   int dupacks_ = 0;

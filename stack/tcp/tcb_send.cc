@@ -537,6 +537,21 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
     if (n != 0 && SendSegment(now, flag::kAck, snd_una_, n, true, out)) sent = true;
     snd_nxt_ = snd_max_;
   }
+  // RFC 5681 4.1, as Linux's tcp_cwnd_restart: nothing in flight and no data sent for more
+  // than an RTO; cwnd halves per RTO idle, not below the initial window (nor above cwnd), and
+  // ssthresh keeps at least three quarters of the old cwnd (tcp_current_ssthresh).
+  if (host_.tcp_config().slow_start_after_idle && snd_una_ == snd_max_ && snd_nxt_ < data_end() &&
+      data_sent_once_ && now - last_data_sent_ > rtt_.rto()) {
+    const uint32_t initial = std::min<uint32_t>(10u * snd_mss_, std::max<uint32_t>(2u * snd_mss_, 14600));
+    const uint32_t restart = std::min(initial, cwnd_);
+    if (!in_recovery_) ssthresh_ = std::max(ssthresh_, (cwnd_ >> 1) + (cwnd_ >> 2));
+    uint32_t cwnd = cwnd_;
+    Duration delta = now - last_data_sent_;
+    const Duration rto = rtt_.rto();
+    while ((delta = delta - rto) > Duration::Zero() && cwnd > restart) cwnd >>= 1;
+    cwnd_ = std::max(cwnd, restart);
+    cc_.OnRestart();
+  }
   const SeqNum max_before = snd_max_;
   bool cwnd_limited = false;
   for (int guard = 0; guard < 4096; ++guard) {
@@ -579,6 +594,8 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
       if (!SendSegment(now, flags, s, n, retransmit, out)) break;
       NoteSent(now, s, n);
       sent = true;
+      last_data_sent_ = now;
+      data_sent_once_ = true;
       if (!rtt_timing_ && !retransmit && !ts_ok_) {
         rtt_timing_ = true;
         rtt_seq_ = s;
