@@ -124,8 +124,17 @@ std::string DropDevNull(std::string s) {
 void ParseOne(const std::string& raw, const std::string& dir, int depth,
               std::vector<CommandItem>& out);
 
-void ParseText(const std::string& text, const std::string& dir, int depth,
+void ParseText(const std::string& raw, const std::string& dir, int depth,
                std::vector<CommandItem>& out) {
+  std::string text;  // a backslash at the end of a line continues it
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] == '\\' && i + 1 < raw.size() && raw[i + 1] == '\n') {
+      text += ' ';
+      ++i;
+    } else {
+      text += raw[i];
+    }
+  }
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {

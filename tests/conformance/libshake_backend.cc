@@ -57,6 +57,7 @@ void KernelDefaults(shake::StackConfig& c) {
   c.tcp.send_buffer = 4194304;
   c.tcp.syn_retries = 6;
   c.tcp.tail_loss_probe = true;  // tcp_early_retrans=3
+  c.tcp.slow_start_after_idle = true;
   c.tcp.congestion_control = shake::CongestionControl::kCubic;
 }
 
@@ -89,6 +90,7 @@ shake::StackConfig MakeConfig() {
   c.tcp.ephemeral_high = 60999;
   c.tcp.tail_loss_probe = false;  // tcp_early_retrans=0
   c.tcp.congestion_control = shake::CongestionControl::kReno;  // tcp_congestion_control=reno
+  c.tcp.slow_start_after_idle = true;  // tcp_slow_start_after_idle=1, the kernel's default
   for (size_t i = 0; i < c.isn_secret.size(); ++i) c.isn_secret[i] = static_cast<uint8_t>(i * 37 + 11);
   c.seed = 0x5eed;
   return c;
@@ -124,12 +126,15 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
   // Maps the sysctls of a script's command onto the StackConfig (tests/conformance/commands.h).
   std::string RunCommand(const std::string& text, const std::string& dir,
                          std::vector<std::string>* notes) override {
+    bool any_sysctl = false;
     for (const CommandItem& item : ParseCommand(text, dir)) {
       if (item.kind == CommandItem::Kind::kNoOp) continue;
+      any_sysctl = true;
       if (item.kind != CommandItem::Kind::kSysctl) return "unsupported: command '" + item.text + "'";
       const std::string err = ApplySysctl(item.key, item.value, notes);
       if (!err.empty()) return "unsupported: " + err;
     }
+    if (!any_sysctl) return "";
     if (opened_) return "unsupported: sysctls changed after the first socket (the stack's "
                         "configuration is fixed when it is built)";
     Rebuild();
@@ -162,6 +167,7 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     else if (k == "tcp_rmem") t.recv_buffer = static_cast<size_t>(last());
     else if (k == "tcp_wmem") t.send_buffer = static_cast<size_t>(last());
     else if (k == "tcp_early_retrans") t.tail_loss_probe = v >= 3;
+    else if (k == "tcp_slow_start_after_idle") t.slow_start_after_idle = v != 0;
     else if (k == "tcp_congestion_control") {
       if (value == "cubic") t.congestion_control = shake::CongestionControl::kCubic;
       else if (value == "reno") t.congestion_control = shake::CongestionControl::kReno;
@@ -170,7 +176,7 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     // Values that are what the stack does anyway.
     else if ((k == "tcp_dsack" && v == 1) || (k == "tcp_fack" && v == 0) ||
              (k == "tcp_reordering" && v == 3) || (k == "tcp_recovery" && v == 1) ||
-             (k == "tcp_ecn" && v == 0) || (k == "tcp_slow_start_after_idle" && v == 0) ||
+             (k == "tcp_ecn" && v == 0) ||
              (k == "tcp_notsent_lowat" && value == "4294967295") ||
              (k == "tcp_syn_linear_timeouts" && v == 0)) {
     }
