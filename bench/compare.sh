@@ -62,6 +62,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 ME=compare.sh
 die() { echo "$ME: $*" >&2; exit 2; }
+(($# == 0)) || die "takes no arguments (the knobs are environment variables: see the header of bench/compare.sh)"
 
 ALL_ROWS="ab-c32-w1 ab-c50-w1 ab-c32-w2 ab-c50-w2 wrk-t1-c32 wrk-t2-c50 sockperf iperf3-up iperf3-down redis scaling idle conns"
 if [[ ${SMOKE:-0} == 1 ]]; then
@@ -132,13 +133,19 @@ PER_PROC=$(( $(ulimit -Hn) - 256 ))
 ((PER_PROC >= 1024)) || die "the hard limit on open files, $(ulimit -Hn), is too low: ulimit -Hn 65536 (as root)"
 
 # ---- build ------------------------------------------------------------------------------------
+# shake-keeper (the stack's keeper process) is built when the tree has it; the first build
+# re-runs cmake if CMakeLists changed, so the target list is read after it.
 targets=(shake shake_preload)
+build() {
+  echo "== building $* in $BUILD_DIR"
+  cmake --build "$BUILD_DIR" -j2 --target "$@" >/dev/null ||
+    { echo "$ME: the build failed: cmake --build $BUILD_DIR --target $*" >&2; exit 2; }
+}
+build "${targets[@]}"
 if cmake --build "$BUILD_DIR" --target help 2>/dev/null | grep -q '^shake-keeper:'; then
   targets+=(shake-keeper)
+  build shake-keeper
 fi
-echo "== building ${targets[*]} in $BUILD_DIR"
-cmake --build "$BUILD_DIR" -j2 --target "${targets[@]}" >/dev/null ||
-  { echo "$ME: the build failed: cmake --build $BUILD_DIR --target ${targets[*]}" >&2; exit 2; }
 SHAKE=$BUILD_DIR/shim/shake
 [[ -x $SHAKE && -f $BUILD_DIR/shim/libshake.so ]] || die "$SHAKE or libshake.so missing after the build"
 BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD_DIR/CMakeCache.txt")
@@ -252,14 +259,16 @@ start_bg() {  # start_bg IMPL NAME PROBE-FUNCTION CMD...: a server that stays in
   local impl=$1 name=$2 probe=$3 ns=${SRV_NS[$1]}
   shift 3
   launcher "$impl"
-  local log_file=$WORK/runs/server-$name-$impl.log
-  ip netns exec "$ns" "${LAUNCH[@]}" "$@" >>"$log_file" 2>&1 &
+  SRV_LOG=$WORK/runs/server-$name-$impl.log
+  : >"$SRV_LOG"
+  ip netns exec "$ns" "${LAUNCH[@]}" "$@" >>"$SRV_LOG" 2>&1 &
   local pid=$!
   BG_PIDS+=("$pid")
   SRV_KIND=bg SRV_PIDS=("$pid")
-  for _ in $(seq 100); do
+  local until=$(( $(date +%s) + 20 ))
+  while (( $(date +%s) < until )); do
     if ! kill -0 "$pid" 2>/dev/null; then
-      log "    $name ($impl) exited at start: $(tail -n 3 "$log_file" | tr '\n' ' ')"
+      log "    $name ($impl) exited at start: $(tail -n 3 "$SRV_LOG" | tr '\n' ' ')"
       return 1
     fi
     if "$probe" "${SRV_IP[$impl]}"; then
@@ -267,16 +276,28 @@ start_bg() {  # start_bg IMPL NAME PROBE-FUNCTION CMD...: a server that stays in
       log "    $name ($impl) on ${SRV_IP[$impl]}: pids ${SRV_PIDS[*]}"
       return 0
     fi
-    sleep 0.1
+    sleep 0.2
   done
-  log "    $name ($impl) does not answer on ${SRV_IP[$impl]} after 10 s: $(tail -n 3 "$log_file" | tr '\n' ' ')"
+  log "    $name ($impl) does not answer on ${SRV_IP[$impl]} after 20 s: $(tail -n 3 "$SRV_LOG" | tr '\n' ' ')"
   return 1
 }
 
-probe_sockperf() { timeout 5 ip netns exec "$CLIENT_NS" sockperf ping-pong --tcp -i "$1" -p 11111 -t 1 >/dev/null 2>&1; }
-probe_iperf3() { timeout 5 ip netns exec "$CLIENT_NS" iperf3 -c "$1" -p 5201 -n 64K >/dev/null 2>&1; }
-probe_tcp80() { timeout 3 ip netns exec "$CLIENT_NS" bash -c "exec 3<>/dev/tcp/$1/80" 2>/dev/null; }
-probe_redis() { [[ $(timeout 3 ip netns exec "$CLIENT_NS" redis-cli -h "$1" -p 6379 ping 2>/dev/null) == PONG ]]; }
+# Readiness probes, each bounded to a few seconds. The port must accept a connection first (a
+# bare connect and close); iperf3 is only probed once it says it listens, because a probe that
+# dies half-way leaves the iperf3 server waiting in its one test.
+probe_port() {  # probe_port IP PORT
+  timeout 2 ip netns exec "$CLIENT_NS" bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null
+}
+probe_sockperf() { probe_port "$1" 11111; }
+probe_iperf3() {
+  grep -q "Server listening on 5201" "$SRV_LOG" &&
+    timeout 8 ip netns exec "$CLIENT_NS" iperf3 -c "$1" -p 5201 -n 64K --connect-timeout 2000 >/dev/null 2>&1
+}
+probe_tcp80() { probe_port "$1" 80; }
+probe_redis() {
+  probe_port "$1" 6379 &&
+    [[ $(timeout 3 ip netns exec "$CLIENT_NS" redis-cli -h "$1" -p 6379 ping 2>/dev/null) == PONG ]]
+}
 
 stop_server() {  # stop_server IMPL: quit (nginx) or TERM, KILL after 15 s
   local impl=$1 p alive
@@ -296,10 +317,28 @@ stop_server() {  # stop_server IMPL: quit (nginx) or TERM, KILL after 15 s
     for p in "${SRV_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   fi
   for p in "${SRV_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  local keepers
-  keepers=$(keeper_pids)
-  [[ -z $keepers ]] || log "    shake-keeper still running after the server: pids $keepers"
   SRV_PIDS=() SRV_KIND=
+  stop_keepers
+}
+
+# The keeper outlives the programs on its stack (TIME-WAIT, orphans) and, in packet mode, reads
+# the veth while it is busy, so one left from libshake's round would work during the kernel's
+# next round. Every round ends with none: each is ended (TERM, KILL after 5 s) and logged.
+stop_keepers() {
+  local ks p t
+  ks=$(keeper_pids)
+  [[ -n $ks ]] || return 0
+  for p in $ks; do
+    t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+    log "    shake-keeper $p still running after the server (${t:-?} ticks in its life): ended"
+    kill -TERM "$p" 2>/dev/null || true
+  done
+  for _ in $(seq 50); do
+    [[ -n $(keeper_pids) ]] || return 0
+    sleep 0.1
+  done
+  for p in $(keeper_pids); do kill -KILL "$p" 2>/dev/null || true; done
+  log "    shake-keeper did not end on TERM within 5 s: killed"
 }
 
 keeper_pids() {  # any shake-keeper in our namespaces
@@ -488,6 +527,7 @@ held_count() {  # hold_server.py's own count of held connections (its workers' s
 
 measure_conns() {  # measure_conns SC ROW IMPL REP
   local base_pss base_stat="" hold_stat="" mem=na
+  sleep 1  # the server's processes have finished starting
   base_pss=$(pss_kib)
   [[ $3 == libshake ]] && base_stat=$(stack_stat)
   hold_start "$1-$2-$3-$4" "$3" "$CONNS"
@@ -560,7 +600,7 @@ start_group() {  # start_group GROUP IMPL
     nginx1) start_nginx "$2" 1 1024 ;;
     nginx2) start_nginx "$2" 2 1024 ;;
     sockperf) start_bg "$2" sockperf probe_sockperf sockperf server --tcp -i "${SRV_IP[$2]}" -p 11111 ;;
-    iperf3) start_bg "$2" iperf3 probe_iperf3 iperf3 -s -B "${SRV_IP[$2]}" -p 5201 ;;
+    iperf3) start_bg "$2" iperf3 probe_iperf3 iperf3 -s -B "${SRV_IP[$2]}" -p 5201 --forceflush ;;
     redis) start_bg "$2" redis probe_redis redis-server --bind "${SRV_IP[$2]}" --port 6379 \
              --save "" --appendonly no --protected-mode no --daemonize no --dir "$WORK" ;;
     idle) start_nginx "$2" "$(hold_workers "$IDLE_CONNS")" "$PER_PROC" on ;;
@@ -571,7 +611,7 @@ start_group() {  # start_group GROUP IMPL
 }
 
 measure_row() {  # measure_row SC ROW IMPL REP
-  log "  $1 rep $4: $2 on $3 (load $(cut -d' ' -f1 /proc/loadavg))"
+  log "  $1 rep $4: $2 on $3 (t=$(( $(date +%s) - START ))s, load $(cut -d' ' -f1 /proc/loadavg))"
   case $2 in
     ab-c32-w*) measure_ab "$@" 32 ;;
     ab-c50-w*) measure_ab "$@" 50 ;;
@@ -588,7 +628,7 @@ measure_row() {  # measure_row SC ROW IMPL REP
 
 round() {  # round SC GROUP IMPL REP: start the group's server, measure its selected rows, stop it
   local sc=$1 group=$2 impl=$3 rep=$4 row
-  log "  $sc rep $rep: starting $group on $impl"
+  log "  $sc rep $rep: starting $group on $impl (t=$(( $(date +%s) - START ))s)"
   if ! start_group "$group" "$impl"; then
     for row in $(group_rows "$group"); do
       want "$row" || continue
