@@ -351,10 +351,14 @@ keeper_pids() {  # any shake-keeper in our namespaces
   echo "$out"
 }
 
-pss_kib() {  # the summed PSS of the server's processes and keepers, KiB
+# The server's memory: the summed proportional anonymous and shared-memory (the libshake arena is
+# a memfd) resident size of its processes and keepers, KiB. File pages are left out: their share
+# changes whenever another process maps the same binary (the holder is Python too).
+pss_kib() {
   local p total=0 v
   for p in "${SRV_PIDS[@]}" $(keeper_pids); do
-    v=$(awk '$1 == "Pss:" { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+    v=$(awk '$1 == "Pss_Anon:" || $1 == "Pss_Shmem:" { s += $2 } END { print s + 0 }' \
+      "/proc/$p/smaps_rollup" 2>/dev/null || true)
     total=$((total + ${v:-0}))
   done
   echo "$total"
@@ -463,7 +467,7 @@ hold_start() {  # hold_start TAG IMPL COUNT -> HOLD_PID; waits until the connect
   rm -f "$ready"
   timeout -k 5 $((CONNECT_SECONDS + 600)) ip netns exec "$CLIENT_NS" "$PY" "$TOOLS/hold_conns.py" \
     --dst "${SRV_IP[$2]}:80" --src "${SRCS[$2]}" --count "$3" --ready "$ready" \
-    --deadline "$CONNECT_SECONDS" --hold 600 >"$HOLD_JSON" 2>"$HOLD_ERR" &
+    --deadline "$CONNECT_SECONDS" --give-up 2048 --hold 600 >"$HOLD_JSON" 2>"$HOLD_ERR" &
   HOLD_PID=$!
   BG_PIDS+=("$HOLD_PID")
   for _ in $(seq $(( (CONNECT_SECONDS + 30) * 5 ))); do
@@ -738,8 +742,9 @@ want scaling || export SCALING=0
   fi
   if want conns; then
     echo "conns: held = still open when the hold ended; stack memory = growth of shake stat's memory_bytes"
-    echo "over the growth of its connections; PSS = the server processes' proportional RSS growth per held"
-    echo "connection (user memory of nginx and the shim; not the stack's memory, not the kernel's)."
+    echo "over the growth of its connections; PSS = growth of the server processes' proportional anonymous +"
+    echo "shared-memory resident size per held connection (hold_server.py, the shim and the arena pages it"
+    echo "touched; not the stack's own count, and nothing of the kernel's socket memory)."
   fi
   echo "The clients share the $(nproc) cores with the servers: these are ratios on this machine, not capacities."
 } >"$WORK/table.txt"

@@ -103,7 +103,7 @@ def main():
         ("conns", "main", f"{conns} concurrent conns (hold_server.py), held", "conns", "count", None,
          None),
         ("conns", "mem", "  stack memory per connection", "B", "bytes", 2048, 4096),
-        ("conns", "pss", "  server PSS growth per conn (not stack mem)", "B", "info", None,
+        ("conns", "pss", "  server anon+shmem PSS growth/conn (not stack)", "B", "info", None,
          None),
     ]
 

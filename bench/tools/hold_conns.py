@@ -15,12 +15,14 @@ most --inflight at a time, round-robin over the --src addresses (each socket bou
 IP_BIND_ADDRESS_NO_PORT, so the 4-tuple, not the source address alone, must be unique: one
 address gives at most ip_local_port_range's ports). A connect that has not completed after
 --connect-timeout seconds counts as a timeout; the connect phase ends when every attempt has
-completed or failed, or after --deadline seconds (the rest count as timeouts).
+completed or failed, or after --deadline seconds (the rest count as timeouts); with --give-up N
+a holder stops opening after N failures in a row (the rest count as "abandoned"), so that a
+server that refuses everything beyond some number does not keep the phase busy until the deadline.
 
 When every holder's connect phase has ended, one line goes to the --ready file (written to
 FILE.tmp, then renamed, so a reader never sees half of it) and to stderr:
 
-    ready established=N refused=N reset=N timeout=N local=N other=N seconds=S
+    ready established=N refused=N reset=N timeout=N local=N other=N abandoned=N seconds=S
 
 Then the established connections are held, sending nothing, for --hold seconds or until SIGTERM
 or SIGINT; any of them that the server closes or resets meanwhile counts as dropped (a server
@@ -48,7 +50,7 @@ import time
 
 IP_BIND_ADDRESS_NO_PORT = 24  # <linux/in.h>; Python's socket module does not name it
 FD_MARGIN = 64                # descriptors a holder keeps for itself besides its connections
-KINDS = ("established", "refused", "reset", "timeout", "local", "other")
+KINDS = ("established", "refused", "reset", "timeout", "local", "other", "abandoned")
 
 
 def parse_args():
@@ -62,6 +64,8 @@ def parse_args():
     p.add_argument("--deadline", type=float, default=300.0, help="bound on the connect phase, s")
     p.add_argument("--hold", type=float, default=60.0, help="seconds to hold after the phase")
     p.add_argument("--ready", help="file that gets the ready line")
+    p.add_argument("--give-up", type=int, default=0,
+                   help="stop opening after this many failures in a row (0: never)")
     a = p.parse_args()
     host, _, port = a.dst.rpartition(":")
     if not host or not port.isdigit():
@@ -107,11 +111,14 @@ def holder(a, count, offset, out, stop):
     counts = collections.Counter()
     errors = collections.Counter()
     started = 0
+    in_a_row = 0  # failures since the last success
     t0 = time.monotonic()
 
     def fail(kind, code):
+        nonlocal in_a_row
         counts[kind] += 1
         errors[f"{kind}:{errname(code)}"] += 1
+        in_a_row += 1
 
     def start_one():
         nonlocal started
@@ -143,12 +150,14 @@ def holder(a, count, offset, out, stop):
             fail("refused" if rc == errno.ECONNREFUSED else "local", rc)
 
     def settle(fd):
+        nonlocal in_a_row
         s = pending.pop(fd)
         code = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code == 0:
             held[fd] = s
             ep.modify(fd, select.EPOLLRDHUP | select.EPOLLIN)
             counts["established"] += 1
+            in_a_row = 0
             return
         ep.unregister(fd)
         s.close()
@@ -173,11 +182,14 @@ def holder(a, count, offset, out, stop):
 
     # ---- connect phase
     deadline = t0 + a.deadline
-    while not stop() and (started < count or pending):
+    limit = count  # lowered to `started` when giving up
+    while not stop() and (started < limit or pending):
         now = time.monotonic()
         if now >= deadline:
             break
-        while started < count and len(pending) < a.inflight:
+        if a.give_up and in_a_row >= a.give_up and limit > started:
+            limit = started
+        while started < limit and len(pending) < a.inflight:
             start_one()
         while order and pending.get(order[0][1]) is not order[0][2]:
             order.popleft()  # already settled (the fd number may have been reused since)
@@ -200,8 +212,11 @@ def holder(a, count, offset, out, stop):
         fail("timeout", errno.ETIMEDOUT)
     pending.clear()
     if count > started:
-        counts["timeout"] += count - started
-        errors["timeout:not attempted before the deadline"] += count - started
+        kind = "abandoned" if limit < count else "timeout"
+        why = (f"not attempted after {a.give_up} failures in a row" if limit < count
+               else "not attempted before the deadline")
+        counts[kind] += count - started
+        errors[f"{kind}:{why}"] += count - started
     ready = {k: counts[k] for k in KINDS}
     ready["seconds"] = round(time.monotonic() - t0, 1)
     out.write(json.dumps({"ready": ready}) + "\n")
