@@ -582,6 +582,14 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
   } else {
     rto_kind_ = RtoKind::kRetransmit;
     rto_deadline_ = now + rtt_.rto();
+    // SACK reneging (RFC 2018 section 8, Linux tcp_check_sack_reneging): SND.UNA advanced to
+    // data the receiver had SACKed and now does not acknowledge. It dropped it; rather than
+    // wait a whole RTO, time out after half an SRTT (at least 10 ms), and the timeout then
+    // forgets the SACKs.
+    if (sack_ok_ && acked > 0 && !tx_.empty() &&
+        (tx_.at(tx_.first_id()).flags & TxRecords::kSacked) != 0) {
+      rto_deadline_ = now + Max(rtt_.srtt() / 2, Duration::Millis(10));
+    }
   }
   host_.ReadinessChanged(*this);
 }

@@ -848,6 +848,12 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
     // As Linux's tcp_enter_loss: every segment not SACKed is marked lost and recovery resends
     // them in order as the window allows, skipping what the receiver already holds (the SACK
     // scoreboard is kept across the timeout), instead of going back N over the whole flight.
+    // When the first unacknowledged segment is SACKed the receiver has reneged: forget
+    // every SACK (RFC 2018 section 8; Linux tcp_timeout_mark_lost) and resend it all.
+    if (!tx_.empty() && (tx_.at(tx_.first_id()).flags & TxRecords::kSacked) != 0) {
+      for (uint32_t id = tx_.first_id(); id != tx_.end_id(); ++id) tx_.Unsack(id);
+      scoreboard_len_ = 0;
+    }
     for (uint32_t id = tx_.first_id(); id != tx_.end_id(); ++id) tx_.MarkLost(id);
     in_recovery_ = true;
     fin_rexmit_pending_ = fin_out;

@@ -98,6 +98,15 @@ void TxRecords::MarkSacked(uint32_t id) {
   Unlink(id);
 }
 
+void TxRecords::Unsack(uint32_t id) {
+  Record& r = at(id);
+  if ((r.flags & kSacked) == 0) return;
+  Count(r, -static_cast<int64_t>(r.len()));
+  r.flags = static_cast<uint8_t>(r.flags & ~kSacked);
+  Count(r, r.len());
+  --sacked_segs_;
+}
+
 void TxRecords::MarkLost(uint32_t id) {
   Record& r = at(id);
   if ((r.flags & kSacked) != 0) return;

@@ -62,6 +62,8 @@ class TxRecords {
 
   void MarkSacked(uint32_t id);
   void MarkLost(uint32_t id);
+  // Forgets a SACK for the record (the receiver reneged, RFC 2018 section 8).
+  void Unsack(uint32_t id);
   // Sent again at `now`: moves to the tail of the time list.
   void MarkRetransmitted(uint32_t id, Instant now);
   // Clears every loss mark that has not been retransmitted yet (undo, RFC 3522 / RFC 2883;
