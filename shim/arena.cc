@@ -27,6 +27,7 @@ int ArenaResource::ClassOf(size_t bytes) {
 void* ArenaResource::do_allocate(size_t bytes, size_t alignment) {
   if (bytes < alignment) bytes = alignment;
   const int c = ClassOf(bytes);
+  live_ += c < kClasses ? size_t{1} << (c + kMinShift) : bytes;
   if (c < kClasses && free_[c] != nullptr) {
     FreeBlock* b = free_[c];
     free_[c] = b->next;
@@ -40,7 +41,10 @@ void* ArenaResource::do_allocate(size_t bytes, size_t alignment) {
   auto p = reinterpret_cast<uintptr_t>(next_);
   p = (p + align - 1) & ~(uintptr_t{align} - 1);
   std::byte* block = reinterpret_cast<std::byte*>(p);
-  if (block + size > end_ || block + size < block) throw std::bad_alloc();
+  if (block + size > end_ || block + size < block) {
+    live_ -= c < kClasses ? size_t{1} << (c + kMinShift) : bytes;
+    throw std::bad_alloc();
+  }
   next_ = block + size;
   return block;
 }
@@ -49,6 +53,7 @@ void ArenaResource::do_deallocate(void* p, size_t bytes, size_t alignment) {
   if (p == nullptr) return;
   if (bytes < alignment) bytes = alignment;
   const int c = ClassOf(bytes);
+  live_ -= c < kClasses ? size_t{1} << (c + kMinShift) : bytes;
   if (c >= kClasses) return;  // huge blocks are not reused
   auto* b = static_cast<FreeBlock*>(p);
   b->next = free_[c];

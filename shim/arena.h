@@ -34,7 +34,8 @@ namespace shake::shim {
 class ArenaResource final : public std::pmr::memory_resource {
  public:
   ArenaResource(std::byte* begin, std::byte* end) : begin_(begin), next_(begin), end_(end) {}
-  size_t used() const { return static_cast<size_t>(next_ - begin_); }
+  size_t used() const { return static_cast<size_t>(next_ - begin_); }  // high-water mark
+  size_t live() const { return live_; }  // bytes allocated and not freed (by size class)
 
  private:
   static constexpr int kMinShift = 4;
@@ -53,6 +54,7 @@ class ArenaResource final : public std::pmr::memory_resource {
   std::byte* next_;
   std::byte* end_;
   FreeBlock* free_[kClasses] = {};
+  size_t live_ = 0;
 };
 
 // The process-shared robust mutex, as the engine's lock. A process that dies holding it leaves

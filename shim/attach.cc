@@ -305,6 +305,7 @@ bool Backend::CreateStack(std::string* error) {
   if (config_.max_sockets != 0) sh->limits.sockets = config_.max_sockets;
   if (config_.max_procs != 0) sh->limits.procs = config_.max_procs;
   bool ok = AllocateTables(*sh, mem);
+  sh->tables_bytes = mem->live();
   if (ok) {
     try {
       sh->stack = new (mem->allocate(sizeof(Stack), alignof(Stack))) Stack(sc, mem);

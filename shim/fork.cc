@@ -55,6 +55,10 @@ void ReleaseProcess(Shared& sh, std::pmr::memory_resource* mem, Instant now, int
   for (uint32_t d = 0; d < sh.doorbell_high; ++d) {
     if (sh.doorbells[d].owner == slot) sh.doorbells[d].owner = -1;
   }
+  // Threads that died asleep on the device no longer read it.
+  sh.device_sleepers.fetch_sub(__atomic_exchange_n(&sh.procs[slot].device_sleepers, 0u,
+                                                   __ATOMIC_ACQ_REL),
+                               std::memory_order_acq_rel);
   Handoff& h = sh.procs[slot].handoff;
   if (h.fds != nullptr) mem->deallocate(h.fds, h.count * sizeof(HandoffFd), alignof(HandoffFd));
   sh.procs[slot] = ProcSlot{};

@@ -45,6 +45,7 @@
 #include "shim/guard.h"
 #include "shim/keeper_link.h"
 #include "shim/real.h"
+#include "shim/stat_snapshot.h"
 
 namespace shake::shim {
 
@@ -104,6 +105,7 @@ class Keeper {
   void Serve(int fd);
   void Drop(int fd);
   void Welcome(int fd, const LinkHello& h);
+  void Stat(int fd, bool json);
   // One pass over the stack: drain (when asked), timers, output. Under the lock.
   void Pass(bool drain);
   bool Empty();
@@ -336,6 +338,7 @@ void Keeper::Serve(int fd) {
       LinkType type;
       LinkHello hello;
       LinkClaim claim;
+      LinkStat stat;
     } m{};
     const ssize_t n = recv(fd, &m, sizeof m, MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
@@ -349,6 +352,8 @@ void Keeper::Serve(int fd) {
                static_cast<uint32_t>(m.claim.slot) < sh_->limits.procs) {
       it->second.slot = m.claim.slot;
       it->second.generation = m.claim.generation;
+    } else if (m.type == LinkType::kStat && n == sizeof(LinkStat)) {
+      Stat(fd, m.stat.json != 0);
     }
   }
 }
@@ -401,6 +406,31 @@ void Keeper::Welcome(int fd, const LinkHello& h) {
   }
   KLog("refused pid %d: %s", cred.pid, w.message);
   SendLink(fd, &w, sizeof w);
+}
+
+void Keeper::Stat(int fd, bool json) {
+  LinkStatReply r;
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+  if (cred.uid != sh_->uid && cred.uid != 0) {
+    r.status = EACCES;
+    SendLink(fd, &r, sizeof r);
+    return;
+  }
+  lock_->lock();
+  const std::string text = StatSnapshot(*sh_, arena_->resource()->live(), json);
+  lock_->unlock();
+  const int mfd = memfd_create("libshake-stat", MFD_CLOEXEC);
+  if (mfd < 0 || write(mfd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    r.status = errno != 0 ? errno : EIO;
+    if (mfd >= 0) close(mfd);
+    SendLink(fd, &r, sizeof r);
+    return;
+  }
+  r.size = text.size();
+  SendLink(fd, &r, sizeof r, &mfd, 1);
+  close(mfd);
 }
 
 void Keeper::Drop(int fd) {

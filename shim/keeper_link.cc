@@ -26,13 +26,6 @@ socklen_t Address(const std::string& name, sockaddr_un* a) {
 
 }  // namespace
 
-std::string KeeperName(const std::string& device) {
-  std::string n(1, '\0');
-  n += "libshake/";
-  n += device;
-  return n;
-}
-
 int ConnectKeeper(const std::string& name) {
   ReentrancyGuard guard;
   const int s = real::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);

@@ -15,6 +15,8 @@
 //   exit, crash or kill: the kernel closes -> HUP: the keeper closes the slot's sockets as
 //   the connection                             the kernel closes a dead process's files
 //
+// `shake stat` connects too, sends LinkStat, and gets the snapshot; it never maps the arena.
+//
 // The connection is the process's liveness: it is never written to after Claim. A fork child
 // gets a connection of its own, made by the parent before the fork (fork.cc); an exec'd image
 // keeps its process's connection, which survives the exec (handoff.cc). The keeper never takes
@@ -31,7 +33,7 @@ namespace shake::shim {
 
 inline constexpr uint32_t kLinkVersion = 1;
 
-enum class LinkType : uint32_t { kHello = 1, kWelcome = 2, kClaim = 3 };
+enum class LinkType : uint32_t { kHello = 1, kWelcome = 2, kClaim = 3, kStat = 4, kStatReply = 5 };
 
 struct LinkHello {
   LinkType type = LinkType::kHello;
@@ -58,8 +60,28 @@ struct LinkClaim {
   uint32_t generation = 0;  // ProcSlot::generation: a slot reused since is not this one's
 };
 
-// "\0libshake/<device>" as a sockaddr_un length-prefixed name.
-std::string KeeperName(const std::string& device);
+// `shake stat`: a snapshot of the stack (stat_snapshot.h), as JSON or as text. The keeper
+// answers with kStatReply and a memfd holding `size` bytes.
+struct LinkStat {
+  LinkType type = LinkType::kStat;
+  uint32_t version = kLinkVersion;
+  uint8_t json = 0;
+};
+
+struct LinkStatReply {
+  LinkType type = LinkType::kStatReply;
+  int32_t status = 0;
+  uint64_t size = 0;
+};
+
+// "\0libshake/<device>": the keeper's name in the abstract namespace (sun_path, its length
+// giving the end).
+inline std::string KeeperName(const std::string& device) {
+  std::string n(1, '\0');
+  n += "libshake/";
+  n += device;
+  return n;
+}
 
 // A connection to the keeper named `name`: close-on-exec, blocking. -1 with errno
 // (ECONNREFUSED or ENOENT: no keeper is listening).

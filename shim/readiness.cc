@@ -290,11 +290,11 @@ int Waiter::Sleep(Instant deadline, const sigset_t* mask, pollfd* extra, nfds_t 
   if (bell_fd >= 0) p[k++] = pollfd{bell_fd, POLLIN, 0};
   // One thread at a time sleeps in poll on the device (poll would wake them all for a frame);
   // the others are rung by it.
-  device_polled_ = sh.device_sleepers.fetch_add(1, std::memory_order_acq_rel) == 0;
+  device_polled_ = DeviceSleep(sh, b_.slot_) == 0;
   if (device_polled_) {
     p[k++] = pollfd{b_.dev_->fd(), POLLIN, 0};
   } else {
-    sh.device_sleepers.fetch_sub(1, std::memory_order_acq_rel);
+    DeviceWake(sh, b_.slot_);
   }
   const timespec left = RelativeTo(deadline);
   int r;
@@ -304,7 +304,7 @@ int Waiter::Sleep(Instant deadline, const sigset_t* mask, pollfd* extra, nfds_t 
   }
   const int err = errno;
   if (device_polled_) {
-    sh.device_sleepers.fetch_sub(1, std::memory_order_acq_rel);
+    DeviceWake(sh, b_.slot_);
     device_ready_ = r > 0 && (p[k - 1].revents & POLLIN) != 0;
   }
   for (nfds_t i = 0; i < n; ++i) extra[i].revents = p[i].revents;
@@ -734,7 +734,7 @@ Outcome Backend::EpollWait(int ep, epoll_event* events, int max, const timespec*
       n = harvest(s, 0);
       if (n == 0 && !zero) {
         s.sh().doorbells[s.sh().epolls[er - 1].doorbell - 1].sleepers.fetch_add(1);
-        s.sh().device_sleepers.fetch_add(1);
+        DeviceSleep(s.sh(), slot_);
       }
     }
     if (n > 0 || zero) {
@@ -763,7 +763,7 @@ Outcome Backend::EpollWait(int ep, epoll_event* events, int max, const timespec*
     {
       Session s(*this);
       s.sh().doorbells[s.sh().epolls[er - 1].doorbell - 1].sleepers.fetch_sub(1);
-      s.sh().device_sleepers.fetch_sub(1);
+      DeviceWake(s.sh(), slot_);
       n = harvest(s, k > 0 ? sift(0, k) : 0);
     }
     n = FoldHalves(events, n);

@@ -105,6 +105,16 @@ bool AllocateTables(Shared& sh, std::pmr::memory_resource* mem) {
   return true;
 }
 
+uint32_t DeviceSleep(Shared& sh, int slot) {
+  __atomic_add_fetch(&sh.procs[slot].device_sleepers, 1, __ATOMIC_ACQ_REL);
+  return sh.device_sleepers.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void DeviceWake(Shared& sh, int slot) {
+  __atomic_sub_fetch(&sh.procs[slot].device_sleepers, 1, __ATOMIC_ACQ_REL);
+  sh.device_sleepers.fetch_sub(1, std::memory_order_acq_rel);
+}
+
 uint32_t NewWatch(Shared& sh) {
   uint32_t w = sh.watch_free;
   if (w != 0) {

@@ -155,6 +155,8 @@ struct Handoff {
 struct ProcSlot {
   int32_t pid = 0;  // 0: free; -1: reserved for a child that has not run yet
   uint32_t generation = 0;  // names this use of the slot (a keeper connection claims one)
+  uint32_t device_sleepers = 0;  // this process's share of Shared::device_sleepers (atomic
+                                 // builtins): taken back when the process dies asleep
   Handoff handoff;
 };
 
@@ -203,6 +205,8 @@ struct Shared {
   uint32_t epoll_high = 0;
   uint32_t doorbell_high = 0;
   uint32_t next_generation = 0;
+  size_t tables_bytes = 0;  // the arena's allocation once the tables above were made: what the
+                            // stack allocates since is its memory (shake stat's memory_bytes)
 
   SocketRec* Rec(SocketId sid) {
     const uint32_t i = IndexOf(sid);
@@ -221,6 +225,11 @@ uint32_t NewWaitNode(Shared& sh);
 void FreeWaitNode(Shared& sh, uint32_t n);
 uint32_t NewEpoll(Shared& sh);        // index + 1, or 0
 uint32_t NewDoorbell(Shared& sh, int owner);  // index + 1, or 0
+
+// A thread of process `slot` is about to sleep with the device in its wait set, or has woken.
+// Returns the count before (DeviceSleep) so that a poll sleeper can tell it is the first.
+uint32_t DeviceSleep(Shared& sh, int slot);
+void DeviceWake(Shared& sh, int slot);
 
 // ---- Lifetimes (under the lock; any process, or the keeper) -----------------------------------
 // Socket record `index` has no descriptor left anywhere: its epoll registrations go, threads

@@ -1102,6 +1102,16 @@ void Stack::SetTracing(bool on) { impl_->tracing = on; }
 
 const Counters& Stack::counters() const { return impl_->stats; }
 
+void Stack::VisitConnections(const std::function<void(SocketId, const SocketInfo&)>& fn) const {
+  for (const Tcb* t : impl_->tcbs) {
+    if (t == nullptr || t->reaping) continue;
+    if (t->state() == TcpState::kClosed && !t->ever_connected() && !t->has_socket) continue;
+    SocketInfo info;
+    t->FillInfo(info);
+    fn(t->has_socket ? impl_->IdOf(*t) : kNoSocket, info);
+  }
+}
+
 std::array<size_t, kTcpStateCount> Stack::ConnectionsByState() const {
   std::array<size_t, kTcpStateCount> n{};
   for (const Tcb* t : impl_->tcbs) {

@@ -19,6 +19,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory_resource>
 #include <optional>
 #include <span>
@@ -284,6 +285,10 @@ class Stack {
   void SetTracing(bool on);
 
   const Counters& counters() const;
+  // Calls fn(id, info) for every control block: sockets (listeners included) with their id,
+  // orphans (closed sockets still in FIN-WAIT, LAST-ACK, TIME-WAIT...) with kNoSocket. For
+  // `shake stat`; O(blocks).
+  void VisitConnections(const std::function<void(SocketId, const SocketInfo&)>& fn) const;
   // Connections (not listeners) in each state, including orphans in FIN-WAIT and TIME-WAIT.
   std::array<size_t, kTcpStateCount> ConnectionsByState() const;
   // Connections that have queued their FIN and still wait for it, and the data before it, to be

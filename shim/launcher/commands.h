@@ -22,6 +22,8 @@ int TraceMain(int argc, char** argv);
 int SetupMain(int argc, char** argv);
 // shake doctor: what a run needs, one line per problem with its fix.
 int DoctorMain(int argc, char** argv);
+// shake stat: sockets, processes and counters of the stacks in this namespace (stat.cc).
+int StatMain(int argc, char** argv);
 
 // The path of the running shake binary (for re-running itself), or "".
 std::string SelfPath();

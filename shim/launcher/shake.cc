@@ -20,9 +20,7 @@ constexpr Subcommand kSubcommands[] = {
     {"trace", shake::launcher::TraceMain},
     {"setup", shake::launcher::SetupMain},
     {"doctor", shake::launcher::DoctorMain},
-    // `shake stat` (sockets and counters of running stacks, issue 11) needs the shared-memory
-    // runtime; until it is wired here the name is reserved.
-    {"stat", nullptr},
+    {"stat", shake::launcher::StatMain},
 };
 
 }  // namespace
