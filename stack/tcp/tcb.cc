@@ -37,7 +37,10 @@ void Tcb::SetState(Instant now, TcpState s) {
   if (s == state_) return;
   const TcpState from = state_;
   state_ = s;
-  if (s == TcpState::kEstablished) ever_connected_ = true;
+  if (s == TcpState::kEstablished) {
+    ever_connected_ = true;
+    established_at_ = now;
+  }
   host_.StateChanged(now, *this, from);
   host_.ReadinessChanged(*this);
 }
@@ -964,9 +967,11 @@ void Tcb::FillInfo(SocketInfo& info) const {
   info.reordering = static_cast<uint32_t>(reordering_);
   info.probes = probes_;
   info.backoff = rtt_.backoff();
-  info.advmss = local_mss;
+  // Linux clamps advmss to TCP_MAXSEG (tcp_sync_mss / tcp_advertise_mss).
+  info.advmss = options.max_segment != 0 ? std::min(local_mss, options.max_segment) : local_mss;
   info.rcv_mss = rcv_mss_;
-  info.last_data_received = last_data_received_;
+  // Linux starts tcpi_last_data_recv at the handshake (icsk_ack.lrcvtime).
+  info.last_data_received = last_data_received_ > established_at_ ? last_data_received_ : established_at_;
 }
 
 }  // namespace shake

@@ -300,6 +300,7 @@ class Tcb {
   // The last time data left (Linux lsndtime), for the restart after idle.
   Instant last_data_sent_;
   bool data_sent_once_ = false;
+  Instant established_at_ = Instant::FromNanos(std::numeric_limits<int64_t>::min() / 2);
   SeqNum cwnd_usage_seq_;
   bool is_cwnd_limited_ = false;
   int dupacks_ = 0;

@@ -556,7 +556,18 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
   bool cwnd_limited = false;
   for (int guard = 0; guard < 4096; ++guard) {
     const SeqNum end = data_end();
-    const uint32_t usable_window = std::min(snd_wnd_, cwnd_);
+    // Outside recovery, SACKed segments (without SACK: duplicate-ACKed ones, as Linux counts
+    // them in sacked_out) have left the network and free room in cwnd, as Linux's
+    // tcp_packets_in_flight counts. RFC 3042 limited transmit is the result: each early
+    // duplicate ACK lets one new segment out.
+    uint32_t credit = 0;
+    if (!in_recovery_ && !rto_recovery_) {
+      credit = sack_ok_ ? sacked_bytes()
+                        : std::min<uint32_t>(static_cast<uint32_t>(dupacks_) * snd_mss_,
+                                             static_cast<uint32_t>(FlightSize()));
+    }
+    const uint32_t usable_window =
+        std::min<uint32_t>(snd_wnd_, static_cast<uint32_t>(std::min<uint64_t>(uint64_t{cwnd_} + credit, 0xffffffffu)));
     const SeqNum wnd_end = snd_una_ + usable_window;
     if (snd_nxt_ < end) {
       // Skip what the peer already SACKed when resending after a timeout.
