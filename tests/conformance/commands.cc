@@ -178,6 +178,9 @@ void ParseOne(const std::string& raw, const std::string& dir, int depth,
     }
     s.kind = CommandItem::Kind::kSysctl;
     s.key = proc ? ProcToKey(u.substr(0, eq)) : u.substr(0, eq);
+    for (char& ch : s.key) {
+      if (ch == '/') ch = '.';  // sysctl accepts net/ipv4/x as well as net.ipv4.x
+    }
     s.value = Trim(u.substr(eq + 1));
     if (proc && u.rfind("/proc/sys/", 0) != 0) s.kind = CommandItem::Kind::kHostGlobal;
     out.push_back(s);
