@@ -465,7 +465,9 @@ hold_start() {  # hold_start TAG IMPL COUNT -> HOLD_PID; waits until the connect
   local ready=$WORK/runs/$1.ready
   HOLD_JSON=$WORK/runs/$1.json HOLD_ERR=$WORK/runs/$1.err
   rm -f "$ready"
-  timeout -k 5 $((CONNECT_SECONDS + 600)) ip netns exec "$CLIENT_NS" "$PY" "$TOOLS/hold_conns.py" \
+  # -k 120: closing 100,000 sockets after the summary takes a while, and timeout's KILL also
+  # follows our own TERM after that long.
+  timeout -k 120 $((CONNECT_SECONDS + 600)) ip netns exec "$CLIENT_NS" "$PY" "$TOOLS/hold_conns.py" \
     --dst "${SRV_IP[$2]}:80" --src "${SRCS[$2]}" --count "$3" --ready "$ready" \
     --deadline "$CONNECT_SECONDS" --give-up 2048 --hold 600 >"$HOLD_JSON" 2>"$HOLD_ERR" &
   HOLD_PID=$!

@@ -316,9 +316,6 @@ def main():
         except ProcessLookupError:
             pass
     summaries = collect("summary")
-    for pid, f in children:
-        os.waitpid(pid, 0)
-        f.close()
     total = collections.Counter()
     errors = collections.Counter()
     for s in summaries:
@@ -329,7 +326,10 @@ def main():
     result.update(attempted=a.count, holders=a.procs, holders_lost=sum(s is None for s in summaries),
                   connect_seconds=round(max((r["seconds"] for r in readies if r), default=0), 1),
                   sources=len(a.src), errors=dict(errors))
-    print(json.dumps(result), flush=True)
+    print(json.dumps(result), flush=True)  # before the holders' closing, which takes a while
+    for pid, f in children:
+        os.waitpid(pid, 0)
+        f.close()
     ok = total["established"] == a.count and total["dropped"] == 0 and not result["holders_lost"]
     return 0 if ok else 1
 
