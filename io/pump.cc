@@ -39,6 +39,16 @@ class Pump::In final : public FrameEmitter, public FrameReceiver {
   size_t stage_;
 };
 
+// One batch of frames on its way to the device: its own buffers and message vectors, so that
+// a sealed batch can be written while the sink fills another.
+struct Pump::TxBatch {
+  std::vector<std::byte> mem;
+  std::vector<size_t> len;
+  std::vector<mmsghdr> msgs;
+  std::vector<iovec> iov;
+  size_t count = 0;
+};
+
 Pump::Pump(Device& device, size_t rx_batch, size_t tx_batch)
     : dev_(device),
       rx_batch_(rx_batch == 0 ? 1 : rx_batch),
@@ -46,20 +56,40 @@ Pump::Pump(Device& device, size_t rx_batch, size_t tx_batch)
       rx_size_(device.rx_buffer_size()),
       tx_size_(device.header_len() + device.max_tx_frame()),
       rx_mem_(rx_batch_ * rx_size_),
-      tx_mem_(tx_batch_ * tx_size_),
-      tx_len_(tx_batch_),
       rx_msgs_(rx_batch_),
-      rx_iov_(rx_batch_),
-      tx_msgs_(tx_batch_),
-      tx_iov_(tx_batch_) {}
+      rx_iov_(rx_batch_) {
+  cur_ = NewBatch();
+}
+
+Pump::~Pump() = default;
+
+Pump::TxBatch* Pump::NewBatch() {
+  std::lock_guard<std::mutex> hold(pool_mu_);
+  if (!free_.empty()) {
+    TxBatch* b = free_.back();
+    free_.pop_back();
+    return b;
+  }
+  auto b = std::make_unique<TxBatch>();
+  b->mem.resize(tx_batch_ * tx_size_);
+  b->len.resize(tx_batch_);
+  b->msgs.resize(tx_batch_);
+  b->iov.resize(tx_batch_);
+  all_.push_back(std::move(b));
+  return all_.back().get();
+}
+
+std::span<std::byte> Pump::Slot(TxBatch& b, size_t i) {
+  return std::span(b.mem).subspan(i * tx_size_, tx_size_);
+}
 
 std::span<std::byte> Pump::Sink::Acquire(size_t max_len) {
   Pump& p = *p_;
-  if (p.tx_count_ == p.tx_batch_) p.Flush();
+  if (p.cur_->count == p.tx_batch_) p.Flush();
   const size_t hl = p.dev_.header_len();
   if (max_len > p.tx_size_ - hl) max_len = p.tx_size_ - hl;
   p.acquired_ = true;
-  return p.Slot(p.tx_count_).subspan(hl, max_len);
+  return p.Slot(*p.cur_, p.cur_->count).subspan(hl, max_len);
 }
 
 void Pump::Sink::Commit(size_t len) {
@@ -68,7 +98,7 @@ void Pump::Sink::Commit(size_t len) {
   const size_t hl = p.dev_.header_len();
   // Passes through the filters (last to first); the frame stays in its slot unless a filter
   // emits something else.
-  p.Transmit(p.Slot(p.tx_count_).subspan(hl, len), p.filters_.size());
+  p.Transmit(p.Slot(*p.cur_, p.cur_->count).subspan(hl, len), p.filters_.size());
   p.acquired_ = false;
 }
 
@@ -87,28 +117,47 @@ void Pump::Enqueue(std::span<const std::byte> frame) {
     ++stats_.tx_dropped;
     return;
   }
-  if (tx_count_ == tx_batch_) Flush();
-  std::span<std::byte> slot = Slot(tx_count_);
+  if (cur_->count == tx_batch_) Flush();
+  std::span<std::byte> slot = Slot(*cur_, cur_->count);
   if (frame.data() != slot.data() + hl) std::memmove(slot.data() + hl, frame.data(), frame.size());
   dev_.EncodeHeader(slot.first(hl));
-  tx_len_[tx_count_++] = hl + frame.size();
+  cur_->len[cur_->count++] = hl + frame.size();
 }
 
+size_t Pump::queued() const { return cur_->count; }
+
 size_t Pump::Flush() {
+  TxBatch* b = Seal();
+  if (b == nullptr) return 0;
+  if (order_ != nullptr) order_->lock();
+  const size_t dropped = Send(b);
+  if (order_ != nullptr) order_->unlock();
+  return dropped;
+}
+
+Pump::TxBatch* Pump::Seal() {
+  if (cur_->count == 0) return nullptr;
+  TxBatch* b = cur_;
+  cur_ = NewBatch();
+  return b;
+}
+
+size_t Pump::Send(TxBatch* b) {
+  if (b == nullptr) return 0;
   size_t dropped = 0;
-  if (tx_count_ == 0) return 0;
+  size_t flushes = 0;
   if (dev_.is_socket()) {
-    for (size_t i = 0; i < tx_count_; ++i) {
-      tx_iov_[i] = {Slot(i).data(), tx_len_[i]};
-      tx_msgs_[i] = {};
-      tx_msgs_[i].msg_hdr.msg_iov = &tx_iov_[i];
-      tx_msgs_[i].msg_hdr.msg_iovlen = 1;
+    for (size_t i = 0; i < b->count; ++i) {
+      b->iov[i] = {Slot(*b, i).data(), b->len[i]};
+      b->msgs[i] = {};
+      b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
+      b->msgs[i].msg_hdr.msg_iovlen = 1;
     }
     size_t done = 0;
-    while (done < tx_count_) {  // bounded: every round sends or drops at least one frame
-      ++stats_.tx_flushes;
-      const int n = sendmmsg(dev_.fd(), tx_msgs_.data() + done,
-                             static_cast<unsigned>(tx_count_ - done), MSG_DONTWAIT);
+    while (done < b->count) {  // bounded: every round sends or drops at least one frame
+      ++flushes;
+      const int n = sendmmsg(dev_.fd(), b->msgs.data() + done,
+                             static_cast<unsigned>(b->count - done), MSG_DONTWAIT);
       if (n > 0) {
         done += static_cast<size_t>(n);
       } else if (n < 0 && errno == EINTR) {
@@ -119,18 +168,22 @@ size_t Pump::Flush() {
       }
     }
   } else {
-    for (size_t i = 0; i < tx_count_; ++i) {
-      ++stats_.tx_flushes;
+    for (size_t i = 0; i < b->count; ++i) {
+      ++flushes;
       ssize_t n;
       do {
-        n = write(dev_.fd(), Slot(i).data(), tx_len_[i]);
+        n = write(dev_.fd(), Slot(*b, i).data(), b->len[i]);
       } while (n < 0 && errno == EINTR);
       if (n < 0) ++dropped;
     }
   }
-  stats_.tx_frames += tx_count_ - dropped;
+  const size_t sent = b->count - dropped;
+  b->count = 0;
+  std::lock_guard<std::mutex> hold(pool_mu_);
+  stats_.tx_frames += sent;
   stats_.tx_dropped += dropped;
-  tx_count_ = 0;
+  stats_.tx_flushes += flushes;
+  free_.push_back(b);
   return dropped;
 }
 

@@ -21,6 +21,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <vector>
 
@@ -43,6 +45,7 @@ struct PumpStats {
 class Pump {
  public:
   explicit Pump(Device& device, size_t rx_batch = 32, size_t tx_batch = 64);
+  ~Pump();
   Pump(const Pump&) = delete;
   Pump& operator=(const Pump&) = delete;
 
@@ -56,7 +59,7 @@ class Pump {
     now_ = now;
     return sink_;
   }
-  size_t queued() const { return tx_count_; }
+  size_t queued() const;  // frames waiting for Flush
 
   // Reads, without blocking, up to `max_reads` raw frames the device already holds and hands
   // each decoded frame to `handler` (at `now`). Returns the raw reads done: 0 when nothing was
@@ -65,6 +68,18 @@ class Pump {
 
   // Writes every queued frame. Returns how many the kernel refused.
   size_t Flush();
+  // A lock that orders writes to the device among several pumps on it (libshake's processes):
+  // Flush, and a batch that fills up, take it around their write; a Send by the host does not
+  // (the host holds it). Null: none.
+  void SetOrderLock(EngineLock* lock) { order_ = lock; }
+
+  // The same in two steps, for a host that writes frames outside the lock under which the
+  // handler made them: Seal takes the queued frames (null if none) and gives the sink a fresh
+  // batch, so other threads may go on producing; Send writes a sealed batch and returns it to
+  // the pump. Both are thread-safe against each other; Seal, like the sink, is not.
+  struct TxBatch;
+  TxBatch* Seal();
+  size_t Send(TxBatch* batch);
 
   Device& device() { return dev_; }
   const PumpStats& stats() const { return stats_; }
@@ -82,11 +97,10 @@ class Pump {
   class Out;
   class In;
 
-  std::span<std::byte> Slot(size_t i) {
-    return std::span(tx_mem_).subspan(i * tx_size_, tx_size_);
-  }
+  std::span<std::byte> Slot(TxBatch& b, size_t i);
   void Transmit(std::span<const std::byte> frame, size_t filter);
   void Enqueue(std::span<const std::byte> frame);
+  TxBatch* NewBatch();
 
   Device& dev_;
   size_t rx_batch_;
@@ -94,15 +108,13 @@ class Pump {
   size_t rx_size_;
   size_t tx_size_;
   std::vector<std::byte> rx_mem_;
-  std::vector<std::byte> tx_mem_;
-  std::vector<size_t> tx_len_;
-  // Separate for each direction: a drain's handler may fill the TX batch, and its flush must
-  // not overwrite the received messages still being decoded.
   std::vector<mmsghdr> rx_msgs_;
   std::vector<iovec> rx_iov_;
-  std::vector<mmsghdr> tx_msgs_;
-  std::vector<iovec> tx_iov_;
-  size_t tx_count_ = 0;
+  std::mutex pool_mu_;  // guards all_ and free_
+  std::vector<std::unique_ptr<TxBatch>> all_;
+  std::vector<TxBatch*> free_;
+  TxBatch* cur_ = nullptr;  // where the sink writes
+  EngineLock* order_ = nullptr;
   bool acquired_ = false;
   std::vector<FrameFilter*> filters_;
   Sink sink_{this};

@@ -23,6 +23,8 @@ ns="shake-demo-$$"
 work=$(mktemp -d /tmp/shake-demo.XXXXXX)
 cleanup() {
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  # What is left in the namespace: the stack's keeper holds TIME-WAIT for a minute.
+  ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -56,7 +58,8 @@ ip netns exec "$ns" nginx -c "$work/nginx.conf" -p "$work"
 
 echo "== shake curl http://198.18.0.1/file ($size bytes): curl's socket is served by libshake"
 ip netns exec "$ns" "$build/shim/shake" --device tun:shake0 --addr 198.18.0.2/24 \
-  --pcap "$work/demo.pcap" -- curl -sS -o "$work/out" -w 'curl: HTTP %{http_code}, %{size_download} bytes in %{time_total} s\n' \
+  --pcap "$work/demo.pcap" --trace "$work/demo.trace" -- \
+  curl -sS -o "$work/out" -w 'curl: HTTP %{http_code}, %{size_download} bytes in %{time_total} s\n' \
   http://198.18.0.1/file
 if cmp -s "$work/file" "$work/out"; then
   echo "== the download is byte-exact ($(sha256sum < "$work/out" | cut -c1-16)...)"
@@ -64,11 +67,8 @@ else
   echo "demo: the downloaded file differs from the served one" >&2
   exit 1
 fi
-
-echo "== the handshake and the close, from the stack's own capture ($work/demo.pcap):"
-# The first three packets (SYN, SYN-ACK, ACK), then everything from the first FIN on.
-tcpdump -nn -r "$work/demo.pcap" tcp 2>/dev/null |
-  awk 'NR <= 3 {print; next} /Flags \[F/ {closing = 1} closing {print}' |
-  sed -e 's/, options \[.*\]//' -e 's/, length 0$//' -e 's/^[0-9:.]* IP /   /'
 cp "$work/demo.pcap" ./shake-demo.pcap
 echo "== the whole capture is saved as ./shake-demo.pcap (tcpdump -nr shake-demo.pcap)"
+echo "== the connection as libshake performed it: handshake, data, close, TIME-WAIT"
+echo "   (shake trace: the stack's states from its event log, the kernel's inferred)"
+"$build/shim/shake" trace --pcap "$work/demo.pcap" --log "$work/demo.trace"

@@ -332,6 +332,7 @@ bool Backend::CreateStack(std::string* error) {
   snprintf(sh->pcap, sizeof sh->pcap, "%s", config_.pcap.c_str());
   snprintf(sh->trace, sizeof sh->trace, "%s", config_.trace.c_str());
   ArenaLock::InitMutex(&sh->keeper_alive);
+  ArenaLock::InitMutex(&sh->tx_mutex);
   sh->keeper_doorbell = NewDoorbell(*sh, -2);
   if (sh->pcap[0] != '\0') {
     std::string perr;
@@ -458,6 +459,8 @@ void Backend::SetUpProcess() {
   epoll_bell_fd_ = static_cast<int*>(MapPrivate(sizeof(int) * sh_->limits.epolls));
   if (epoll_bell_fd_ != nullptr) std::fill(epoll_bell_fd_, epoll_bell_fd_ + sh_->limits.epolls, -1);
   pump_ = std::make_unique<io::Pump>(*dev_);
+  tx_order_ = std::make_unique<TxOrder>(*sh_);
+  pump_->SetOrderLock(tx_order_.get());
   handler_ = std::make_unique<io::StackHandler>(*stack_);
   if (sh_->pcap[0] != '\0') {
     std::string perr;

@@ -246,6 +246,7 @@ class Backend final : public StackBackend {
   int memfd_ = -1;  // the arena (hidden), to restart a keeper that died
   std::unique_ptr<io::Device> dev_;
   std::unique_ptr<io::Pump> pump_;
+  std::unique_ptr<TxOrder> tx_order_;
   std::unique_ptr<io::StackHandler> handler_;
   std::unique_ptr<io::PcapWriter> pcap_;
   std::unique_ptr<io::TraceLogWriter> trace_;

@@ -162,7 +162,6 @@ Outcome Backend::Send(FdEntry e, int, const msghdr* msg, int flags) {
         const Result<size_t> put = s.st().Send(e.socket, {}, (flags & MSG_MORE) != 0);
         if (!put.ok()) err = put.error();
       }
-      s.Serve();
       if (err != 0 && err != EAGAIN) {
         if (total > 0) return Outcome::Done(static_cast<long>(total));
         if (err == EPIPE && !(flags & MSG_NOSIGNAL)) raise(SIGPIPE);

@@ -116,6 +116,7 @@ class Keeper {
   std::unique_ptr<ArenaLock> lock_;
   std::unique_ptr<io::Device> dev_;
   std::unique_ptr<io::Pump> pump_;
+  std::unique_ptr<TxOrder> tx_order_;
   std::unique_ptr<io::StackHandler> handler_;
   std::unique_ptr<io::PcapWriter> pcap_;
   std::unique_ptr<io::TraceLogWriter> trace_;
@@ -158,6 +159,8 @@ bool Keeper::Map(std::string* why) {
     return false;
   }
   pump_ = std::make_unique<io::Pump>(*dev_);
+  tx_order_ = std::make_unique<TxOrder>(*sh_);
+  pump_->SetOrderLock(tx_order_.get());
   handler_ = std::make_unique<io::StackHandler>(*sh_->stack);
   if (sh_->pcap[0] != '\0') {
     pcap_ = io::PcapWriter::OpenShared(sh_->pcap, io::LinktypeFor(dev_->link()), false, &err);
@@ -311,10 +314,15 @@ void Keeper::Pass(bool drain) {
     sh_->last_drain.store(now.nanos(), std::memory_order_relaxed);
   }
   const Instant next = sh_->stack->Poll(now, pump_->sink(now));
-  pump_->Flush();
   if (trace_) trace_->Flush();
   sh_->deadline.store(next.nanos(), std::memory_order_relaxed);
+  io::Pump::TxBatch* batch = pump_->Seal();
+  if (batch != nullptr) LockTx(*sh_);
   lock_->unlock();
+  if (batch != nullptr) {
+    pump_->Send(batch);
+    UnlockTx(*sh_);
+  }
   FlushRings(*sh_);
 }
 

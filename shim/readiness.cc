@@ -371,11 +371,13 @@ Outcome Backend::Poll(pollfd* fds, nfds_t n, const timespec* timeout, const sigs
                 Duration::Nanos(int64_t{timeout->tv_sec} * 1000000000 + timeout->tv_nsec);
   FdTable* t = Fds();
   // The kernel's copy of the set: stack sockets are left out (fd -1 is ignored by poll).
-  pollfd small[64];
+  // One more entry, after the program's: the device, asked whenever the call does not sleep,
+  // so that a program polling sockets that are ready still gets the frames that arrive.
+  pollfd small[65];
   std::unique_ptr<pollfd[]> big;
   pollfd* k = small;
-  if (n > std::size(small)) {
-    big.reset(new pollfd[n]);
+  if (n + 1 > std::size(small)) {
+    big.reset(new pollfd[n + 1]);
     k = big.get();
   }
   // The stack's half of each entry; true when any is ready.
@@ -417,8 +419,17 @@ Outcome Backend::Poll(pollfd* fds, nfds_t n, const timespec* timeout, const sigs
     int r;
     if (any || zero) {
       const timespec z{0, 0};
-      ReentrancyGuard guard;
-      r = real::ppoll(k, n, &z, nullptr);
+      k[n] = pollfd{dev_->fd(), POLLIN, 0};
+      {
+        ReentrancyGuard guard;
+        r = real::ppoll(k, n + 1, &z, nullptr);
+      }
+      if (r > 0 && (k[n].revents & POLLIN)) {
+        --r;
+        Session s(*this);
+        s.Drain();
+        stack_half(s);
+      }
     } else {
       // Without a doorbell for every socket (the tables are full), look again every 10 ms.
       const Instant until =

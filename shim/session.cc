@@ -49,17 +49,22 @@ Session::~Session() {
   // what it returns.
   const int saved = errno;
   Shared& sh = *b_.sh_;
-  {
-    ReentrancyGuard guard;
-    const Instant next = b_.stack_->Poll(now(), b_.pump_->sink(now()));
-    b_.pump_->Flush();
-    if (g_trace != nullptr) g_trace->Flush();
-    sh.deadline.store(next.nanos(), std::memory_order_relaxed);
-    if (next.nanos() + kKeeperSlackNs < sh.keeper_wake.load(std::memory_order_relaxed)) {
-      QueueRing(sh, sh.keeper_doorbell);
-    }
+  ReentrancyGuard guard;
+  const Instant next = b_.stack_->Poll(now(), b_.pump_->sink(now()));
+  if (g_trace != nullptr) g_trace->Flush();
+  sh.deadline.store(next.nanos(), std::memory_order_relaxed);
+  if (next.nanos() + kKeeperSlackNs < sh.keeper_wake.load(std::memory_order_relaxed)) {
+    QueueRing(sh, sh.keeper_doorbell);
   }
+  // The frames leave after the stack lock is released, in the order they were made (tx_mutex
+  // is taken before the release).
+  io::Pump::TxBatch* batch = b_.pump_->Seal();
+  if (batch != nullptr) LockTx(sh);
   b_.lock_->unlock();
+  if (batch != nullptr) {
+    b_.pump_->Send(batch);
+    UnlockTx(sh);
+  }
   FlushRings(sh);
   b_.RunDeferred();
   errno = saved;

@@ -1,5 +1,7 @@
 #include "shim/shared.h"
 
+#include <errno.h>
+
 #include <cstring>
 #include <new>
 
@@ -104,6 +106,12 @@ bool AllocateTables(Shared& sh, std::pmr::memory_resource* mem) {
   }
   return true;
 }
+
+void LockTx(Shared& sh) {
+  if (pthread_mutex_lock(&sh.tx_mutex) == EOWNERDEAD) pthread_mutex_consistent(&sh.tx_mutex);
+}
+
+void UnlockTx(Shared& sh) { pthread_mutex_unlock(&sh.tx_mutex); }
 
 uint32_t DeviceSleep(Shared& sh, int slot) {
   __atomic_add_fetch(&sh.procs[slot].device_sleepers, 1, __ATOMIC_ACQ_REL);

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory_resource>
 
+#include "io/engine.h"
 #include "shim/fd_table.h"
 #include "stack/stack.h"
 
@@ -176,6 +177,11 @@ struct Shared {
   char pcap[256] = {};      // SHAKE_PCAP of the creator: every process appends to it
   char trace[256] = {};     // SHAKE_TRACE likewise
 
+  // Taken, still under the stack lock, by a section that has frames to write, and held while
+  // it writes them without the stack lock: frames leave in the order the stack made them, and
+  // the system call (with the peer's receive processing the kernel does inside it) does not
+  // hold up other processes' stack work. Robust, process-shared; always after the stack lock.
+  pthread_mutex_t tx_mutex;
   // Held by the keeper while it lives (robust): a trylock that succeeds means it has died.
   pthread_mutex_t keeper_alive;
   int32_t keeper_pid = 0;
@@ -225,6 +231,19 @@ uint32_t NewWaitNode(Shared& sh);
 void FreeWaitNode(Shared& sh, uint32_t n);
 uint32_t NewEpoll(Shared& sh);        // index + 1, or 0
 uint32_t NewDoorbell(Shared& sh, int owner);  // index + 1, or 0
+
+// The TX order lock (tx_mutex), robust; TxOrder is it for io::Pump::SetOrderLock.
+void LockTx(Shared& sh);
+void UnlockTx(Shared& sh);
+class TxOrder final : public io::EngineLock {
+ public:
+  explicit TxOrder(Shared& sh) : sh_(sh) {}
+  void lock() override { LockTx(sh_); }
+  void unlock() override { UnlockTx(sh_); }
+
+ private:
+  Shared& sh_;
+};
 
 // A thread of process `slot` is about to sleep with the device in its wait set, or has woken.
 // Returns the count before (DeviceSleep) so that a poll sleeper can tell it is the first.

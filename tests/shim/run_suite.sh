@@ -49,6 +49,9 @@ cleanup() {
     kill "$peer_pid" 2>/dev/null
     wait "$peer_pid" 2>/dev/null
   fi
+  # Every process left in the namespaces, the stacks' keepers (own sessions) included.
+  ip netns pids "$ns_a" 2>/dev/null | xargs -r kill -9 2>/dev/null
+  ip netns pids "$ns_b" 2>/dev/null | xargs -r kill -9 2>/dev/null
   ip netns del "$ns_a" 2>/dev/null
   ip netns del "$ns_b" 2>/dev/null
   rm -rf "$work"
