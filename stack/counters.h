@@ -94,6 +94,11 @@ struct Counters {
   uint64_t tcp_time_wait_reused = 0;
   uint64_t tcp_loss_probes = 0;            // RFC 8985 7.3 probes sent (PTO expirations)
   uint64_t tcp_loss_probe_recoveries = 0;  // RFC 8985 7.4: a probe repaired a real loss
+  // SYN cookies (RFC 4987 3.6; Linux's SyncookiesSent, SyncookiesRecv, SyncookiesFailed):
+  // cookie SYN-ACKs sent, final ACKs whose cookie was valid, and ACKs whose cookie was not.
+  uint64_t tcp_syncookies_sent = 0;
+  uint64_t tcp_syncookies_recv = 0;
+  uint64_t tcp_syncookies_failed = 0;
   std::array<uint64_t, static_cast<size_t>(Drop::kCount)> drops{};
 
   void CountDrop(Drop d) { ++drops[static_cast<size_t>(d)]; }

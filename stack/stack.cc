@@ -10,6 +10,7 @@
 #include "stack/base/siphash.h"
 #include "stack/conn_table.h"
 #include "stack/timer_heap.h"
+#include "stack/tcp/syn_cookie.h"
 #include "stack/tcp/tcb.h"
 #include "stack/wire/arp.h"
 #include "stack/wire/checksum.h"
@@ -82,6 +83,23 @@ IcmpErr ConvertUnreachable(uint8_t code) {
   }
 }
 
+// The SYN cookie key: derived from the stack's ISN secret (two SipHash outputs of inputs no
+// other use shares), so that a host that fills isn_secret from its RNG keys the cookies too.
+SipKey CookieKey(const SipKey& isn_secret) {
+  SipKey k{};
+  for (uint8_t half = 0; half < 2; ++half) {
+    const std::byte label[3] = {std::byte{'s'}, std::byte{'c'}, std::byte{half}};
+    const uint64_t v = SipHash24(isn_secret, label);
+    for (size_t i = 0; i < 8; ++i) k[half * 8u + i] = static_cast<uint8_t>(v >> (8 * i));
+  }
+  return k;
+}
+
+// Linux's TCP_SYNCOOKIE_PERIOD and TCP_SYNCOOKIE_VALID: the cookie counter ticks once a minute,
+// and ACKs are checked for cookies for two minutes after the SYN queue last overflowed.
+constexpr int64_t kCookiePeriodNanos = 60'000'000'000;
+constexpr Duration kCookieValid = Duration::Seconds(120);
+
 // A FrameSink that stages one frame in memory, for frames waiting on ARP.
 class BufferSink final : public FrameSink {
  public:
@@ -112,7 +130,8 @@ struct Stack::Impl final : TcpHost {
         dirty(m),
         zombies(m),
         neighbors(m),
-        reassembler(m, c.reassembly, &stats) {}
+        reassembler(m, c.reassembly, &stats),
+        cookies(CookieKey(c.isn_secret)) {}
 
   ~Impl() override {
     for (Tcb* t : tcbs) {
@@ -138,6 +157,7 @@ struct Stack::Impl final : TcpHost {
   std::pmr::vector<uint32_t> zombies;
   std::pmr::unordered_map<uint32_t, Neighbor> neighbors;
   Reassembler reassembler;
+  SynCookies cookies;
   uint16_t ip_ident = 0;
   Instant now_;  // the time of the call in progress, for TimestampClock users
 
@@ -298,6 +318,18 @@ struct Stack::Impl final : TcpHost {
                  bool trusted);
   void HandleListen(Instant now, Tcb& listener, const FourTuple& tuple, const wire::TcpHeader& h,
                     wire::Bytes payload, FrameSink& out, SeqNum iss_override, bool use_override);
+  // A child of `listener` for `tuple` in SYN-RECEIVED, filed in the tables, or nullptr.
+  Tcb* NewChild(Instant now, Tcb& listener, const FourTuple& tuple);
+  // RFC 4987 3.6: answers a SYN with a cookie SYN-ACK and keeps nothing.
+  void SendCookieSynAck(Instant now, Tcb& listener, const FourTuple& tuple,
+                        const wire::TcpHeader& h, FrameSink& out);
+  // An ACK for a listener whose SYN queue overflowed lately: false when it carries no valid
+  // cookie (the caller resets it); true when handled (a connection made, or the ACK dropped).
+  bool CookieAck(Instant now, Tcb& listener, const FourTuple& tuple, const wire::TcpHeader& h,
+                 wire::Bytes payload, FrameSink& out);
+  static uint32_t CookieMinute(Instant now) {
+    return static_cast<uint32_t>(now.nanos() / kCookiePeriodNanos);
+  }
   void SendReset(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
                  size_t payload_len, FrameSink& out);
   bool SendTcpRaw(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
@@ -712,6 +744,13 @@ void Stack::Impl::HandleListen(Instant now, Tcb& listener, const FourTuple& tupl
   // RFC 9293 3.10.7.2.
   if (h.has(flag::kRst)) return;
   if (h.has(flag::kAck)) {
+    // Linux cookie_v4_check: an ACK (not a SYN-ACK) may complete a handshake answered with a
+    // cookie, checked only while cookies have been sent lately; an invalid one is reset.
+    if (!h.has(flag::kSyn) && config.tcp.syn_cookies && listener.syn_queue_overflowed &&
+        now - listener.last_syn_queue_overflow <= kCookieValid &&
+        CookieAck(now, listener, tuple, h, payload, out)) {
+      return;
+    }
     stats.CountDrop(Drop::kNoConnection);
     SendReset(now, tuple, h, payload.size(), out);
     return;
@@ -720,26 +759,47 @@ void Stack::Impl::HandleListen(Instant now, Tcb& listener, const FourTuple& tupl
     stats.CountDrop(Drop::kNoConnection);
     return;
   }
+  // Linux tcp_conn_request, in its order. The SYN queue is full when more than `backlog`
+  // handshakes are in progress (inet_csk_reqsk_queue_is_full); then a cookie answers the SYN
+  // (RFC 4987 3.6), or without cookies it is dropped. A SYN that takes over a TIME-WAIT
+  // connection is exempt. Then a full accept queue drops the SYN in any case.
+  bool want_cookie = false;
+  if (!use_override && (listener.syn_queue_len > static_cast<uint32_t>(listener.backlog) ||
+                        listener.syn_queue_len >=
+                            static_cast<uint32_t>(config.tcp.default_backlog_limit))) {
+    if (!config.tcp.syn_cookies) {
+      stats.CountDrop(Drop::kSynQueueFull);
+      return;
+    }
+    want_cookie = true;
+  }
   if (listener.accept_queue.size() > static_cast<size_t>(listener.backlog)) {
     stats.CountDrop(Drop::kAcceptQueueFull);
     return;
   }
-  if (listener.syn_queue_len >= static_cast<uint32_t>(config.tcp.default_backlog_limit)) {
-    stats.CountDrop(Drop::kSynQueueFull);
+  if (want_cookie) {
+    SendCookieSynAck(now, listener, tuple, h, out);
     return;
   }
+  Tcb* child = NewChild(now, listener, tuple);
+  if (child == nullptr) return;
+  PeerSyn syn{h.seq, h.window, h.options};
+  const SeqNum iss = use_override ? iss_override : Isn(now, tuple);
+  child->OpenPassive(now, iss, TsOffset(tuple), syn);
+  child->Output(now, out);
+  Reschedule(*child);
+}
+
+Tcb* Stack::Impl::NewChild(Instant now, Tcb& listener, const FourTuple& tuple) {
   Tcb* child = Create();
   if (child == nullptr) {
     stats.CountDrop(Drop::kNoBuffer);
-    return;
+    return nullptr;
   }
   child->tuple = tuple;
   child->listener = listener.index + 1;
   child->options = listener.options;
   child->options.reuse_addr = false;
-  PeerSyn syn{h.seq, h.window, h.options};
-  const SeqNum iss = use_override ? iss_override : Isn(now, tuple);
-  child->OpenPassive(now, iss, TsOffset(tuple), syn);
   conns.Insert(tuple, child->index);
   child->in_table = true;
   listener.syn_queue_len++;
@@ -753,8 +813,91 @@ void Stack::Impl::HandleListen(Instant now, Tcb& listener, const FourTuple& tupl
     e.to = TcpState::kSynReceived;
     Trace(e);
   }
-  child->Output(now, out);
+  return child;
+}
+
+void Stack::Impl::SendCookieSynAck(Instant now, Tcb& listener, const FourTuple& tuple,
+                                   const wire::TcpHeader& h, FrameSink& out) {
+  // As Linux's tcp_conn_request with want_cookie: the SYN-ACK a normal child would send, but
+  // its ISS is the cookie, and the options beyond MSS survive only in the timestamp's low bits,
+  // so without timestamps the SYN-ACK offers neither window scaling nor SACK.
+  const TcpConfig& c = config.tcp;
+  const wire::TcpOptions& offered = h.options;
+  const SocketOptions& lo = listener.options;
+  uint16_t peer_mss = offered.mss.value_or(536);  // RFC 9293 3.7.1's default
+  if (lo.max_segment != 0) peer_mss = std::min(peer_mss, lo.max_segment);
+  const bool ts = c.timestamps && offered.timestamp.has_value();
+  SynCookies::Options o;
+  if (ts) {
+    if (c.window_scaling && offered.window_scale) {
+      o.window_scale = std::min<uint8_t>(*offered.window_scale, 14);  // RFC 7323 2.3
+    }
+    o.sack_permitted = c.sack && offered.sack_permitted;
+  }
+  const size_t capacity = lo.recv_buffer != 0 ? lo.recv_buffer : c.recv_buffer;
+  wire::TcpHeader r;
+  r.src_port = tuple.local.port;
+  r.dst_port = tuple.remote.port;
+  r.seq = cookies.Make(tuple, h.seq, CookieMinute(now), &peer_mss);
+  r.ack = h.seq + 1;
+  r.flags = flag::kSyn | flag::kAck;
+  r.window = static_cast<uint16_t>(std::min<size_t>(capacity, 65535));  // RFC 7323 2.2
+  r.options.mss = lo.max_segment != 0 ? std::min(listener.local_mss, lo.max_segment)
+                                      : listener.local_mss;
+  if (o.window_scale) r.options.window_scale = Tcb::WindowScaleFor(capacity);
+  r.options.sack_permitted = o.sack_permitted;
+  if (ts) {
+    r.options.timestamp = wire::TcpTimestamp{
+        SynCookies::Timestamp(TimestampClock(now), o) + TsOffset(tuple), offered.timestamp->val};
+  }
+  listener.syn_queue_overflowed = true;
+  listener.last_syn_queue_overflow = now;
+  if (SendTcpRaw(now, tuple, r, nullptr, 0, 0, out)) stats.tcp_syncookies_sent++;
+}
+
+bool Stack::Impl::CookieAck(Instant now, Tcb& listener, const FourTuple& tuple,
+                            const wire::TcpHeader& h, wire::Bytes payload, FrameSink& out) {
+  const std::optional<uint16_t> mss = cookies.Check(tuple, h.seq, h.ack, CookieMinute(now));
+  if (!mss) {
+    stats.tcp_syncookies_failed++;
+    return false;
+  }
+  stats.tcp_syncookies_recv++;
+  // What the SYN offered, as the cookie and the final ACK carry it (Linux cookie_tcp_check and
+  // cookie_timestamp_decode): the MSS from the table; with a timestamp, the options from the
+  // low bits of its echo. An option this stack has turned off means a forgery: refused.
+  const TcpConfig& c = config.tcp;
+  PeerSyn syn;
+  syn.irs = h.seq - 1;
+  syn.window = h.window;
+  syn.options.mss = *mss;
+  if (h.options.timestamp) {
+    if (!c.timestamps) return false;
+    uint32_t echoed = h.options.timestamp->ecr;
+    if (echoed != 0) echoed -= TsOffset(tuple);
+    const SynCookies::Options o = SynCookies::DecodeOptions(echoed);
+    if ((o.sack_permitted && !c.sack) || (o.window_scale && !c.window_scaling)) return false;
+    syn.options.window_scale = o.window_scale;
+    syn.options.sack_permitted = o.sack_permitted;
+    syn.options.timestamp = wire::TcpTimestamp{h.options.timestamp->val, 0};
+  }
+  // Linux tcp_v4_syn_recv_sock: with the accept queue full the ACK is dropped, not reset.
+  if (listener.accept_queue.size() > static_cast<size_t>(listener.backlog)) {
+    stats.CountDrop(Drop::kAcceptQueueFull);
+    return true;
+  }
+  Tcb* child = NewChild(now, listener, tuple);
+  if (child == nullptr) return true;
+  child->OpenFromCookie(now, h.ack - 1, TsOffset(tuple), syn);
+  child->SegmentArrives(now, h, payload, out);
+  if (child->state() == TcpState::kSynReceived) {
+    // Not established by its own ACK (which cannot happen for a valid cookie): a child with
+    // no SYN-ACK to resend would wait forever, so it goes.
+    child->Abort(now, nullptr, 0);
+  }
   Reschedule(*child);
+  MaybeReap(*child);
+  return true;
 }
 
 // ---- Stack ----------------------------------------------------------------------------------

@@ -110,6 +110,11 @@ struct TcpConfig {
   // sending after more than an RTO without data in flight first shrinks cwnd, halving it per
   // RTO idle down to the initial window. Linux's default is on; off keeps cwnd across idle.
   bool slow_start_after_idle = false;
+  // RFC 4987 3.6 SYN cookies, as Linux's tcp_syncookies=1 (its default): while a listener's
+  // SYN queue is full (more than `backlog` handshakes in progress), a SYN is answered with a
+  // cookie SYN-ACK and no state; a valid cookie in the final ACK creates the connection. Off:
+  // such SYNs are dropped (Drop::kSynQueueFull), as tcp_syncookies=0.
+  bool syn_cookies = true;
 };
 
 struct StackConfig {

@@ -60,10 +60,7 @@ void Tcb::OpenActive(Instant now, SeqNum iss, uint32_t ts_offset) {
   snd_max_ = iss;
   ts_offset_ = ts_offset;
   // The window scale we offer follows the receive buffer (RFC 7323 2.2).
-  rcv_wscale_ = 0;
-  if (want_ws_) {
-    while (rcv_wscale_ < 14 && (size_t{65535} << rcv_wscale_) < recv_capacity()) ++rcv_wscale_;
-  }
+  rcv_wscale_ = want_ws_ ? WindowScaleFor(recv_capacity()) : 0;
   send_syn_ = true;
   retries_ = 0;
   last_received_ = now;
@@ -93,6 +90,21 @@ void Tcb::OpenPassive(Instant now, SeqNum iss, uint32_t ts_offset, const PeerSyn
   state_ = TcpState::kSynReceived;  // the host files the child itself
 }
 
+void Tcb::OpenFromCookie(Instant now, SeqNum iss, uint32_t ts_offset, const PeerSyn& syn) {
+  OpenPassive(now, iss, ts_offset, syn);
+  // The cookie SYN-ACK is out: SND.NXT is past it, and without state it is never resent.
+  send_syn_ = false;
+  from_cookie_ = true;
+  snd_nxt_ = iss + 1;
+  snd_max_ = snd_nxt_;
+}
+
+uint8_t Tcb::WindowScaleFor(size_t capacity) {
+  uint8_t ws = 0;
+  while (ws < 14 && (size_t{65535} << ws) < capacity) ++ws;
+  return ws;
+}
+
 void Tcb::ApplyPeerOptions(const wire::TcpOptions& o, bool is_syn) {
   if (!is_syn) return;
   peer_mss_ = o.mss.value_or(536);
@@ -103,8 +115,7 @@ void Tcb::ApplyPeerOptions(const wire::TcpOptions& o, bool is_syn) {
     // RFC 7323 2.3: a shift above 14 is used as 14.
     snd_wscale_ = std::min<uint8_t>(*o.window_scale, 14);
     if (state_ == TcpState::kClosed || state_ == TcpState::kListen) {
-      rcv_wscale_ = 0;
-      while (rcv_wscale_ < 14 && (size_t{65535} << rcv_wscale_) < recv_capacity()) ++rcv_wscale_;
+      rcv_wscale_ = WindowScaleFor(recv_capacity());
     }
   } else {
     snd_wscale_ = 0;
@@ -376,7 +387,9 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
       if (ts_ok_ && h.options.timestamp && h.options.timestamp->ecr != 0) {
         rtt_.Sample(Duration::Millis(static_cast<int32_t>(
             host_.TimestampClock(now) - (h.options.timestamp->ecr - ts_offset_))));
-      } else {
+      } else if (!from_cookie_) {
+        // A cookie's SYN-ACK left no send time: without timestamps there is no sample (as
+        // Linux, whose cookie request has no snt_synack).
         rtt_.Sample(now - rtt_start_);
       }
     }

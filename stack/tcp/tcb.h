@@ -122,6 +122,10 @@ class Tcb {
   int backlog = 0;
   SlotQueue accept_queue;  // child indices, oldest first
   uint32_t syn_queue_len = 0;
+  // When the SYN queue last overflowed (a cookie went out): only then are ACKs checked for a
+  // cookie (Linux tcp_synq_no_recent_overflow).
+  bool syn_queue_overflowed = false;
+  Instant last_syn_queue_overflow;
 
   TcpState state() const { return state_; }
   bool orphan() const { return !has_socket; }
@@ -131,6 +135,13 @@ class Tcb {
   void OpenActive(Instant now, SeqNum iss, uint32_t ts_offset);
   // Passive open of a child from a listener's SYN: -> SYN-RECEIVED with a SYN-ACK to send.
   void OpenPassive(Instant now, SeqNum iss, uint32_t ts_offset, const PeerSyn& syn);
+  // Passive open from a valid SYN cookie (RFC 4987 3.6): SYN-RECEIVED with the SYN-ACK (whose
+  // ISS was the cookie) already sent and nothing to retransmit; `syn` holds what the cookie and
+  // the final ACK carried. The final ACK is then processed as usual.
+  void OpenFromCookie(Instant now, SeqNum iss, uint32_t ts_offset, const PeerSyn& syn);
+  // The window scale we offer for a receive buffer of `capacity` bytes (RFC 7323 2.2): the
+  // smallest shift that lets the window field cover it, at most 14.
+  static uint8_t WindowScaleFor(size_t capacity);
   void MakeListener(int backlog_limit);
 
   // ---- the three entry points ----
@@ -400,6 +411,7 @@ class Tcb {
   bool done_ = false;  // closed for good (reset, timeout, or the close finished)
   uint64_t retransmits_ = 0;
   bool send_syn_ = false;  // a SYN or SYN-ACK is due
+  bool from_cookie_ = false;  // opened by OpenFromCookie: the SYN-ACK's send time is unknown
   bool abort_pending_ = false;
 };
 

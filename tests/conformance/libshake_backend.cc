@@ -58,6 +58,7 @@ void KernelDefaults(shake::StackConfig& c) {
   c.tcp.syn_retries = 6;
   c.tcp.tail_loss_probe = true;  // tcp_early_retrans=3
   c.tcp.slow_start_after_idle = true;
+  c.tcp.syn_cookies = true;  // tcp_syncookies=1
   c.tcp.congestion_control = shake::CongestionControl::kCubic;
 }
 
@@ -91,6 +92,7 @@ shake::StackConfig MakeConfig() {
   c.tcp.tail_loss_probe = false;  // tcp_early_retrans=0
   c.tcp.congestion_control = shake::CongestionControl::kReno;  // tcp_congestion_control=reno
   c.tcp.slow_start_after_idle = true;  // tcp_slow_start_after_idle=1, the kernel's default
+  c.tcp.syn_cookies = false;           // tcp_syncookies=0
   for (size_t i = 0; i < c.isn_secret.size(); ++i) c.isn_secret[i] = static_cast<uint8_t>(i * 37 + 11);
   c.seed = 0x5eed;
   return c;
@@ -168,6 +170,7 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     else if (k == "tcp_wmem") t.send_buffer = static_cast<size_t>(last());
     else if (k == "tcp_early_retrans") t.tail_loss_probe = v >= 3;
     else if (k == "tcp_slow_start_after_idle") t.slow_start_after_idle = v != 0;
+    else if (k == "tcp_syncookies" && v != 2) t.syn_cookies = v != 0;
     else if (k == "tcp_congestion_control") {
       if (value == "cubic") t.congestion_control = shake::CongestionControl::kCubic;
       else if (value == "reno") t.congestion_control = shake::CongestionControl::kReno;
@@ -184,10 +187,10 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     // a script exercises them (and such a script then fails on the calls or options it uses).
     else if (k == "tcp_tso_win_divisor" || k == "tcp_min_tso_segs" || k == "tcp_pacing_ss_ratio" ||
              k == "tcp_pacing_ca_ratio" || k == "tcp_fastopen" || k == "tcp_fastopen_key" ||
-             k == "tcp_ecn_option" || k == "tcp_syncookies" || k == "tcp_frto" ||
+             k == "tcp_ecn_option" || k == "tcp_frto" ||
              k == "tcp_autocorking" || k == "tcp_comp_sack_nr" || k == "tcp_no_metrics_save") {
       notes->push_back(key + "=" + value + " accepted without effect (libshake has no such "
-                       "mechanism: TSO, pacing, Fast Open, AccECN, syncookies, F-RTO, autocorking, "
+                       "mechanism: TSO, pacing, Fast Open, AccECN, F-RTO, autocorking, "
                        "SACK compression or a metrics cache)");
     } else {
       return "sysctl " + key + "=" + value;
