@@ -285,7 +285,8 @@ struct Stack::Impl final : TcpHost {
     if (Tracing()) observer->OnTrace(e);
   }
   void TraceSegment(TraceEvent::Kind kind, Instant now, const FourTuple& tuple,
-                    const wire::TcpHeader& h, size_t len) {
+                    const wire::TcpHeader& h, size_t len, bool retransmit = false,
+                    bool challenge_ack = false) {
     if (!Tracing()) return;
     TraceEvent e;
     e.kind = kind;
@@ -296,6 +297,9 @@ struct Stack::Impl final : TcpHost {
     e.ack = h.ack;
     e.len = static_cast<uint32_t>(len);
     e.window = h.window;
+    e.options = h.options;  // parsed (inbound) or built (outbound) anyway: a copy, when tracing
+    e.retransmit = retransmit;
+    e.challenge_ack = challenge_ack;
     observer->OnTrace(e);
   }
 
@@ -333,7 +337,8 @@ struct Stack::Impl final : TcpHost {
   void SendReset(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
                  size_t payload_len, FrameSink& out);
   bool SendTcpRaw(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
-                  const ByteQueue* data, size_t offset, size_t len, FrameSink& out);
+                  const ByteQueue* data, size_t offset, size_t len, FrameSink& out,
+                  bool retransmit = false, bool challenge_ack = false);
 
   // ---- ports ----
   bool PortTaken(uint16_t port) const {
@@ -463,7 +468,8 @@ void Stack::Impl::SendArp(uint16_t op, MacAddr target_mac, Ipv4Addr target_ip, F
 }
 
 bool Stack::Impl::SendTcpRaw(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
-                             const ByteQueue* data, size_t offset, size_t len, FrameSink& out) {
+                             const ByteQueue* data, size_t offset, size_t len, FrameSink& out,
+                             bool retransmit, bool challenge_ack) {
   const size_t hlen = wire::TcpHeaderLen(h.options);
   const bool ok = SendIp(
       now, tuple.remote.addr, wire::kProtoTcp, hlen + len,
@@ -476,15 +482,15 @@ bool Stack::Impl::SendTcpRaw(Instant now, const FourTuple& tuple, const wire::Tc
       out);
   if (ok) {
     stats.tcp_segments_out++;
-    TraceSegment(TraceEvent::Kind::kSegmentOut, now, tuple, h, len);
+    TraceSegment(TraceEvent::Kind::kSegmentOut, now, tuple, h, len, retransmit, challenge_ack);
   }
   return ok;
 }
 
 bool Stack::Impl::Transmit(Instant now, Tcb& tcb, const wire::TcpHeader& h, size_t payload_offset,
                            size_t payload_len, bool retransmit, FrameSink& out) {
-  (void)retransmit;
-  return SendTcpRaw(now, tcb.tuple, h, &tcb.send_queue(), payload_offset, payload_len, out);
+  return SendTcpRaw(now, tcb.tuple, h, &tcb.send_queue(), payload_offset, payload_len, out,
+                    retransmit, tcb.sending_challenge_ack());
 }
 
 void Stack::Impl::SendReset(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,

@@ -31,6 +31,7 @@
 #include "stack/base/time.h"
 #include "stack/counters.h"
 #include "stack/ip/reassembly.h"
+#include "stack/wire/tcp.h"
 
 namespace shake {
 
@@ -220,8 +221,10 @@ struct TraceEvent {
   SeqNum ack;
   uint32_t len = 0;
   uint32_t window = 0;
-  bool retransmit = false;
+  bool retransmit = false;  // kSegmentOut: data (or SYN, FIN) sent again
   Drop drop = Drop::kNone;
+  wire::TcpOptions options;    // segments: the options the segment carries
+  bool challenge_ack = false;  // kSegmentOut: an ACK sent as an RFC 5961 challenge
 };
 
 class StackObserver {

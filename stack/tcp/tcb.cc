@@ -228,13 +228,13 @@ void Tcb::SegmentArrives(Instant now, const TcpHeader& h, wire::Bytes payload, F
       return;
     }
     host_.counters().CountDrop(Drop::kRstIgnored);
-    SendChallengeAck(now, out);
+    SendChallengeAck(now, out, /*rfc5961=*/true);
     return;
   }
 
   // Fourth, the SYN bit (RFC 5961 4.2): a SYN in a synchronized state draws a challenge ACK.
   if (h.has(flag::kSyn)) {
-    SendChallengeAck(now, out);
+    SendChallengeAck(now, out, /*rfc5961=*/true);
     return;
   }
 
@@ -323,7 +323,7 @@ bool Tcb::CheckSequence(Instant now, const TcpHeader& h, wire::Bytes payload, Fr
   if (ts_ok_ && h.options.timestamp && !h.has(flag::kRst) &&
       static_cast<int32_t>(h.options.timestamp->val - ts_recent_) < 0) {
     host_.counters().CountDrop(Drop::kPawsReject);
-    SendChallengeAck(now, out);  // a duplicate ACK, under the same rate limit as Linux
+    SendChallengeAck(now, out, /*rfc5961=*/false);  // a duplicate ACK, under the same rate limit as Linux
     return false;
   }
   // RFC 9293 3.10.7.4's acceptability test, in the form Linux uses (tcp_sequence): the segment
@@ -340,7 +340,7 @@ bool Tcb::CheckSequence(Instant now, const TcpHeader& h, wire::Bytes payload, Fr
     host_.counters().CountDrop(Drop::kOutOfWindow);
     if (h.has(flag::kRst)) return false;
     if (h.has(flag::kSyn)) {
-      SendChallengeAck(now, out);
+      SendChallengeAck(now, out, /*rfc5961=*/true);
       return false;
     }
     if (sack_ok_ && !payload.empty() && h.seq + seg_len <= rcv_nxt) {
@@ -349,7 +349,7 @@ bool Tcb::CheckSequence(Instant now, const TcpHeader& h, wire::Bytes payload, Fr
     }
     // Linux rate-limits duplicate ACKs only for segments without data (tcp_oow_rate_limited).
     if (payload.empty()) {
-      SendChallengeAck(now, out);
+      SendChallengeAck(now, out, /*rfc5961=*/false);
     } else {
       SendAck(now, out);
     }
@@ -405,12 +405,12 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
   // RFC 5961 5.2: acceptable when SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT.
   if (h.ack > snd_max_) {
     host_.counters().CountDrop(Drop::kBadAck);
-    SendChallengeAck(now, out);
+    SendChallengeAck(now, out, /*rfc5961=*/true);
     return false;
   }
   if (h.ack < snd_una_ - max_snd_wnd_) {
     host_.counters().CountDrop(Drop::kBadAck);
-    SendChallengeAck(now, out);
+    SendChallengeAck(now, out, /*rfc5961=*/true);
     return false;
   }
 

@@ -193,6 +193,8 @@ class Tcb {
 
   // Sends RST for a segment on a connection that cannot take it (the host's helper).
   static wire::TcpHeader ResetFor(const wire::TcpHeader& h, size_t payload_len);
+  // True while the segment being transmitted is an RFC 5961 challenge ACK (for tracing).
+  bool sending_challenge_ack() const { return sending_challenge_ack_; }
 
  private:
   // State changes go through here so the host and observers hear of each.
@@ -240,7 +242,10 @@ class Tcb {
   bool SendSegment(Instant now, uint8_t flags, SeqNum seq, size_t len, bool retransmit,
                    FrameSink& out);
   void SendAck(Instant now, FrameSink& out);
-  void SendChallengeAck(Instant now, FrameSink& out);
+  // A duplicate ACK under RFC 5961 section 7's rate limit; `rfc5961`: it answers a RST (3.2),
+  // a SYN (4.2) or an unacceptable ACK (5.2) as a challenge, rather than an out-of-window or
+  // PAWS-failed segment (RFC 9293 3.10.7.4, RFC 7323 5.3), which Linux limits the same way.
+  void SendChallengeAck(Instant now, FrameSink& out, bool rfc5961);
   bool SendData(Instant now, FrameSink& out);
   bool SendSackRecovery(Instant now, FrameSink& out);
   void SendProbe(Instant now, FrameSink& out);  // zero-window and keepalive probe
@@ -411,6 +416,7 @@ class Tcb {
   bool done_ = false;  // closed for good (reset, timeout, or the close finished)
   uint64_t retransmits_ = 0;
   bool send_syn_ = false;  // a SYN or SYN-ACK is due
+  bool sending_challenge_ack_ = false;
   bool from_cookie_ = false;  // opened by OpenFromCookie: the SYN-ACK's send time is unknown
   bool abort_pending_ = false;
 };

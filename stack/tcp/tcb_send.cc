@@ -437,7 +437,7 @@ void Tcb::SendAck(Instant now, FrameSink& out) {
   SendSegment(now, flag::kAck, snd_max_, 0, false, out);
 }
 
-void Tcb::SendChallengeAck(Instant now, FrameSink& out) {
+void Tcb::SendChallengeAck(Instant now, FrameSink& out, bool rfc5961) {
   // RFC 5961 7: rate-limited. Linux limits per socket to one per tcp_invalid_ratelimit.
   if (oow_ack_sent_ && now - last_oow_ack_ < host_.tcp_config().challenge_ack_interval) {
     host_.counters().tcp_challenge_acks_limited++;
@@ -446,7 +446,9 @@ void Tcb::SendChallengeAck(Instant now, FrameSink& out) {
   oow_ack_sent_ = true;
   last_oow_ack_ = now;
   host_.counters().tcp_challenge_acks++;
+  sending_challenge_ack_ = rfc5961;  // the host marks the segment (TraceEvent::challenge_ack)
   SendAck(now, out);
+  sending_challenge_ack_ = false;
 }
 
 void Tcb::SendProbe(Instant now, FrameSink& out) {

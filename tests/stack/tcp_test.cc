@@ -809,6 +809,69 @@ TEST_F(TraceTest, ObserverSeesEveryStateAndSegment) {
   stack().SetObserver(nullptr);
 }
 
+// Segment events carry the segment's options, the retransmission mark and the RFC 5961
+// challenge mark (what `shake trace` draws).
+class SegmentRecorder final : public StackObserver {
+ public:
+  void OnTrace(const TraceEvent& e) override {
+    if (e.kind == TraceEvent::Kind::kSegmentIn || e.kind == TraceEvent::Kind::kSegmentOut) {
+      events.push_back(e);
+    }
+  }
+  std::vector<TraceEvent> events;
+};
+
+TEST_F(TraceTest, SegmentEventsCarryOptionsRetransmissionsAndChallenges) {
+  SegmentRecorder rec;
+  stack().SetObserver(&rec);
+  PassiveOpen();
+  ASSERT_GE(rec.events.size(), 3u);
+  const TraceEvent& syn = rec.events[0];
+  EXPECT_EQ(syn.kind, TraceEvent::Kind::kSegmentIn);
+  EXPECT_EQ(syn.options.mss, std::optional<uint16_t>(1460));
+  EXPECT_EQ(syn.options.window_scale, std::optional<uint8_t>(7));
+  EXPECT_TRUE(syn.options.sack_permitted);
+  const TraceEvent& synack = rec.events[1];
+  EXPECT_EQ(synack.kind, TraceEvent::Kind::kSegmentOut);
+  EXPECT_EQ(synack.options.mss, std::optional<uint16_t>(1460));
+  ASSERT_TRUE(synack.options.timestamp.has_value());
+  EXPECT_EQ(synack.options.timestamp->ecr, 100u);
+  EXPECT_FALSE(synack.retransmit);
+  EXPECT_FALSE(synack.challenge_ack);
+
+  // Data, lost: its first transmission is not a retransmission; the resends (a tail loss
+  // probe, then the RTO's) are.
+  rec.events.clear();
+  ASSERT_TRUE(stack().Send(conn_, Bytes("abc")).ok());
+  ASSERT_EQ(h_.Flush().size(), 1u);
+  ASSERT_GE(h_.Advance(Duration::Seconds(1)).size(), 1u);
+  ASSERT_GE(rec.events.size(), 2u);
+  EXPECT_EQ(rec.events[0].len, 3u);
+  EXPECT_FALSE(rec.events[0].retransmit);
+  for (size_t i = 1; i < rec.events.size(); ++i) {
+    EXPECT_TRUE(rec.events[i].retransmit) << i;
+    EXPECT_EQ(rec.events[i].seq, rec.events[0].seq);
+    EXPECT_TRUE(rec.events[i].options.timestamp.has_value());
+  }
+  h_.Deliver(PeerSeg(f::kAck, 1, 4));
+
+  // An in-window RST that is not exact draws a challenge ACK (RFC 5961 3.2).
+  rec.events.clear();
+  Expect1(h_.Deliver(PeerSeg(f::kRst, 10, 0)), f::kAck, 4, 1);
+  ASSERT_EQ(rec.events.size(), 2u);
+  EXPECT_TRUE(rec.events[1].challenge_ack);
+  EXPECT_FALSE(rec.events[1].retransmit);
+  // A segment failing PAWS gets a duplicate ACK under the same limit, but not a challenge.
+  h_.Advance(Duration::Seconds(1));
+  rec.events.clear();
+  Seg old = PeerSeg(f::kAck, 1, 4);
+  old.options.timestamp->val = 1;
+  Expect1(h_.Deliver(old), f::kAck, 4, 1);
+  ASSERT_EQ(rec.events.size(), 2u);
+  EXPECT_FALSE(rec.events[1].challenge_ack);
+  stack().SetObserver(nullptr);
+}
+
 
 class PortTest : public TcpTest {};
 
