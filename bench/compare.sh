@@ -136,13 +136,24 @@ PER_PROC=$(( $(ulimit -Hn) - 256 ))
 # shake-keeper (the stack's keeper process) is built when the tree has it; the first build
 # re-runs cmake if CMakeLists changed, so the target list is read after it.
 targets=(shake shake_preload)
-build() {
+build() {  # in the background, so that a signal ends the build too instead of orphaning it
   echo "== building $* in $BUILD_DIR"
-  cmake --build "$BUILD_DIR" -j2 --target "$@" >/dev/null ||
-    { echo "$ME: the build failed: cmake --build $BUILD_DIR --target $*" >&2; exit 2; }
+  local rc=0
+  cmake --build "$BUILD_DIR" -j2 --target "$@" >"$BUILD_DIR/compare-build.log" 2>&1 &
+  BUILD_PID=$!
+  trap 'kill -TERM "$BUILD_PID" 2>/dev/null; wait "$BUILD_PID" 2>/dev/null; exit 143' TERM INT HUP
+  wait "$BUILD_PID" || rc=$?
+  trap - TERM INT HUP
+  if ((rc != 0)); then
+    tail -n 20 "$BUILD_DIR/compare-build.log" >&2
+    echo "$ME: the build failed: cmake --build $BUILD_DIR --target $*" >&2
+    exit 2
+  fi
 }
 build "${targets[@]}"
-if cmake --build "$BUILD_DIR" --target help 2>/dev/null | grep -q '^shake-keeper:'; then
+# (The list is read whole: grep -q would close the pipe early, and with pipefail the SIGPIPE
+# cmake gets would read as "no such target".)
+if [[ $(cmake --build "$BUILD_DIR" --target help 2>/dev/null) == *$'\n'shake-keeper:* ]]; then
   targets+=(shake-keeper)
   build shake-keeper
 fi
@@ -441,7 +452,7 @@ try:
         raise ValueError(d["error"])
     print("%.4f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))
 except Exception as e:
-    print("fail")' "$RUN_OUT")
+    print("fail")' "$RUN_OUT") || gbps=fail
   [[ $RUN_RC -eq 0 ]] || gbps=fail
   record "$1" "$2" "$3" "$4" main "$gbps" "$([[ $gbps == fail ]] && echo 1 || echo 0)"
 }
@@ -491,7 +502,7 @@ try:
     d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
     print(d["open_at_end"], d["attempted"] - d["established"] + d["dropped"], json.dumps(d["errors"]))
 except Exception:
-    print("fail", sys.argv[2], "{}")' "$HOLD_JSON" "$1")
+    print("fail", sys.argv[2], "{}")' "$HOLD_JSON" "$1") || HOLD_SUMMARY="fail $1 {}"
   log "    holder summary: $(tail -n 1 "$HOLD_JSON" 2>/dev/null)"
 }
 
@@ -511,13 +522,18 @@ nginx_active() {  # nginx's own count of open client connections (less the statu
 measure_idle() {  # measure_idle SC ROW IMPL REP
   hold_start "$1-$2-$3-$4" "$3" "$IDLE_CONNS"
   log "    nginx's active connections: $(nginx_active "$3")"
-  local ticks
+  local ticks rc=0
   ticks=$("$PY" "$TOOLS/cputicks.py" --seconds "$IDLE_SECONDS" --pids "$(IFS=,; echo "${SRV_PIDS[*]}")" \
-    --ns "$(IFS=,; echo "${NAMESPACES[*]}")" --comm shake-keeper)
-  log "    ticks: $ticks"
+    --ns "$(IFS=,; echo "${NAMESPACES[*]}")" --comm shake-keeper) || rc=$?
+  log "    ticks: $ticks$( ((rc == 0)) || echo " (cputicks.py exited $rc)")"
   hold_stop "$IDLE_CONNS"
-  local t p
-  read -r t p < <("$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); print(d["ticks"], d["percent_of_core"])' "$ticks")
+  local t=fail p=fail
+  read -r t p < <("$PY" -c 'import json, sys
+try:
+    d = json.loads(sys.argv[1])
+    print(d["ticks"], d["percent_of_core"])
+except Exception:
+    print("fail fail")' "$ticks" || echo "fail fail") || true
   local nfail
   read -r _ nfail _ <<<"$HOLD_SUMMARY"
   if [[ $HOLD_SUMMARY == fail* ]]; then t=fail p=fail; fi
@@ -702,6 +718,73 @@ setup_tun() {
   log "== tun: T(client; tun0 198.18.13.1, libshake 198.18.13.2 on tun:tun0; t0 198.18.14.3) <-veth-> K(kernel 198.18.14.1)"
 }
 
+# ---- table --------------------------------------------------------------------------------------
+# write_table STATUS: the table from what RESULTS holds so far. The normal end calls it, and so
+# does the exit trap (netns.sh's BENCH_EXIT_HOOK) when a run ends early, on a failure or a
+# signal, so that the figures measured until then are not lost; the table then says so.
+TABLE_WRITTEN=0
+write_table() {
+  local status=$1
+  TABLE_WRITTEN=1
+  ELAPSED=$(( $(date +%s) - START ))
+  LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+  want scaling || export SCALING=0
+  {
+    [[ $status == complete ]] || echo "INCOMPLETE RUN ($status): only the rounds measured before it ended"
+    echo "libshake / Linux kernel TCP, side by side: medians of $REPS, kernel and libshake rounds alternating"
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) cores; source $SOURCE_REV;" \
+         "$(basename "$BUILD_DIR") ($BUILD_TYPE); targets ${targets[*]}"
+    echo "host load average (1/5/15 min): at start $LOAD_START, at end $LOAD_END; run took ${ELAPSED}s"
+    echo "packet: both servers on one veth end (kernel .12.1, libshake .12.2 on packet:pa), client across the veth"
+    echo "tun:    client in the namespace of tun0; libshake at the far end of tun0 (.13.2),"
+    echo "        the kernel's server one veth away (.14.1); no forwarding hop on either path"
+    echo
+    "$PY" "$TOOLS/compare_table.py" "$RESULTS" || echo "(compare_table.py failed)"
+    echo
+    echo "ratio = libshake / kernel (medians); goal and floor from issue 9; verdict: ok = goal holds,"
+    echo "floor ok = only the floor holds. fail = failed requests or connections summed over the runs,"
+    echo "\"(n runs)\" = runs with no figure (non-zero exit, timeout), left out of the medians."
+    if want idle; then
+      echo "idle ticks: utime+stime of the server's processes and any shake-keeper, over ${IDLE_SECONDS}s"
+      echo "(% of one core). The kernel's own TCP work runs in softirq and is not in any process's ticks."
+    fi
+    if want conns; then
+      echo "conns: held = still open when the hold ended; stack memory = growth of shake stat's memory_bytes"
+      echo "over the growth of its connections; PSS = growth of the server processes' proportional anonymous +"
+      echo "shared-memory resident size per held connection (hold_server.py, the shim and the arena pages it"
+      echo "touched; not the stack's own count, and nothing of the kernel's socket memory)."
+    fi
+    echo "The clients share the $(nproc) cores with the servers: these are ratios on this machine, not capacities."
+  } >"$WORK/table.txt"
+  if [[ $PERF == 1 ]]; then
+    local f name
+    for f in "$WORK"/perf-*.txt; do
+      [[ -f $f ]] || continue
+      name=${f##*/perf-}; name=${name%.txt}
+      { echo; echo "perf top 15 symbols, ab -n $AB_N -c50 against nginx 2 workers, $name"
+        echo "(perf record -a -g -e cpu-clock: every process on the host; perf report --no-children --sort sym)"
+        cat "$f"; } >>"$WORK/table.txt"
+    done
+  fi
+  echo
+  cat "$WORK/table.txt"
+  mkdir -p "$(dirname "$OUT")"
+  { cat "$WORK/table.txt"; echo; echo "---- per run"; grep -E '^  |^==' "$WORK/details.log"
+    echo; echo "---- raw results (SCENARIO ROW IMPL REP METRIC VALUE FAILED; bench/tools/compare_table.py reads them)"
+    cat "$RESULTS"; } >"$OUT"
+  echo
+  echo "table and per-run figures written to $OUT"
+}
+on_early_exit() {  # BENCH_EXIT_HOOK: called by the trap with the exit status
+  ((TABLE_WRITTEN == 0)) || return 0
+  [[ -s ${RESULTS:-} ]] || return 0
+  local why="exit status $1"
+  (($1 == 130)) && why="interrupted"
+  (($1 == 143)) && why="terminated"
+  write_table "$why" || true
+}
+BENCH_EXIT_HOOK=on_early_exit
+
 # ---- the run ------------------------------------------------------------------------------------
 export AB_N WRK_SECONDS REDIS_N IDLE_CONNS IDLE_SECONDS CONNS
 log "== compare.sh: REPS=$REPS ROWS='$ROWS' SCENARIOS='$SCENARIOS' work $WORK"
@@ -720,51 +803,7 @@ for sc in $SCENARIOS; do
   for ns in "${NAMESPACES[@]}"; do drop_ns "$ns"; done
 done
 
-# ---- table --------------------------------------------------------------------------------------
-ELAPSED=$(( $(date +%s) - START ))
-LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
-want scaling || export SCALING=0
-{
-  echo "libshake / Linux kernel TCP, side by side: medians of $REPS, kernel and libshake rounds alternating"
-  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) cores; source $SOURCE_REV;" \
-       "$(basename "$BUILD_DIR") ($BUILD_TYPE); targets ${targets[*]}"
-  echo "host load average (1/5/15 min): at start $LOAD_START, at end $LOAD_END; run took ${ELAPSED}s"
-  echo "packet: both servers on one veth end (kernel .12.1, libshake .12.2 on packet:pa), client across the veth"
-  echo "tun:    client in the namespace of tun0; libshake at the far end of tun0 (.13.2),"
-  echo "        the kernel's server one veth away (.14.1); no forwarding hop on either path"
-  echo
-  "$PY" "$TOOLS/compare_table.py" "$RESULTS"
-  echo
-  echo "ratio = libshake / kernel (medians); goal and floor from issue 9; verdict: ok = goal holds,"
-  echo "floor ok = only the floor holds. fail = failed requests or connections summed over the runs,"
-  echo "\"(n runs)\" = runs with no figure (non-zero exit, timeout), left out of the medians."
-  if want idle; then
-    echo "idle ticks: utime+stime of the server's processes and any shake-keeper, over ${IDLE_SECONDS}s"
-    echo "(% of one core). The kernel's own TCP work runs in softirq and is not in any process's ticks."
-  fi
-  if want conns; then
-    echo "conns: held = still open when the hold ended; stack memory = growth of shake stat's memory_bytes"
-    echo "over the growth of its connections; PSS = growth of the server processes' proportional anonymous +"
-    echo "shared-memory resident size per held connection (hold_server.py, the shim and the arena pages it"
-    echo "touched; not the stack's own count, and nothing of the kernel's socket memory)."
-  fi
-  echo "The clients share the $(nproc) cores with the servers: these are ratios on this machine, not capacities."
-} >"$WORK/table.txt"
-if [[ $PERF == 1 ]]; then
-  for f in "$WORK"/perf-*.txt; do
-    [[ -f $f ]] || continue
-    name=${f##*/perf-}; name=${name%.txt}
-    { echo; echo "perf top 15 symbols, ab -n $AB_N -c50 against nginx 2 workers, $name"
-      echo "(perf record -a -g -e cpu-clock: every process on the host; perf report --no-children --sort sym)"
-      cat "$f"; } >>"$WORK/table.txt"
-  done
-fi
-echo
-cat "$WORK/table.txt"
-mkdir -p "$(dirname "$OUT")"
-{ cat "$WORK/table.txt"; echo; echo "---- per run"; grep -E '^  |^==' "$WORK/details.log"; } >"$OUT"
-echo
-echo "table and per-run figures written to $OUT"
+write_table complete
 BAD=$(awk '$6 == "fail" || $7 != 0' "$RESULTS" | wc -l)
 if ((BAD)); then
   echo "$ME: $BAD figure(s) came from runs that failed or lost requests/connections (see $OUT)" >&2

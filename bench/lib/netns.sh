@@ -8,6 +8,8 @@
 #                     shake-keeper behind, which must not outlive the run), deletes them and the
 #                     work directory (KEEP_TMP=1 keeps it). Namespaces of an earlier run whose
 #                     process is gone are removed first, with whatever still runs in them.
+#                     If BENCH_EXIT_HOOK names a function, the trap calls it first with the exit
+#                     status (compare.sh writes the table measured so far).
 #   log LINE...       prints and appends to $WORK/details.log
 #   add_ns NAME       a fresh namespace with lo up and IPv6 off (no stray traffic)
 #   drop_ns NAME      kills what runs in NAME and deletes it (before the exit, to free it early)
@@ -18,6 +20,7 @@ bench_cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM HUP
+  [[ -n ${BENCH_EXIT_HOOK:-} ]] && "$BENCH_EXIT_HOOK" "$rc"
   [[ -n ${MEASURE_PID:-} ]] && kill -TERM "$MEASURE_PID" 2>/dev/null
   for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   kill_in_namespaces
