@@ -141,6 +141,31 @@ void Tcb::ClampMss(uint16_t mtu_mss) {
 
 // ---- Segment arrival ----------------------------------------------------------------------
 
+void Tcb::SampleRtt(Instant now, const TcpHeader& h, bool acked) {
+  // RFC 6298 with Karn's rule, as Linux's tcp_ack_update_rtt: from the send time of the oldest
+  // segment this ACK newly acknowledges, unless it acknowledges a retransmission; else of the
+  // first segment it newly SACKs; else from the timestamp echo (RFC 7323 4.1) when it
+  // acknowledges new data. Linux prefers its own clock to the echo, which a peer may garble.
+  Duration sample = Duration::Nanos(-1);
+  if (ack_rtt_.seq_valid && !ack_rtt_.retrans_acked) {
+    sample = now - ack_rtt_.first_acked;
+  } else if (ack_rtt_.sack_valid) {
+    sample = now - ack_rtt_.first_sacked;
+  }
+  if (sample < Duration::Zero() && acked) sample = TimestampRtt(now, h);
+  if (sample >= Duration::Zero()) rtt_.Sample(sample, snd_una_, snd_nxt_);
+}
+
+Duration Tcb::TimestampRtt(Instant now, const TcpHeader& h) const {
+  // RFC 7323 4.1 as Linux's tcp_rtt_tsopt_us: the echo of one of our TSvals, in milliseconds
+  // (at least one); none when timestamps are off or the echo is zero.
+  if (!ts_ok_ || !h.options.timestamp || h.options.timestamp->ecr == 0) return Duration::Nanos(-1);
+  const auto delta = static_cast<int32_t>(host_.TimestampClock(now) -
+                                          (h.options.timestamp->ecr - ts_offset_));
+  if (delta < 0) return Duration::Nanos(-1);
+  return Duration::Millis(delta == 0 ? 1 : delta);
+}
+
 TcpHeader Tcb::ResetFor(const TcpHeader& h, size_t payload_len) {
   // RFC 9293 3.10.7.1: if the ACK bit is off, <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>;
   // otherwise <SEQ=SEG.ACK><CTL=RST>.
@@ -290,13 +315,13 @@ void Tcb::SynSentArrives(Instant now, const TcpHeader& h, FrameSink& out) {
     max_snd_wnd_ = snd_wnd_;
     snd_wl1_ = h.seq;
     snd_wl2_ = h.ack;
-    if (ts_ok_ && h.options.timestamp->ecr != 0 && retries_ == 0) {
-      rtt_.Sample(Duration::Millis(static_cast<int32_t>(host_.TimestampClock(now) -
-                                                        (h.options.timestamp->ecr - ts_offset_))));
-    } else if (!ts_ok_ && retries_ == 0) {
-      rtt_.Sample(now - rtt_start_);
+    // Linux tcp_ack_update_rtt: the SYN's own send time unless it was resent (Karn), then the
+    // timestamp echo.
+    if (retries_ == 0) {
+      rtt_.Sample(now - rtt_start_, snd_una_, snd_nxt_);
+    } else if (const Duration ts = TimestampRtt(now, h); ts >= Duration::Zero()) {
+      rtt_.Sample(ts, snd_una_, snd_nxt_);
     }
-    rtt_timing_ = false;
     retries_ = 0;
     rto_kind_ = RtoKind::kNone;
     rto_deadline_ = Instant::Never();
@@ -383,17 +408,13 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
     max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
     snd_wl1_ = h.seq;
     snd_wl2_ = h.ack;
-    if (retries_ == 0) {
-      if (ts_ok_ && h.options.timestamp && h.options.timestamp->ecr != 0) {
-        rtt_.Sample(Duration::Millis(static_cast<int32_t>(
-            host_.TimestampClock(now) - (h.options.timestamp->ecr - ts_offset_))));
-      } else if (!from_cookie_) {
-        // A cookie's SYN-ACK left no send time: without timestamps there is no sample (as
-        // Linux, whose cookie request has no snt_synack).
-        rtt_.Sample(now - rtt_start_);
-      }
+    // Linux tcp_synack_rtt_meas: the SYN-ACK's send time unless it was resent (Karn) or came
+    // from a cookie (no state kept), then the timestamp echo.
+    if (retries_ == 0 && !from_cookie_) {
+      rtt_.Sample(now - rtt_start_, snd_una_, snd_nxt_);
+    } else if (const Duration ts = TimestampRtt(now, h); ts >= Duration::Zero()) {
+      rtt_.Sample(ts, snd_una_, snd_nxt_);
     }
-    rtt_timing_ = false;
     retries_ = 0;
     send_syn_ = false;
     rto_kind_ = RtoKind::kNone;
@@ -426,6 +447,7 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
     rack_.dsack_round_active = false;  // RFC 8985 6.2 step 4: one widening per round trip
   }
   const wire::SackBlock* dsack_block = nullptr;
+  ack_rtt_ = AckRtt{};
   if (sack_ok_ && h.options.sack_count != 0) {
     // RFC 2883 section 4: the first block reports a duplicate when it lies below the cumulative
     // ACK or inside the second block.
@@ -439,17 +461,6 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
     }
     UpdateSackScoreboard(h.options);
     MarkSackedRecords(now, h.options, dsack ? 1 : 0);
-  }
-
-  // RTT sample from the timestamp echo (RFC 7323 4.1), or from the timed segment (Karn).
-  if (advances) {
-    if (ts_ok_ && h.options.timestamp && h.options.timestamp->ecr != 0) {
-      rtt_.Sample(Duration::Millis(static_cast<int32_t>(
-          host_.TimestampClock(now) - (h.options.timestamp->ecr - ts_offset_))));
-    } else if (rtt_timing_ && h.ack > rtt_seq_) {
-      rtt_.Sample(now - rtt_start_);
-      rtt_timing_ = false;
-    }
   }
 
   // Window update (RFC 9293 3.10.7.4, SND.WL1/SND.WL2).
@@ -469,7 +480,10 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
 
   if (advances) {
     NewAck(now, h, h.ack);
-  } else if (dup) {
+  } else {
+    SampleRtt(now, h, /*acked=*/false);  // a SACK alone may measure
+  }
+  if (dup) {
     host_.counters().tcp_dup_acks_in++;
     ++dupacks_;
     max_dupacks_ = std::max(max_dupacks_, dupacks_);
@@ -526,7 +540,18 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
 
 void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
   const auto acked = static_cast<uint32_t>(ack - snd_una_);
-  if (sack_ok_) tx_.AckTo(ack, [&](const TxRecords::Record& r) { RackDelivered(now, r); });
+  tx_.AckTo(ack, [&](const TxRecords::Record& r, bool whole) {
+    // For the RTT sample: the oldest newly acknowledged segment's send time, and whether any
+    // acknowledged segment was ever resent (Linux tcp_clean_rtx_queue's first_ackt and
+    // FLAG_RETRANS_DATA_ACKED).
+    if ((r.flags & TxRecords::kEverRetrans) != 0) {
+      ack_rtt_.retrans_acked = true;
+    } else if ((r.flags & TxRecords::kSacked) == 0 && !ack_rtt_.seq_valid) {
+      ack_rtt_.seq_valid = true;
+      ack_rtt_.first_acked = r.xmit;
+    }
+    if (sack_ok_ && whole && (r.flags & TxRecords::kSacked) == 0) RackDelivered(now, r);
+  });
   // RFC 3522 (Eifel) as Linux's tcp_try_undo_partial / tcp_try_undo_loss: an ACK echoing a
   // timestamp older than our first retransmission was caused by an original transmission, so
   // the retransmissions (and the window reduction) were spurious.
@@ -535,6 +560,7 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
   send_q_.Consume(data_acked);
   snd_una_ = ack;
   if (snd_nxt_ < snd_una_) snd_nxt_ = snd_una_;
+  SampleRtt(now, h, /*acked=*/true);
   dupacks_ = 0;
   retries_ = 0;
   probes_ = 0;
@@ -686,7 +712,6 @@ void Tcb::EnterRecovery(Instant now) {
   recover_ = snd_max_;
   in_recovery_ = true;
   high_rxt_ = snd_una_;
-  rtt_timing_ = false;
   if (sack_ok_) {
     cwnd_ = ssthresh_;
     force_rexmit_ = true;

@@ -206,6 +206,10 @@ class Tcb {
   bool CheckSequence(Instant now, const wire::TcpHeader& h, wire::Bytes payload,
                      FrameSink& out);
   bool ProcessAck(Instant now, const wire::TcpHeader& h, size_t payload_len, FrameSink& out);
+  // Takes the RTT sample the ACK being processed offers (ack_rtt_, the timestamp echo).
+  void SampleRtt(Instant now, const wire::TcpHeader& h, bool acked);
+  // The RTT the segment's timestamp echo measures, or a negative duration when it has none.
+  Duration TimestampRtt(Instant now, const wire::TcpHeader& h) const;
   void ProcessData(Instant now, const wire::TcpHeader& h, wire::Bytes payload, FrameSink& out);
   void ProcessFin(Instant now, bool with_data);
   Duration FinWait2Timeout() const;
@@ -368,11 +372,18 @@ class Tcb {
   bool retrans_stamp_set_ = false;
   uint32_t retrans_stamp_ = 0;       // TSval of the episode's first retransmission
 
-  // RTT (RFC 6298) with Karn's rule; timed by timestamps when negotiated.
+  // RTT (RFC 6298) with Karn's rule, measured as Linux does: from the send time of the data
+  // an ACK newly acknowledges or SACKs (tx_), else from the timestamp echo.
   RttEstimator rtt_;
-  bool rtt_timing_ = false;
-  SeqNum rtt_seq_;
-  Instant rtt_start_;
+  Instant rtt_start_;  // when the SYN or SYN-ACK was first sent
+  struct AckRtt {      // what the ACK being processed offers for a sample
+    bool seq_valid = false;      // a never-resent segment was newly acknowledged...
+    Instant first_acked;         // ...the oldest of them sent then
+    bool retrans_acked = false;  // a segment sent more than once was acknowledged
+    bool sack_valid = false;     // a never-resent segment was newly SACKed...
+    Instant first_sacked;
+  };
+  AckRtt ack_rtt_;
 
   // Timers.
   enum class RtoKind : uint8_t { kNone, kRetransmit, kPersist };

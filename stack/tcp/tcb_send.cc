@@ -16,7 +16,7 @@ using namespace tcb_internal;
 // ---- Loss detection (RACK, RFC 8985) and undo (RFC 2883, RFC 3522) -------------------------
 
 void Tcb::NoteSent(Instant now, SeqNum s, size_t n) {
-  if (!sack_ok_ || n == 0) return;
+  if (n == 0) return;
   const SeqNum e = s + static_cast<uint32_t>(n);
   SeqNum fresh = s;  // where data never recorded before starts
   if (!tx_.empty()) {
@@ -38,6 +38,11 @@ void Tcb::MarkSackedRecords(Instant now, const wire::TcpOptions& o, uint8_t firs
       const TxRecords::Record& rec = tx_.at(id);
       if (!(rec.start < r)) break;
       if (rec.start < l || rec.end > r || (rec.flags & TxRecords::kSacked) != 0) continue;
+      // For the RTT sample: the first newly SACKed segment never resent (Linux first_sackt).
+      if ((rec.flags & TxRecords::kEverRetrans) == 0 && !ack_rtt_.sack_valid) {
+        ack_rtt_.sack_valid = true;
+        ack_rtt_.first_sacked = rec.xmit;
+      }
       RackDelivered(now, rec);
       tx_.MarkSacked(id);
     }
@@ -536,7 +541,10 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
   if (in_recovery_ && !sack_ok_ && snd_nxt_ == snd_una_ && snd_una_ < snd_max_) {
     // NewReno: retransmit one segment from SND.UNA, then carry on with new data.
     const size_t n = std::min<size_t>(snd_mss_, static_cast<size_t>(data_end() - snd_una_));
-    if (n != 0 && SendSegment(now, flag::kAck, snd_una_, n, true, out)) sent = true;
+    if (n != 0 && SendSegment(now, flag::kAck, snd_una_, n, true, out)) {
+      NoteSent(now, snd_una_, n);
+      sent = true;
+    }
     snd_nxt_ = snd_max_;
   }
   // RFC 5681 4.1, as Linux's tcp_cwnd_restart: nothing in flight and no data sent for more
@@ -609,11 +617,6 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
       sent = true;
       last_data_sent_ = now;
       data_sent_once_ = true;
-      if (!rtt_timing_ && !retransmit && !ts_ok_) {
-        rtt_timing_ = true;
-        rtt_seq_ = s;
-        rtt_start_ = now;
-      }
       if (n < snd_mss_) snd_sml_ = s + static_cast<uint32_t>(n);
       snd_nxt_ = s + static_cast<uint32_t>(n) + ((flags & flag::kFin) ? 1u : 0u);
       snd_max_ = SeqMax(snd_max_, snd_nxt_);
@@ -852,7 +855,6 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
   tlp_deadline_ = Instant::Never();
   in_recovery_ = false;
   dupacks_ = 0;
-  rtt_timing_ = false;
   rtt_.Backoff();
   recover_ = snd_max_;
   rto_recovery_ = true;

@@ -70,21 +70,23 @@ class TxRecords {
   // Linux tcp_undo_cwnd_reduction with unmark_loss) and rebuilds the time list.
   void UnmarkLost();
 
-  // Removes the records below `una` (trimming one that straddles it). `delivered(rec)` is called
-  // for each record newly delivered by this (that is, not SACKed before), before removal.
+  // Removes the records below `una` (trimming one that straddles it). `acked(rec, whole)` is
+  // called for each record this acknowledges, before it is removed or trimmed: `whole` false
+  // for the one that straddles `una`. Records SACKed before are passed too (see their flags).
   template <typename F>
-  void AckTo(SeqNum una, F&& delivered) {
+  void AckTo(SeqNum una, F&& acked) {
     while (!empty()) {
       Record& r = at(head_);
       if (r.start >= una) break;
       if (r.end > una) {
         // Partially acknowledged: the rest stays, with its counters shrunk.
+        acked(static_cast<const Record&>(r), false);
         const auto cut = static_cast<uint32_t>(una - r.start);
         Count(r, -static_cast<int64_t>(cut));
         r.start = una;
         break;
       }
-      if ((r.flags & kSacked) == 0) delivered(static_cast<const Record&>(r));
+      acked(static_cast<const Record&>(r), true);
       if ((r.flags & kSacked) != 0) --sacked_segs_;
       Count(r, -static_cast<int64_t>(r.len()));
       Unlink(head_);

@@ -163,8 +163,12 @@ TEST_F(TcpDataTest, TimerRestartsOnPartialAck) {
   ASSERT_EQ(h_.Flush().size(), 3u);
   h_.Advance(Duration::Millis(150));
   EXPECT_TRUE(h_.Deliver(Peer(f::kAck, 1, 1001)).empty());
+  // The ACK measured 150 ms after a handshake of zero: SRTT 18.75 ms, and Linux's RTO adds
+  // the larger of 4 * RTTVAR (150 ms) and rto_min (200 ms).
+  const Duration rto = h_.stack().Info(conn_).value().rto;
+  EXPECT_EQ(rto, Duration::Micros(218750));
   // RFC 6298 (5.3): the timer restarted at 150 ms, so nothing at 200 ms...
-  EXPECT_TRUE(h_.Advance(Duration::Millis(199)).empty());
+  EXPECT_TRUE(h_.Advance(rto - Duration::Millis(1)).empty());
   auto out = h_.Advance(Duration::Millis(1));
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(Off(out[0].seq), 1001u);
