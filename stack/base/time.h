@@ -65,5 +65,6 @@ class Instant {
 };
 
 constexpr Instant Min(Instant a, Instant b) { return a < b ? a : b; }
+constexpr Instant Max(Instant a, Instant b) { return a < b ? b : a; }
 
 }  // namespace shake

@@ -729,8 +729,11 @@ void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, Fram
   if (!payload.empty() && can_receive) {
     const SeqNum end = h.seq + static_cast<uint32_t>(payload.size());
     if (read_shut_ && orphan() && end > recv_.rcv_nxt()) {
-      // RFC 1122 4.2.2.13 and Linux: data for a socket the application closed draws a reset.
-      Abort(now, &out, 0);
+      // RFC 1122 4.2.2.13 and Linux: data for a socket the application closed draws a reset,
+      // which Linux builds from the segment (tcp_v4_send_reset: <SEQ=SEG.ACK><CTL=RST>).
+      const TcpHeader r = ResetFor(h, payload.size());
+      if (host_.Transmit(now, *this, r, 0, 0, false, out)) host_.counters().tcp_resets_out++;
+      Fail(now, ECONNRESET);
       return;
     }
     const size_t space = recv_capacity() > recv_.readable() ? recv_capacity() - recv_.readable() : 0;

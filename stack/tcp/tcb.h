@@ -226,6 +226,8 @@ class Tcb {
 
   // Tail loss probes (RFC 8985 section 7).
   void ScheduleLossProbe(Instant now);
+  // Segments in flight (Linux packets_out): the transmit records, or the FIN sent alone.
+  uint32_t PacketsOut() const;
   void LossProbeTimeout(Instant now, FrameSink& out);
   void ProcessLossProbeAck(const wire::TcpHeader& h, bool advances, bool dup,
                            const wire::SackBlock* dsack);

@@ -18,11 +18,9 @@ inline constexpr int kMaxReordering = 300;  // Linux sysctl_tcp_max_reordering
 inline constexpr int kMaxReoWndMult = 64;   // the window is bounded by SRTT long before this
 // RACK timer granularity (see RackReoWnd).
 inline constexpr Duration kMinReoWnd = Duration::Millis(1);
-// RFC 8985 7.2's WCDelAckT: the worst-case delayed ACK a lone probe-timed segment may meet
-// (also Linux's TCP_DELACK_MAX).
-inline constexpr Duration kTlpWorstCaseDelAck = Duration::Millis(200);
-// The probe timeout's floor, as Linux's tcp_schedule_loss_probe (at least 10 ms).
-inline constexpr Duration kTlpMinPto = Duration::Millis(10);
+// Linux's TCP_TIMEOUT_MIN: the slack its timers add so that jitter cannot fire them early (the
+// tail loss probe's allowance with several segments in flight, the RACK reordering timer).
+inline constexpr Duration kTimerSlack = Duration::Millis(2);
 
 inline bool IsSynchronized(TcpState s) {
   return s != TcpState::kClosed && s != TcpState::kListen && s != TcpState::kSynSent &&

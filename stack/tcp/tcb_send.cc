@@ -97,11 +97,14 @@ Duration Tcb::RackReoWnd() const {
 }
 
 void Tcb::RackDetectLoss(Instant now) {
-  // RFC 8985 6.2 step 5. The records in flight are kept in transmit order, so the scan stops at
-  // the first one sent after the RACK segment or not yet overdue; that one arms the timer.
+  // RFC 8985 6.2 step 5, as Linux's tcp_rack_detect_loss. The records in flight are kept in
+  // transmit order, so the scan stops at the first one sent after the RACK segment. Those not
+  // yet overdue arm the reordering timer for the latest of their deadlines (RFC 8985 6.3),
+  // plus Linux's timer slack (tcp_rack_mark_lost: TCP_TIMEOUT_MIN).
   reo_deadline_ = Instant::Never();
   if (!rack_.valid) return;
   const Duration reo_wnd = RackReoWnd();
+  Instant latest = Instant::Never();
   uint32_t id = tx_.oldest();
   while (id != TxRecords::kNil) {
     const TxRecords::Record& r = tx_.at(id);
@@ -111,12 +114,13 @@ void Tcb::RackDetectLoss(Instant now) {
     if (!sent_before) break;
     const Instant deadline = r.xmit + rack_.rtt + reo_wnd;
     if (deadline > now) {
-      reo_deadline_ = deadline;
-      break;
+      latest = latest.is_never() ? deadline : Max(latest, deadline);
+    } else {
+      tx_.MarkLost(id);
     }
-    tx_.MarkLost(id);
     id = next;
   }
+  if (!latest.is_never()) reo_deadline_ = latest + kTimerSlack;
 }
 
 void Tcb::ProcessDsack(const wire::SackBlock& b) {
@@ -227,20 +231,15 @@ void Tcb::ScheduleLossProbe(Instant now) {
   }
   if (!(snd_una_ < snd_max_) || in_recovery_ || rto_recovery_ || tlp_active_) return;
   if (tx_.sacked_segments() != 0 || rto_kind_ != RtoKind::kRetransmit) return;
-  // RFC 8985 7.2: PTO = 2 * SRTT, plus the worst-case delayed ACK when a single segment is in
-  // flight (its ACK may be delayed); 1 s without an RTT sample. Like Linux
-  // (tcp_schedule_loss_probe), never under 10 ms, which covers a near-zero SRTT.
+  // RFC 8985 7.2 in Linux's form (tcp_schedule_loss_probe): PTO = 2 * SRTT, plus the
+  // worst-case delayed ACK (rto_min) when a single segment is in flight, whose ACK may be
+  // delayed, else plus the timer's 2 ms granularity; 1 s without an RTT sample. Never later
+  // than the RTO would fire: then the probe takes the timeout's place.
   Duration pto = Duration::Seconds(1);
   if (rtt_.has_sample()) {
-    pto = rtt_.srtt() * 2;
-    if (FlightSize() <= snd_mss_) pto = pto + kTlpWorstCaseDelAck;
+    pto = rtt_.srtt() * 2 + (PacketsOut() == 1 ? host_.tcp_config().rto_min : kTimerSlack);
   }
-  pto = Max(pto, kTlpMinPto);
-  // RFC 8985 7.2 caps the PTO at the RTO's expiry, so that the probe replaces the timeout. Here
-  // a probe that could not go out before the RTO is not scheduled at all and the RTO (with its
-  // backoff) stays in charge: in practice this is the lone-segment case, whose delayed-ACK
-  // allowance already puts the PTO past the 200 ms RTO floor.
-  if (now + pto >= rto_deadline_) return;
+  if (rto_deadline_ > now) pto = Min(pto, rto_deadline_ - now);
   tlp_deadline_ = now + pto;
 }
 
@@ -291,10 +290,18 @@ void Tcb::LossProbeTimeout(Instant now, FrameSink& out) {
   tlp_is_retrans_ = retrans;
   tlp_start_ = start;
   tlp_end_ = snd_max_;
-  // RFC 8985 7.3: after the probe the RTO runs, not another PTO.
+  // RFC 8985 7.3: after the probe the RTO runs from now, not another PTO (Linux
+  // tcp_send_loss_probe).
   rto_kind_ = RtoKind::kRetransmit;
   rto_deadline_ = now + rtt_.rto();
 }
+
+uint32_t Tcb::PacketsOut() const {
+  const uint32_t records = tx_.end_id() - tx_.first_id();
+  const bool fin_out = fin_queued_ && snd_max_ > data_end() && !fin_acked();
+  return records != 0 ? records : (fin_out ? 1u : 0u);
+}
+
 
 void Tcb::ProcessLossProbeAck(const TcpHeader& h, bool advances, bool dup,
                               const wire::SackBlock* dsack) {

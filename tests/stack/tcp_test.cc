@@ -620,8 +620,14 @@ TEST_F(TcpTest, FinLostInLastAckIsRetransmitted) {
   Expect1(h_.Deliver(PeerSeg(f::kFin | f::kAck, 1, 1)), f::kAck, 1, 2);
   stack().Close(h_.now(), conn_);
   Expect1(h_.Flush(), f::kFin | f::kAck, 1, 2);
-  // RTO at the 200 ms floor, then backed off to 400 ms.
+  // A tail loss probe resends the FIN when the RTO would have (RFC 8985 7.2: the PTO of a
+  // lone segment, 2 * SRTT + 200 ms, is capped by the RTO, 200 ms after a zero RTT), as Linux
+  // does; the RTO then counts from the probe, then backs off to 400 ms.
   Expect1(h_.Advance(Duration::Millis(200)), f::kFin | f::kAck, 1, 2);
+  EXPECT_EQ(stack().counters().tcp_loss_probes, 1u);
+  EXPECT_TRUE(h_.Advance(Duration::Millis(199)).empty());
+  Expect1(h_.Advance(Duration::Millis(1)), f::kFin | f::kAck, 1, 2);
+  EXPECT_EQ(stack().counters().tcp_rto_expirations, 1u);
   EXPECT_TRUE(h_.Advance(Duration::Millis(399)).empty());
   Expect1(h_.Advance(Duration::Millis(1)), f::kFin | f::kAck, 1, 2);
   EXPECT_TRUE(h_.Deliver(PeerSeg(f::kAck, 2, 2)).empty());
