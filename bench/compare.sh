@@ -49,7 +49,10 @@
 #   CONNECT_SECONDS=180 (bound on opening the CONNS connections)  TIMEOUT=120 (cap per client run)
 #   PERF=1  also perf record -a -g -e cpu-clock during the first ab-c50-w2 round of each side
 #           and print the top 15 symbols (perf report --no-children --sort sym)
-#   SMOKE=1 tiny defaults for every size and duration (REPS=1; an explicit knob still wins)
+#   SMOKE=1 tiny defaults for every size and duration (REPS=1, STOP_ON_FAIL=1; an explicit knob
+#           still wins)
+#   STOP_ON_FAIL=1 end the run after the first round in which something failed (the table of
+#           what was measured is still written)
 #   IMPLS="kernel libshake"  one side only, for trying the script out (no ratios then)
 #   KEEP_TMP=1 keep the work directory (every run's raw output)   SOURCE_REV (default: git describe)
 #
@@ -68,7 +71,7 @@ ALL_ROWS="ab-c32-w1 ab-c50-w1 ab-c32-w2 ab-c50-w2 wrk-t1-c32 wrk-t2-c50 sockperf
 if [[ ${SMOKE:-0} == 1 ]]; then
   : "${REPS:=1}" "${AB_N:=200}" "${WRK_SECONDS:=1}" "${SOCKPERF_SECONDS:=1}" "${IPERF_SECONDS:=1}"
   : "${REDIS_N:=2000}" "${IDLE_CONNS:=100}" "${IDLE_SECONDS:=1}" "${CONNS:=500}" "${CONN_SRCS:=2}"
-  : "${CONNECT_SECONDS:=30}" "${TIMEOUT:=30}"
+  : "${CONNECT_SECONDS:=30}" "${TIMEOUT:=30}" "${STOP_ON_FAIL:=1}"
 fi
 REPS=${REPS:-3}
 ROWS=${ROWS:-$ALL_ROWS}
@@ -87,6 +90,7 @@ CONN_SRCS=${CONN_SRCS:-8}
 CONNECT_SECONDS=${CONNECT_SECONDS:-180}
 TIMEOUT=${TIMEOUT:-120}
 PERF=${PERF:-0}
+STOP_ON_FAIL=${STOP_ON_FAIL:-0}
 IMPLS=${IMPLS:-"kernel libshake"}
 
 # ---- configuration checks: one line naming the fix ------------------------------------------
@@ -248,9 +252,10 @@ start_nginx() {  # start_nginx IMPL WORKERS CONNECTIONS [ACCEPT_MUTEX]
     return 1
   fi
   SRV_KIND=nginx SRV_DIR=$d SRV_NSNAME=$ns
-  for _ in $(seq 50); do
+  local until=$(( $(date +%s) + 20 ))
+  while (( $(date +%s) < until )); do
     [[ -s $d/nginx.pid ]] &&
-      body=$(timeout 5 ip netns exec "$CLIENT_NS" curl -s -m 2 "http://$ip/index.html" || true)
+      body=$(timeout 3 ip netns exec "$CLIENT_NS" curl -s -m 2 "http://$ip/index.html" || true)
     [[ $body == "$PAGE" ]] && break
     sleep 0.1
   done
@@ -797,7 +802,13 @@ for sc in $SCENARIOS; do
       any=0
       for row in $(group_rows "$group"); do want "$row" && any=1; done
       ((any)) || continue
-      for impl in $order; do round "$sc" "$group" "$impl" "$rep"; done
+      for impl in $order; do
+        round "$sc" "$group" "$impl" "$rep"
+        if [[ $STOP_ON_FAIL == 1 ]] && awk '$6 == "fail" || $7 != 0 { bad = 1 } END { exit !bad }' "$RESULTS"; then
+          log "== STOP_ON_FAIL=1: $sc $group on $impl failed; the run ends here"
+          exit 1
+        fi
+      done
     done
   done
   for ns in "${NAMESPACES[@]}"; do drop_ns "$ns"; done
