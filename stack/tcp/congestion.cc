@@ -10,6 +10,7 @@ namespace {
 // RFC 9438 4.1.1 and 5: the constants of the window function.
 constexpr double kCubicC = 0.4;
 constexpr double kCubicBeta = 0.7;
+constexpr uint32_t kCubicBetaScaled = 717;  // Linux's beta, out of 1024
 // RFC 9438 4.3: the additive increase that makes CUBIC's average window match Reno's.
 constexpr double kRenoFriendlyAlpha = 3.0 * (1.0 - kCubicBeta) / (1.0 + kCubicBeta);
 // Far beyond any window a 32-bit sequence space can use; keeps the arithmetic finite.
@@ -97,14 +98,14 @@ void CongestionController::CubicAvoidance(Instant now, uint32_t acked, uint32_t 
   *cwnd += static_cast<uint32_t>(std::min(whole, limit));
 }
 
-uint32_t CongestionController::OnCongestionEvent(uint32_t cwnd, uint32_t flight, uint32_t mss,
-                                                 bool timeout) {
-  const uint32_t floor = 2u * mss;
-  if (algo_ == CongestionControl::kReno) {
-    // RFC 5681 3.1, equation (4): ssthresh = max(FlightSize / 2, 2 * SMSS).
-    return std::max(flight / 2, floor);
-  }
-  const double cwnd_seg = static_cast<double>(cwnd) / static_cast<double>(mss);
+uint32_t CongestionController::OnCongestionEvent(uint32_t cwnd, uint32_t mss, bool timeout) {
+  // As Linux (tcp_reno_ssthresh, bictcp_recalc_ssthresh), ssthresh comes from cwnd in whole
+  // segments, never under two: RFC 5681 3.1's FlightSize / 2 and RFC 9438 4.6's
+  // flight_size * beta_cubic, with cwnd standing for the flight, which RFC 9438 allows since
+  // cwnd does not grow while the sender is application-limited (RFC 7661 validation, GrowWindow).
+  const uint32_t segs = cwnd / (mss == 0 ? 1 : mss);
+  if (algo_ == CongestionControl::kReno) return std::max(segs / 2, 2u) * mss;
+  const double cwnd_seg = static_cast<double>(segs);
   // RFC 9438 4.7 fast convergence: a flow whose window peaked below the previous W_max is
   // losing share; it lowers its plateau further to let newer flows grow.
   w_max_ = cwnd_seg < w_max_ ? cwnd_seg * (1.0 + kCubicBeta) / 2.0 : cwnd_seg;
@@ -114,10 +115,8 @@ uint32_t CongestionController::OnCongestionEvent(uint32_t cwnd, uint32_t flight,
   // RFC 9438 4.8: a timeout also takes ssthresh from beta_cubic; the next stage starts with
   // K = 0.
   after_timeout_ = timeout;
-  // RFC 9438 4.6: ssthresh = flight_size * beta_cubic, at least two segments. (The RFC allows
-  // cwnd instead only for implementations that stop cwnd growing while not cwnd-limited, which
-  // this stack does not track.)
-  return std::max(static_cast<uint32_t>(static_cast<double>(flight) * kCubicBeta), floor);
+  // beta_cubic as Linux scales it: 717 / 1024.
+  return std::max(segs * kCubicBetaScaled / 1024u, 2u) * mss;
 }
 
 void CongestionController::Restore(const Saved& s) {

@@ -30,10 +30,10 @@ class CongestionController {
   void OnAck(Instant now, uint32_t acked, uint32_t mss, uint32_t ssthresh, Duration srtt,
              uint32_t* cwnd);
 
-  // A congestion event at window `cwnd` with `flight` bytes outstanding. Returns the new
-  // ssthresh; the caller sets cwnd (to ssthresh for fast recovery, to one segment after a
-  // timeout). `timeout` marks an RTO (RFC 9438 4.8).
-  uint32_t OnCongestionEvent(uint32_t cwnd, uint32_t flight, uint32_t mss, bool timeout);
+  // A congestion event at window `cwnd` (bytes). Returns the new ssthresh, from cwnd in whole
+  // segments as Linux computes it; the caller sets cwnd (PRR in fast recovery, one segment
+  // after a timeout). `timeout` marks an RTO (RFC 9438 4.8).
+  uint32_t OnCongestionEvent(uint32_t cwnd, uint32_t mss, bool timeout);
 
   // A retransmission timeout collapsed the window: byte counting starts over.
   void OnTimeout() { bytes_acked_ = 0; }

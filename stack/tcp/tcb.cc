@@ -147,10 +147,10 @@ void Tcb::SampleRtt(Instant now, const TcpHeader& h, bool acked) {
   // first segment it newly SACKs; else from the timestamp echo (RFC 7323 4.1) when it
   // acknowledges new data. Linux prefers its own clock to the echo, which a peer may garble.
   Duration sample = Duration::Nanos(-1);
-  if (ack_rtt_.seq_valid && !ack_rtt_.retrans_acked) {
-    sample = now - ack_rtt_.first_acked;
-  } else if (ack_rtt_.sack_valid) {
-    sample = now - ack_rtt_.first_sacked;
+  if (ack_info_.seq_valid && !ack_info_.retrans_acked) {
+    sample = now - ack_info_.first_acked;
+  } else if (ack_info_.sack_valid) {
+    sample = now - ack_info_.first_sacked;
   }
   if (sample < Duration::Zero() && acked) sample = TimestampRtt(now, h);
   if (sample >= Duration::Zero()) rtt_.Sample(sample, snd_una_, snd_nxt_);
@@ -408,7 +408,7 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
     max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
     snd_wl1_ = h.seq;
     snd_wl2_ = h.ack;
-    // Linux tcp_synack_rtt_meas: the SYN-ACK's send time unless it was resent (Karn) or came
+    // Linux tcp_synack_info_meas: the SYN-ACK's send time unless it was resent (Karn) or came
     // from a cookie (no state kept), then the timestamp echo.
     if (retries_ == 0 && !from_cookie_) {
       rtt_.Sample(now - rtt_start_, snd_una_, snd_nxt_);
@@ -447,7 +447,8 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
     rack_.dsack_round_active = false;  // RFC 8985 6.2 step 4: one widening per round trip
   }
   const wire::SackBlock* dsack_block = nullptr;
-  ack_rtt_ = AckRtt{};
+  ack_info_ = AckInfo{};
+  ack_info_.lost_before = tx_.lost_marked();
   if (sack_ok_ && h.options.sack_count != 0) {
     // RFC 2883 section 4: the first block reports a duplicate when it lies below the cumulative
     // ACK or inside the second block.
@@ -509,6 +510,10 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
     RackDetectLoss(now);
     if (!in_recovery_ && tx_.lost_bytes() != 0) EnterRecovery(now);
   }
+  // RFC 6937: the window during SACK recovery follows what this ACK delivered.
+  if (in_recovery_ && !rto_recovery_ && sack_ok_) {
+    CwndReduction(ack_info_.delivered, tx_.lost_marked() - ack_info_.lost_before, advances);
+  }
   // RFC 8985 7.2: an ACK that advances SND.UNA restarts the probe timer; one that brings SACKs
   // or starts recovery leaves loss detection to RACK and fast recovery instead.
   if (advances || !tlp_deadline_.is_never()) ScheduleLossProbe(now);
@@ -544,11 +549,12 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
     // For the RTT sample: the oldest newly acknowledged segment's send time, and whether any
     // acknowledged segment was ever resent (Linux tcp_clean_rtx_queue's first_ackt and
     // FLAG_RETRANS_DATA_ACKED).
+    if (whole && (r.flags & TxRecords::kSacked) == 0) ++ack_info_.delivered;
     if ((r.flags & TxRecords::kEverRetrans) != 0) {
-      ack_rtt_.retrans_acked = true;
-    } else if ((r.flags & TxRecords::kSacked) == 0 && !ack_rtt_.seq_valid) {
-      ack_rtt_.seq_valid = true;
-      ack_rtt_.first_acked = r.xmit;
+      ack_info_.retrans_acked = true;
+    } else if ((r.flags & TxRecords::kSacked) == 0 && !ack_info_.seq_valid) {
+      ack_info_.seq_valid = true;
+      ack_info_.first_acked = r.xmit;
     }
     if (sack_ok_ && whole && (r.flags & TxRecords::kSacked) == 0) RackDelivered(now, r);
   });
@@ -713,7 +719,12 @@ void Tcb::EnterRecovery(Instant now) {
   in_recovery_ = true;
   high_rxt_ = snd_una_;
   if (sack_ok_) {
-    cwnd_ = ssthresh_;
+    // RFC 6937 3: PRR takes cwnd from here, ACK by ACK (CwndReduction); the first
+    // retransmission goes out whatever it allows (Linux tcp_cwnd_reduction's forced one).
+    const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
+    prr_prior_cwnd_ = std::max<uint32_t>(cwnd_ / mss, 1);
+    prr_delivered_ = 0;
+    prr_out_ = 0;
     force_rexmit_ = true;
   } else {
     cwnd_ = ssthresh_ + 3u * snd_mss_;
@@ -721,6 +732,30 @@ void Tcb::EnterRecovery(Instant now) {
     snd_nxt_ = snd_una_;
   }
   (void)now;
+}
+
+void Tcb::CwndReduction(uint32_t delivered, uint32_t newly_lost, bool advanced) {
+  // RFC 6937 3 in Linux's form: while pipe exceeds ssthresh, send in proportion to what was
+  // delivered, ssthresh / RecoverFS of it (RecoverFS as Linux: cwnd when recovery began);
+  // below ssthresh, PRR-SSRB (slow start reduction bound): what was delivered and not yet
+  // matched, plus one when SND.UNA advanced without new loss, at most up to ssthresh.
+  if (delivered == 0 || prr_prior_cwnd_ == 0) return;
+  const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
+  const int64_t pipe = tx_.packets_in_flight();
+  const int64_t ssthresh = ssthresh_ / mss;
+  const int64_t delta = ssthresh - pipe;
+  prr_delivered_ += delivered;
+  int64_t sndcnt;
+  if (delta < 0) {
+    sndcnt = (ssthresh * prr_delivered_ + prr_prior_cwnd_ - 1) / prr_prior_cwnd_ - prr_out_;
+  } else {
+    sndcnt = std::max<int64_t>(int64_t{prr_delivered_} - prr_out_, delivered);
+    if (advanced && newly_lost == 0) ++sndcnt;
+    sndcnt = std::min(delta, sndcnt);
+  }
+  // Entering recovery always lets the fast retransmission out.
+  sndcnt = std::max<int64_t>(sndcnt, prr_out_ != 0 ? 0 : 1);
+  cwnd_ = static_cast<uint32_t>(std::max<int64_t>(pipe + sndcnt, 1) * mss);
 }
 
 void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, FrameSink& out) {

@@ -206,7 +206,7 @@ class Tcb {
   bool CheckSequence(Instant now, const wire::TcpHeader& h, wire::Bytes payload,
                      FrameSink& out);
   bool ProcessAck(Instant now, const wire::TcpHeader& h, size_t payload_len, FrameSink& out);
-  // Takes the RTT sample the ACK being processed offers (ack_rtt_, the timestamp echo).
+  // Takes the RTT sample the ACK being processed offers (ack_info_, the timestamp echo).
   void SampleRtt(Instant now, const wire::TcpHeader& h, bool acked);
   // The RTT the segment's timestamp echo measures, or a negative duration when it has none.
   Duration TimestampRtt(Instant now, const wire::TcpHeader& h) const;
@@ -217,6 +217,10 @@ class Tcb {
   void NewAck(Instant now, const wire::TcpHeader& h, SeqNum ack);
   void UpdateSackScoreboard(const wire::TcpOptions& o);
   void EnterRecovery(Instant now);
+  // RFC 6937 proportional rate reduction, as Linux's tcp_cwnd_reduction: during SACK recovery
+  // each ACK sets cwnd to what is in flight plus what PRR lets out for the `delivered`
+  // segments it reported (`newly_lost`: segments it found lost; `advanced`: SND.UNA moved).
+  void CwndReduction(uint32_t delivered, uint32_t newly_lost, bool advanced);
   // Records cwnd use after sending (Linux tcp_cwnd_validate), for GrowWindow.
   void ValidateCwnd(bool cwnd_limited);
   // A loss was detected: ssthresh from the congestion controller (RFC 5681 / RFC 9438).
@@ -328,6 +332,11 @@ class Tcb {
   int dupacks_ = 0;
   bool in_recovery_ = false;
   SeqNum recover_;
+  // PRR's state (RFC 6937 3), in segments: cwnd when recovery began (RecoverFS's stand-in,
+  // Linux prior_cwnd), segments delivered since, segments sent since.
+  uint32_t prr_prior_cwnd_ = 0;
+  uint32_t prr_delivered_ = 0;
+  uint32_t prr_out_ = 0;
   SeqNum high_rxt_;
   struct Sacked {
     SeqNum left, right;
@@ -378,14 +387,16 @@ class Tcb {
   // an ACK newly acknowledges or SACKs (tx_), else from the timestamp echo.
   RttEstimator rtt_;
   Instant rtt_start_;  // when the SYN or SYN-ACK was first sent
-  struct AckRtt {      // what the ACK being processed offers for a sample
+  struct AckInfo {      // what the ACK being processed delivered (an RTT sample, PRR)
     bool seq_valid = false;      // a never-resent segment was newly acknowledged...
     Instant first_acked;         // ...the oldest of them sent then
     bool retrans_acked = false;  // a segment sent more than once was acknowledged
     bool sack_valid = false;     // a never-resent segment was newly SACKed...
     Instant first_sacked;
+    uint32_t delivered = 0;      // segments newly acknowledged or SACKed (Linux's delivered)
+    uint32_t lost_before = 0;    // tx_.lost_marked() before the ACK
   };
-  AckRtt ack_rtt_;
+  AckInfo ack_info_;
 
   // Timers.
   enum class RtoKind : uint8_t { kNone, kRetransmit, kPersist };

@@ -39,12 +39,13 @@ void Tcb::MarkSackedRecords(Instant now, const wire::TcpOptions& o, uint8_t firs
       if (!(rec.start < r)) break;
       if (rec.start < l || rec.end > r || (rec.flags & TxRecords::kSacked) != 0) continue;
       // For the RTT sample: the first newly SACKed segment never resent (Linux first_sackt).
-      if ((rec.flags & TxRecords::kEverRetrans) == 0 && !ack_rtt_.sack_valid) {
-        ack_rtt_.sack_valid = true;
-        ack_rtt_.first_sacked = rec.xmit;
+      if ((rec.flags & TxRecords::kEverRetrans) == 0 && !ack_info_.sack_valid) {
+        ack_info_.sack_valid = true;
+        ack_info_.first_sacked = rec.xmit;
       }
       RackDelivered(now, rec);
       tx_.MarkSacked(id);
+      ++ack_info_.delivered;
     }
   }
 }
@@ -192,7 +193,7 @@ void Tcb::Undo() {
 // ---- Congestion control (RFC 5681, RFC 9438) ------------------------------------------------
 
 uint32_t Tcb::CongestionEvent(bool timeout) {
-  return cc_.OnCongestionEvent(cwnd_, static_cast<uint32_t>(FlightSize()), snd_mss_, timeout);
+  return cc_.OnCongestionEvent(cwnd_, snd_mss_, timeout);
 }
 
 void Tcb::GrowWindow(Instant now, uint32_t acked) {
@@ -418,6 +419,8 @@ bool Tcb::SendSegment(Instant now, uint8_t flags, SeqNum seq, size_t len, bool r
   size_t offset = 0;
   if (len != 0) offset = static_cast<size_t>(seq - snd_una_);
   if (!host_.Transmit(now, *this, h, offset, len, retransmit, out)) return false;
+  // RFC 6937: PRR counts what recovery sends (Linux prr_out).
+  if (in_recovery_ && !rto_recovery_ && (len != 0 || (flags & flag::kFin) != 0)) ++prr_out_;
   // Linux enters interactive mode when it answers received data within the ACK timeout.
   if (len != 0 && !retransmit && now - last_data_received_ < host_.tcp_config().delayed_ack) {
     pingpong_ = true;
@@ -750,7 +753,11 @@ void Tcb::OnTimer(Instant now, FrameSink& out) {
         snd_una_ < snd_max_) {
       RackDetectLoss(now);
       if (tx_.lost_bytes() != 0) {
-        if (!in_recovery_) EnterRecovery(now);
+        if (!in_recovery_) {
+          // Linux tcp_rack_reo_timeout: recovery begins with PRR counting one delivery.
+          EnterRecovery(now);
+          CwndReduction(1, 0, false);
+        }
         Output(now, out);
       }
     }

@@ -7,7 +7,7 @@ namespace shake {
 void TxRecords::Clear() {
   head_ = tail_ = lost_cursor_ = 0;
   list_head_ = list_tail_ = kNil;
-  sacked_ = lost_ = retrans_ = sacked_segs_ = 0;
+  sacked_ = lost_ = retrans_ = sacked_segs_ = lost_segs_ = retrans_segs_ = 0;
   Release();
 }
 
@@ -51,11 +51,20 @@ uint32_t TxRecords::Find(SeqNum seq) const {
   return head_ + lo;
 }
 
-void TxRecords::Count(const Record& r, int64_t bytes) {
-  auto add = [bytes](uint32_t& c) { c = static_cast<uint32_t>(static_cast<int64_t>(c) + bytes); };
-  if ((r.flags & kSacked) != 0) add(sacked_);
-  if ((r.flags & kLost) != 0) add(lost_);
-  if ((r.flags & kRetrans) != 0) add(retrans_);
+void TxRecords::Count(const Record& r, int64_t bytes, int segs) {
+  auto add = [](uint32_t& c, int64_t d) { c = static_cast<uint32_t>(static_cast<int64_t>(c) + d); };
+  if ((r.flags & kSacked) != 0) {
+    add(sacked_, bytes);
+    add(sacked_segs_, segs);
+  }
+  if ((r.flags & kLost) != 0) {
+    add(lost_, bytes);
+    add(lost_segs_, segs);
+  }
+  if ((r.flags & kRetrans) != 0) {
+    add(retrans_, bytes);
+    add(retrans_segs_, segs);
+  }
 }
 
 void TxRecords::Link(uint32_t id) {
@@ -91,29 +100,28 @@ void TxRecords::Unlink(uint32_t id) {
 void TxRecords::MarkSacked(uint32_t id) {
   Record& r = at(id);
   if ((r.flags & kSacked) != 0) return;
-  Count(r, -static_cast<int64_t>(r.len()));
+  Count(r, -static_cast<int64_t>(r.len()), -1);
   r.flags = static_cast<uint8_t>((r.flags & kEverRetrans) | kSacked);
-  Count(r, r.len());
-  ++sacked_segs_;
+  Count(r, r.len(), 1);
   Unlink(id);
 }
 
 void TxRecords::Unsack(uint32_t id) {
   Record& r = at(id);
   if ((r.flags & kSacked) == 0) return;
-  Count(r, -static_cast<int64_t>(r.len()));
+  Count(r, -static_cast<int64_t>(r.len()), -1);
   r.flags = static_cast<uint8_t>(r.flags & ~kSacked);
-  Count(r, r.len());
-  --sacked_segs_;
+  Count(r, r.len(), 1);
 }
 
 void TxRecords::MarkLost(uint32_t id) {
   Record& r = at(id);
   if ((r.flags & kSacked) != 0) return;
-  Count(r, -static_cast<int64_t>(r.len()));
+  if ((r.flags & kLost) == 0) ++lost_marked_;
+  Count(r, -static_cast<int64_t>(r.len()), -1);
   // A lost retransmission is no longer in flight either (RFC 8985 6.2 step 5).
   r.flags = static_cast<uint8_t>((r.flags & ~kRetrans) | kLost);
-  Count(r, r.len());
+  Count(r, r.len(), 1);
   Unlink(id);
   if (id - head_ < lost_cursor_ - head_) lost_cursor_ = id;
 }
@@ -121,9 +129,9 @@ void TxRecords::MarkLost(uint32_t id) {
 void TxRecords::MarkRetransmitted(uint32_t id, Instant now) {
   Record& r = at(id);
   if ((r.flags & kSacked) != 0) return;  // the receiver has it: nothing is in flight for it
-  Count(r, -static_cast<int64_t>(r.len()));
+  Count(r, -static_cast<int64_t>(r.len()), -1);
   r.flags = static_cast<uint8_t>(r.flags | kRetrans | kEverRetrans);
-  Count(r, r.len());
+  Count(r, r.len(), 1);
   r.xmit = now;
   Unlink(id);
   Link(id);
@@ -145,9 +153,9 @@ void TxRecords::UnmarkLost() {
     Record& r = at(id);
     Unlink(id);
     if ((r.flags & kLost) != 0) {
-      Count(r, -static_cast<int64_t>(r.len()));
+      Count(r, -static_cast<int64_t>(r.len()), -1);
       r.flags = static_cast<uint8_t>(r.flags & ~kLost);
-      Count(r, r.len());
+      Count(r, r.len(), 1);
     }
     if ((r.flags & kSacked) == 0) ids.push_back(id);
   }

@@ -82,13 +82,12 @@ class TxRecords {
         // Partially acknowledged: the rest stays, with its counters shrunk.
         acked(static_cast<const Record&>(r), false);
         const auto cut = static_cast<uint32_t>(una - r.start);
-        Count(r, -static_cast<int64_t>(cut));
+        Count(r, -static_cast<int64_t>(cut), 0);
         r.start = una;
         break;
       }
       acked(static_cast<const Record&>(r), true);
-      if ((r.flags & kSacked) != 0) --sacked_segs_;
-      Count(r, -static_cast<int64_t>(r.len()));
+      Count(r, -static_cast<int64_t>(r.len()), -1);
       Unlink(head_);
       ++head_;
     }
@@ -107,14 +106,24 @@ class TxRecords {
   uint32_t lost_bytes() const { return lost_; }
   uint32_t retrans_bytes() const { return retrans_; }
   uint32_t sacked_segments() const { return sacked_segs_; }
+  uint32_t lost_segments() const { return lost_segs_; }
+  uint32_t retrans_segments() const { return retrans_segs_; }
+  // Segments in flight, as Linux's tcp_packets_in_flight: out - SACKed - lost + retransmitted.
+  uint32_t packets_in_flight() const {
+    return (tail_ - head_) - sacked_segs_ - lost_segs_ + retrans_segs_;
+  }
+  // Segments ever marked lost (a running count, as Linux's tp->lost): the difference across
+  // an ACK is what that ACK found lost.
+  uint32_t lost_marked() const { return lost_marked_; }
 
  private:
   void Grow();
   void Release();  // frees the ring; only when empty()
   void Link(uint32_t id);    // append at the time list's tail
   void Unlink(uint32_t id);  // no-op when not on the list
-  // Adds (or with a negative delta, removes) `bytes` of `r` to the counters its flags select.
-  void Count(const Record& r, int64_t bytes);
+  // Adds (or with a negative delta, removes) `bytes` and `segs` segments of `r` to the counters
+  // its flags select.
+  void Count(const Record& r, int64_t bytes, int segs);
 
   std::pmr::vector<Record> ring_;
   uint32_t mask_ = 0;
@@ -127,6 +136,9 @@ class TxRecords {
   uint32_t lost_ = 0;
   uint32_t retrans_ = 0;
   uint32_t sacked_segs_ = 0;
+  uint32_t lost_segs_ = 0;
+  uint32_t retrans_segs_ = 0;
+  uint32_t lost_marked_ = 0;
 };
 
 }  // namespace shake
