@@ -483,6 +483,11 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
     NewAck(now, h, h.ack);
   } else {
     SampleRtt(now, h, /*acked=*/false);  // a SACK alone may measure
+    // Linux tcp_may_raise_cwnd: once reordering is known to exceed the default, SACKs
+    // alone grow the window too.
+    if (reordering_ > 3 && !in_recovery_ && !rto_recovery_ && ack_info_.delivered_bytes != 0) {
+      GrowWindow(now, ack_info_.delivered_bytes);
+    }
   }
   if (dup) {
     host_.counters().tcp_dup_acks_in++;
@@ -549,7 +554,10 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
     // For the RTT sample: the oldest newly acknowledged segment's send time, and whether any
     // acknowledged segment was ever resent (Linux tcp_clean_rtx_queue's first_ackt and
     // FLAG_RETRANS_DATA_ACKED).
-    if (whole && (r.flags & TxRecords::kSacked) == 0) ++ack_info_.delivered;
+    if ((r.flags & TxRecords::kSacked) == 0) {
+      if (whole) ++ack_info_.delivered;
+      ack_info_.delivered_bytes += whole ? r.len() : static_cast<uint32_t>(ack - r.start);
+    }
     if ((r.flags & TxRecords::kEverRetrans) != 0) {
       ack_info_.retrans_acked = true;
     } else if ((r.flags & TxRecords::kSacked) == 0 && !ack_info_.seq_valid) {
@@ -567,6 +575,14 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
   snd_una_ = ack;
   if (snd_nxt_ < snd_una_) snd_nxt_ = snd_una_;
   SampleRtt(now, h, /*acked=*/true);
+  if (!sack_ok_) {
+    // Without SACK, duplicate ACKs stood for segments delivered (Linux tcp_add_reno_sack);
+    // the ACK that ends them delivers the rest, at least one (tcp_remove_reno_sacks).
+    const uint32_t dup_bytes = static_cast<uint32_t>(dupacks_) * snd_mss_;
+    ack_info_.delivered_bytes =
+        acked > dup_bytes ? std::max(acked - dup_bytes, std::min<uint32_t>(acked, snd_mss_))
+                          : std::min<uint32_t>(acked, snd_mss_);
+  }
   dupacks_ = 0;
   retries_ = 0;
   probes_ = 0;
@@ -620,7 +636,9 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
       high_rxt_ = SeqMax(high_rxt_, snd_una_);
     }
   } else {
-    GrowWindow(now, acked);
+    // Linux tcp_cong_avoid: the window grows by what this ACK delivered, not by what it
+    // acknowledges cumulatively (data SACKed earlier was counted when it was SACKed).
+    GrowWindow(now, ack_info_.delivered_bytes);
   }
 
   // RFC 6298 (5.2) and (5.3): stop the timer when all is acknowledged, restart it otherwise.

@@ -394,6 +394,7 @@ class Tcb {
     bool sack_valid = false;     // a never-resent segment was newly SACKed...
     Instant first_sacked;
     uint32_t delivered = 0;      // segments newly acknowledged or SACKed (Linux's delivered)
+    uint32_t delivered_bytes = 0;  // and their bytes
     uint32_t lost_before = 0;    // tx_.lost_marked() before the ACK
   };
   AckInfo ack_info_;

@@ -46,6 +46,7 @@ void Tcb::MarkSackedRecords(Instant now, const wire::TcpOptions& o, uint8_t firs
       RackDelivered(now, rec);
       tx_.MarkSacked(id);
       ++ack_info_.delivered;
+      ack_info_.delivered_bytes += rec.len();
     }
   }
 }
