@@ -1091,7 +1091,6 @@ Result0 Stack::Connect(Instant now, SocketId id, Endpoint remote) {
 }
 
 Result<size_t> Stack::Send(SocketId id, std::span<const std::byte> data, bool more) {
-  (void)more;
   Impl& s = *impl_;
   Tcb* t = s.Lookup(id);
   if (t == nullptr) return Error(EBADF);
@@ -1101,7 +1100,7 @@ Result<size_t> Stack::Send(SocketId id, std::span<const std::byte> data, bool mo
   if (st == TcpState::kSynSent || st == TcpState::kSynReceived) return Error(EAGAIN);
   if (st != TcpState::kEstablished && st != TcpState::kCloseWait) return Error(EPIPE);
   if (data.empty()) return size_t{0};
-  const size_t n = t->Write(data);
+  const size_t n = t->Write(data, more);
   if (n == 0) return Error(EAGAIN);
   s.MarkDirty(*t);
   return n;
@@ -1200,10 +1199,12 @@ Result0 Stack::SetOptions(SocketId id, const SocketOptions& options) {
   Tcb* t = impl_->Lookup(id);
   if (t == nullptr) return Error(EBADF);
   const bool uncork = t->options.cork && !options.cork;
-  const bool nodelay_on = !t->options.no_delay && options.no_delay;
   t->options = options;
   t->OptionsChanged();
-  if (uncork || nodelay_on || options.keepalive) impl_->MarkDirty(*t);
+  // Linux: setting TCP_NODELAY (even again), or clearing TCP_CORK with it set, pushes what
+  // Nagle, cork or MSG_MORE hold (TCP_NAGLE_PUSH); clearing TCP_CORK pushes in any case.
+  if (options.no_delay) t->RequestPush();
+  if (uncork || options.no_delay || options.keepalive) impl_->MarkDirty(*t);
   impl_->Reschedule(*t);
   return Ok();
 }

@@ -276,6 +276,8 @@ class Stack {
   // unread data remains or linger is zero, as RFC 9293 and Linux do.
   void Close(Instant now, SocketId s);
 
+  // Takes effect at once; as Linux's setsockopt(TCP_NODELAY, 1), a call with no_delay set
+  // pushes what Nagle, TCP_CORK or MSG_MORE hold, and clearing cork pushes too.
   Result0 SetOptions(SocketId s, const SocketOptions& options);
   Result<SocketOptions> GetOptions(SocketId s) const;
   // The options as they take effect: every "zero means the stack's default" field filled in

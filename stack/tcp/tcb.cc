@@ -900,9 +900,14 @@ size_t Tcb::SendSpace() const {
   return send_q_.size() < cap ? cap - send_q_.size() : 0;
 }
 
-size_t Tcb::Write(std::span<const std::byte> data) {
+size_t Tcb::Write(std::span<const std::byte> data, bool more) {
   const size_t n = std::min(data.size(), SendSpace());
   send_q_.Append(data.first(n));
+  // Linux tcp_push: MSG_MORE corks the push this write makes (TCP_NAGLE_CORK in place of the
+  // socket's Nagle setting); later pushes (ACKs, the next write) do not hold for it. New data
+  // also ends a pending TCP_NAGLE_PUSH (tcp_skb_entail).
+  more_hold_ = more;
+  push_once_ = false;
   return n;
 }
 

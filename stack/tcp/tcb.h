@@ -153,7 +153,11 @@ class Tcb {
 
   // ---- application calls ----
   size_t SendSpace() const;
-  size_t Write(std::span<const std::byte> data);
+  // Queues data; `more` is MSG_MORE: the output this write triggers holds a partial segment.
+  size_t Write(std::span<const std::byte> data, bool more = false);
+  // TCP_NODELAY set, or TCP_CORK cleared with it on (Linux's TCP_NAGLE_PUSH): the next output
+  // sends what Nagle or cork holds, until new data is written.
+  void RequestPush() { push_once_ = true; }
   size_t Read(std::span<std::byte> out, bool peek);
   void ShutdownWrite(Instant now);  // queue a FIN
   void ShutdownRead() { read_shut_ = true; }
@@ -259,6 +263,9 @@ class Tcb {
   bool SendData(Instant now, FrameSink& out);
   bool SendSackRecovery(Instant now, FrameSink& out);
   void SendProbe(Instant now, FrameSink& out);  // zero-window and keepalive probe
+  // Linux tcp_write_wakeup: the probe timer found the window open and data held back with
+  // nothing in flight (cork, MSG_MORE): one segment of it goes.
+  bool WriteWakeup(Instant now, FrameSink& out);
   uint16_t AdvertisedWindow(bool syn);
   wire::TcpOptions OptionsFor(Instant now, uint8_t flags);
 
@@ -441,6 +448,8 @@ class Tcb {
   bool done_ = false;  // closed for good (reset, timeout, or the close finished)
   uint64_t retransmits_ = 0;
   bool send_syn_ = false;  // a SYN or SYN-ACK is due
+  bool more_hold_ = false;  // MSG_MORE: the pending output holds a partial segment
+  bool push_once_ = false;  // TCP_NAGLE_PUSH: the next output holds nothing back
   bool sending_challenge_ack_ = false;
   bool from_cookie_ = false;  // opened by OpenFromCookie: the SYN-ACK's send time is unknown
   bool abort_pending_ = false;

@@ -472,6 +472,26 @@ void Tcb::SendProbe(Instant now, FrameSink& out) {
   SendSegment(now, flag::kAck, snd_una_ - 1, 0, false, out);
 }
 
+bool Tcb::WriteWakeup(Instant now, FrameSink& out) {
+  const SeqNum wnd_end = snd_una_ + snd_wnd_;
+  if (!(snd_max_ < wnd_end) || !(snd_max_ < data_end())) return false;
+  const size_t n = std::min<size_t>({static_cast<size_t>(data_end() - snd_max_),
+                                     static_cast<size_t>(wnd_end - snd_max_), snd_mss_});
+  const bool all_rest = snd_max_ + static_cast<uint32_t>(n) == data_end();
+  uint8_t flags = flag::kAck | flag::kPsh;
+  if (all_rest && fin_queued_) flags |= flag::kFin;
+  if (!SendSegment(now, flags, snd_max_, n, false, out)) return false;
+  NoteSent(now, snd_max_, n);
+  if (n < snd_mss_) snd_sml_ = snd_max_ + static_cast<uint32_t>(n);
+  snd_max_ = snd_max_ + static_cast<uint32_t>(n) + ((flags & flag::kFin) ? 1u : 0u);
+  snd_nxt_ = snd_max_;
+  last_data_sent_ = now;
+  data_sent_once_ = true;
+  ArmRetransmit(now);
+  ScheduleLossProbe(now);
+  return true;
+}
+
 void Tcb::ArmRetransmit(Instant now) {
   if (rto_kind_ != RtoKind::kRetransmit) {
     rto_kind_ = RtoKind::kRetransmit;
@@ -613,11 +633,13 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
                                    snd_mss_});
       const bool all_rest = s + static_cast<uint32_t>(n) == end;
       // Nagle (RFC 1122 4.2.3.4) in Minshall's form, as Linux: a small segment waits while an
-      // earlier small segment is unacknowledged.
+      // earlier small segment is unacknowledged. TCP_CORK and MSG_MORE hold it regardless
+      // (MSG_MORE even with TCP_NODELAY); a push (TCP_NAGLE_PUSH) or a FIN releases it.
       if (n < snd_mss_ && !(s < snd_max_)) {
         const bool fin_now = fin_queued_ && all_rest;
-        if (options.cork && !fin_now) break;
-        if (!options.no_delay && snd_sml_ > snd_una_ && !fin_now) break;
+        if ((options.cork || more_hold_) && !fin_now && !push_once_) break;
+        if (!options.no_delay && !more_hold_ && snd_sml_ > snd_una_ && !fin_now && !push_once_)
+          break;
       }
       const bool retransmit = s < snd_max_;
       uint8_t flags = flag::kAck;
@@ -648,9 +670,11 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
   if (sent || cwnd_limited) ValidateCwnd(cwnd_limited || FlightSize() >= cwnd_);
   // RFC 8985 7.2: sending new data (re)starts the probe timer.
   if (snd_max_ != max_before) ScheduleLossProbe(now);
-  // Persist: data waits, the window is shut and nothing is in flight (RFC 9293 3.8.6.1).
-  if (snd_wnd_ == 0 && data_end() > snd_una_ && snd_max_ == snd_una_ &&
-      rto_kind_ != RtoKind::kPersist) {
+  // Persist: data waits with nothing in flight, because the window is shut (RFC 9293
+  // 3.8.6.1) or because cork or MSG_MORE hold it: Linux's probe timer (tcp_check_probe_timer)
+  // then probes the window or, when it is open, sends the data held (at most an RTO later:
+  // what bounds TCP_CORK's and MSG_MORE's delay).
+  if (data_end() > snd_max_ && snd_max_ == snd_una_ && rto_kind_ != RtoKind::kPersist) {
     rto_kind_ = RtoKind::kPersist;
     rto_deadline_ = now + rtt_.rto();
   }
@@ -714,6 +738,7 @@ void Tcb::Output(Instant now, FrameSink& out) {
   }
   if (!SendData(now, out) && ack_now_) SendAck(now, out);
   if (ack_now_) SendAck(now, out);
+  more_hold_ = false;  // MSG_MORE held this output only
   // Keepalive (RFC 1122 4.2.3.6) restarts from the last segment received.
   if (options.keepalive && keepalive_deadline_.is_never() && IsSynchronized(state_)) {
     const Duration idle = options.keepalive_time != Duration::Zero()
@@ -831,8 +856,17 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
   const bool user_timeout_hit = options.user_timeout != Duration::Zero() && retries_ > 0 &&
                                 now - first_retransmit_ >= options.user_timeout;
   if (kind == RtoKind::kPersist) {
+    if (!(data_end() > snd_max_) || snd_una_ < snd_max_) return;  // nothing waits, or the RTO runs
+    if (snd_wnd_ != 0) {
+      // The window is open: the data was held back (Linux tcp_write_wakeup); send it.
+      probes_ = 0;
+      if (!WriteWakeup(now, out)) {
+        rto_kind_ = RtoKind::kPersist;
+        rto_deadline_ = now + rtt_.rto();
+      }
+      return;
+    }
     // Zero-window probe with backoff (RFC 9293 3.8.6.1; Linux tcp_probe_timer).
-    if (snd_wnd_ != 0 || !(data_end() > snd_una_)) return;
     if (probes_ == 0) first_retransmit_ = now;
     if (probes_ >= c.data_retries ||
         (options.user_timeout != Duration::Zero() && probes_ > 0 &&
