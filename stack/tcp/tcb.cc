@@ -521,7 +521,13 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
   }
   // RFC 8985 7.2: an ACK that advances SND.UNA restarts the probe timer; one that brings SACKs
   // or starts recovery leaves loss detection to RACK and fast recovery instead.
-  if (advances || !tlp_deadline_.is_never()) ScheduleLossProbe(now);
+  // Linux rearms the probe only with an ACK of new data (FLAG_SET_XMIT_TIMER); any other ACK
+  // leaves it where it was, unless it is no longer allowed (SACKs now show the tail).
+  if (advances) {
+    ScheduleLossProbe(now);
+  } else if (!tlp_deadline_.is_never() && !LossProbeAllowed()) {
+    tlp_deadline_ = Instant::Never();
+  }
 
   // Closing states waiting for the ACK of our FIN.
   const bool fin_acked = this->fin_acked();

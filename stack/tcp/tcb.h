@@ -234,6 +234,7 @@ class Tcb {
 
   // Tail loss probes (RFC 8985 section 7).
   void ScheduleLossProbe(Instant now);
+  bool LossProbeAllowed() const;
   // Segments in flight (Linux packets_out): the transmit records, or the FIN sent alone.
   uint32_t PacketsOut() const;
   void LossProbeTimeout(Instant now, FrameSink& out);

@@ -222,17 +222,21 @@ void Tcb::ValidateCwnd(bool cwnd_limited) {
 
 // ---- Tail loss probes (RFC 8985 section 7) --------------------------------------------------
 
-void Tcb::ScheduleLossProbe(Instant now) {
-  tlp_deadline_ = Instant::Never();
+bool Tcb::LossProbeAllowed() const {
   // RFC 8985 7.2: a probe timer runs while data is outstanding on a SACK connection, except in
   // fast recovery or RTO recovery, once segments are SACKed (RACK's reordering timer covers
   // those), and while an earlier probe awaits its acknowledgment (one probe per episode).
   if (!host_.tcp_config().tail_loss_probe || !sack_ok_ || !IsSynchronized(state_) ||
       state_ == TcpState::kTimeWait) {
-    return;
+    return false;
   }
-  if (!(snd_una_ < snd_max_) || in_recovery_ || rto_recovery_ || tlp_active_) return;
-  if (tx_.sacked_segments() != 0 || rto_kind_ != RtoKind::kRetransmit) return;
+  if (!(snd_una_ < snd_max_) || in_recovery_ || rto_recovery_ || tlp_active_) return false;
+  return tx_.sacked_segments() == 0 && rto_kind_ == RtoKind::kRetransmit;
+}
+
+void Tcb::ScheduleLossProbe(Instant now) {
+  tlp_deadline_ = Instant::Never();
+  if (!LossProbeAllowed()) return;
   // RFC 8985 7.2 in Linux's form (tcp_schedule_loss_probe): PTO = 2 * SRTT, plus the
   // worst-case delayed ACK (rto_min) when a single segment is in flight, whose ACK may be
   // delayed, else plus the timer's 2 ms granularity; 1 s without an RTT sample. Never later
