@@ -66,6 +66,12 @@ class Device {
   virtual void Decode(std::span<std::byte> raw, FrameReceiver& out) = 0;
   // Writes the header_len() prefix for an outgoing frame.
   virtual void EncodeHeader(std::span<std::byte> /*header*/) const {}
+  // Several fds can each receive a share of the device's frames, a flow always on the same one:
+  // an AF_PACKET socket in a fanout group, a queue of a multi-queue TUN device.
+  virtual bool shares_flows() const { return false; }
+  // A multi-queue TUN queue can stop receiving (and start again) without closing; false when
+  // the device cannot.
+  virtual bool SetReceiving(bool /*on*/) { return false; }
 
   const DeviceStats& stats() const { return stats_; }
 
@@ -76,8 +82,12 @@ class Device {
 // Opens "tun:IFNAME" or "packet:IFNAME". On failure returns null and a one-line reason.
 // `inherited_fd` >= 0: the device's fd as an earlier image of this process opened it (kept
 // open across exec), used instead of opening a new one; owned by the device afterwards.
+// `fanout_group` >= 0 (packet: only): the socket joins that PACKET_FANOUT group (hash mode,
+// symmetric), so each frame reaches one member and a flow always the same one.
+// `send_only` (packet: only): a socket that receives nothing (PacketOptions::receive).
 std::unique_ptr<Device> OpenDevice(const std::string& spec, std::string* error,
-                                   int inherited_fd = -1);
+                                   int inherited_fd = -1, int fanout_group = -1,
+                                   bool send_only = false);
 
 // Plain-syscall batch I/O on a device: recvmmsg/sendmmsg on sockets, read/write loops otherwise.
 class SyncPort {

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <linux/if_ether.h>
+#include <linux/filter.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
@@ -37,6 +38,7 @@ std::unique_ptr<PacketDevice> PacketDevice::Open(const PacketOptions& options,
   // another interface is ever queued.
   if (options.inherited_fd >= 0) {
     dev->fd_ = options.inherited_fd;
+    dev->fanout_ = options.fanout_group >= 0;  // joined when it was opened
     ifreq ifr{};
     std::strncpy(ifr.ifr_name, options.name.c_str(), IFNAMSIZ - 1);
     if (ioctl(dev->fd_, SIOCGIFHWADDR, &ifr) < 0) return fail("SIOCGIFHWADDR", errno);
@@ -63,12 +65,27 @@ std::unique_ptr<PacketDevice> PacketDevice::Open(const PacketOptions& options,
   if (setsockopt(dev->fd_, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof buf) < 0) {
     (void)setsockopt(dev->fd_, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
   }
+  if (!options.receive) {
+    sock_filter drop_all{BPF_RET | BPF_K, 0, 0, 0};  // "accept 0 bytes": nothing is queued
+    sock_fprog prog{1, &drop_all};
+    if (setsockopt(dev->fd_, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) {
+      return fail("SO_ATTACH_FILTER", errno);
+    }
+  }
   sockaddr_ll sll{};
   sll.sll_family = AF_PACKET;
   sll.sll_protocol = htons(ETH_P_ALL);
   sll.sll_ifindex = dev->ifindex_;
   if (bind(dev->fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0) {
     return fail("bind", errno);
+  }
+  if (options.fanout_group >= 0) {
+    // The group id in the low 16 bits, the mode and flags in the high ones.
+    const int arg = (options.fanout_group & 0xffff) | (PACKET_FANOUT_HASH << 16);
+    if (setsockopt(dev->fd_, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0) {
+      return fail("PACKET_FANOUT", errno);
+    }
+    dev->fanout_ = true;
   }
   if (options.promiscuous) {
     packet_mreq mr{};

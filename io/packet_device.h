@@ -27,6 +27,12 @@ struct PacketOptions {
   // An AF_PACKET socket this device opened earlier, bound to `name` (inherited across exec):
   // used as it is. Owned by the device afterwards.
   int inherited_fd = -1;
+  // >= 0: join PACKET_FANOUT group `fanout_group` & 0xffff in hash mode (the kernel's symmetric
+  // flow hash), so that every member receives a share of the flows.
+  int fanout_group = -1;
+  // false: a socket only for sending: a filter drops every frame before it is queued, so it
+  // can be shared by any number of processes without anyone having to read it.
+  bool receive = true;
 };
 
 class PacketDevice final : public Device {
@@ -46,6 +52,7 @@ class PacketDevice final : public Device {
   void Decode(std::span<std::byte> raw, FrameReceiver& out) override;
   void EncodeHeader(std::span<std::byte> header) const override;
   int ifindex() const { return ifindex_; }
+  bool shares_flows() const override { return fanout_; }
 
  private:
   PacketDevice() = default;
@@ -55,6 +62,7 @@ class PacketDevice final : public Device {
   uint16_t mtu_ = 1500;
   MacAddr mac_;
   bool complete_checksums_ = false;
+  bool fanout_ = false;
   std::vector<std::byte> scratch_;
 };
 

@@ -56,6 +56,7 @@ Pump::Pump(Device& device, size_t rx_batch, size_t tx_batch)
       rx_size_(device.rx_buffer_size()),
       tx_size_(device.header_len() + device.max_tx_frame()),
       rx_mem_(rx_batch_ * rx_size_),
+      rx_len_(rx_batch_),
       rx_msgs_(rx_batch_),
       rx_iov_(rx_batch_) {
   cur_ = NewBatch();
@@ -139,6 +140,7 @@ Pump::TxBatch* Pump::Seal() {
   if (cur_->count == 0) return nullptr;
   TxBatch* b = cur_;
   cur_ = NewBatch();
+  in_flight_.fetch_add(1, std::memory_order_acq_rel);
   return b;
 }
 
@@ -184,53 +186,69 @@ size_t Pump::Send(TxBatch* b) {
   stats_.tx_dropped += dropped;
   stats_.tx_flushes += flushes;
   free_.push_back(b);
+  in_flight_.fetch_sub(1, std::memory_order_acq_rel);
   return dropped;
 }
 
-int Pump::Drain(Instant now, PacketHandler& handler, int max_reads) {
-  now_ = now;
-  handler_ = &handler;
-  In in(this, 0);
-  int total = 0;
-  while (total < max_reads) {
-    const size_t want = std::min(rx_batch_, static_cast<size_t>(max_reads - total));
-    int got = 0;
-    if (dev_.is_socket()) {
-      for (size_t i = 0; i < want; ++i) {
-        rx_iov_[i] = {rx_mem_.data() + i * rx_size_, rx_size_};
-        rx_msgs_[i] = {};
-        rx_msgs_[i].msg_hdr.msg_iov = &rx_iov_[i];
-        rx_msgs_[i].msg_hdr.msg_iovlen = 1;
+int Pump::Read(int max_reads) {
+  if (pending_ != 0) return 0;  // Handle first
+  const size_t want = std::min(rx_batch_, static_cast<size_t>(std::max(max_reads, 1)));
+  size_t got = 0;
+  if (dev_.is_socket()) {
+    for (size_t i = 0; i < want; ++i) {
+      rx_iov_[i] = {rx_mem_.data() + i * rx_size_, rx_size_};
+      rx_msgs_[i] = {};
+      rx_msgs_[i].msg_hdr.msg_iov = &rx_iov_[i];
+      rx_msgs_[i].msg_hdr.msg_iovlen = 1;
+    }
+    const int n =
+        recvmmsg(dev_.fd(), rx_msgs_.data(), static_cast<unsigned>(want), MSG_DONTWAIT, nullptr);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EINTR) ++stats_.rx_errors;
+    } else {
+      got = static_cast<size_t>(n);
+      for (size_t k = 0; k < got; ++k) {
+        rx_len_[k] = (rx_msgs_[k].msg_hdr.msg_flags & MSG_TRUNC) ? 0 : rx_msgs_[k].msg_len;
       }
-      const int n = recvmmsg(dev_.fd(), rx_msgs_.data(), static_cast<unsigned>(want), MSG_DONTWAIT,
-                             nullptr);
+    }
+  } else {
+    // One packet per read on a TUN; each goes into its own slot.
+    for (; got < want; ++got) {
+      const ssize_t n = read(dev_.fd(), rx_mem_.data() + got * rx_size_, rx_size_);
       if (n < 0) {
         if (errno != EAGAIN && errno != EINTR) ++stats_.rx_errors;
         break;
       }
-      for (int i = 0; i < n; ++i) {
-        const auto k = static_cast<size_t>(i);
-        if (rx_msgs_[k].msg_hdr.msg_flags & MSG_TRUNC) continue;
-        dev_.Decode(std::span(rx_mem_).subspan(k * rx_size_, rx_msgs_[k].msg_len), in);
-      }
-      got = n;
-    } else {
-      for (size_t i = 0; i < want; ++i) {
-        const ssize_t n = read(dev_.fd(), rx_mem_.data(), rx_size_);
-        if (n < 0) {
-          if (errno != EAGAIN && errno != EINTR) ++stats_.rx_errors;
-          break;
-        }
-        ++got;
-        dev_.Decode(std::span(rx_mem_).first(static_cast<size_t>(n)), in);
-      }
+      rx_len_[got] = static_cast<size_t>(n);
     }
-    stats_.rx_reads += static_cast<uint64_t>(got);
-    total += got;
-    if (static_cast<size_t>(got) < want) break;  // the device is empty
   }
-  if (total == 0) ++stats_.rx_empty;
+  pending_ = got;
+  stats_.rx_reads += got;
+  if (got == 0) ++stats_.rx_empty;
+  return static_cast<int>(got);
+}
+
+void Pump::Handle(Instant now, PacketHandler& handler) {
+  now_ = now;
+  handler_ = &handler;
+  In in(this, 0);
+  const size_t n = pending_;
+  pending_ = 0;
+  for (size_t k = 0; k < n; ++k) {
+    if (rx_len_[k] == 0) continue;  // truncated: the kernel counted it, we drop it
+    dev_.Decode(std::span(rx_mem_).subspan(k * rx_size_, rx_len_[k]), in);
+  }
   handler_ = nullptr;
+}
+
+int Pump::Drain(Instant now, PacketHandler& handler, int max_reads) {
+  int total = 0;
+  while (total < max_reads) {
+    const int got = Read(max_reads - total);
+    Handle(now, handler);
+    total += got;
+    if (static_cast<size_t>(got) < rx_batch_) break;  // the device is empty
+  }
   return total;
 }
 

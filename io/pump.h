@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -65,6 +66,12 @@ class Pump {
   // each decoded frame to `handler` (at `now`). Returns the raw reads done: 0 when nothing was
   // waiting, so a caller knows the device is empty.
   int Drain(Instant now, PacketHandler& handler, int max_reads);
+  // Drain in two steps, for a host that reads the device outside the lock under which frames
+  // are handled: Read takes up to one batch (at most `max_reads`) without handling it; Handle
+  // hands what Read took to the handler. Read returns 0 while frames it took are not handled.
+  int Read(int max_reads);
+  void Handle(Instant now, PacketHandler& handler);
+  size_t pending() const { return pending_; }
 
   // Writes every queued frame. Returns how many the kernel refused.
   size_t Flush();
@@ -80,6 +87,8 @@ class Pump {
   struct TxBatch;
   TxBatch* Seal();
   size_t Send(TxBatch* batch);
+  // No sealed batch is waiting to be sent.
+  bool idle() const { return in_flight_.load(std::memory_order_acquire) == 0; }
 
   Device& device() { return dev_; }
   const PumpStats& stats() const { return stats_; }
@@ -108,6 +117,8 @@ class Pump {
   size_t rx_size_;
   size_t tx_size_;
   std::vector<std::byte> rx_mem_;
+  std::vector<size_t> rx_len_;  // the frames Read took, per slot (0: truncated)
+  size_t pending_ = 0;
   std::vector<mmsghdr> rx_msgs_;
   std::vector<iovec> rx_iov_;
   std::mutex pool_mu_;  // guards all_ and free_
@@ -115,6 +126,7 @@ class Pump {
   std::vector<TxBatch*> free_;
   TxBatch* cur_ = nullptr;  // where the sink writes
   EngineLock* order_ = nullptr;
+  std::atomic<int> in_flight_{0};  // sealed batches not yet sent
   bool acquired_ = false;
   std::vector<FrameFilter*> filters_;
   Sink sink_{this};

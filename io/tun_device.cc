@@ -51,6 +51,7 @@ std::unique_ptr<TunDevice> TunDevice::Open(const TunOptions& options, std::strin
       ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_MULTI_QUEUE);
       r = ioctl(fd, TUNSETIFF, &ifr);
     }
+    if (r == 0 && (ifr.ifr_flags & IFF_MULTI_QUEUE)) dev->multi_queue_ = true;
     if (r < 0) {
       // A control fd already attached to this device (inherited across exec) is used as it is.
       ifreq cur{};
@@ -58,6 +59,7 @@ std::unique_ptr<TunDevice> TunDevice::Open(const TunOptions& options, std::strin
                             ioctl(fd, TUNGETIFF, &cur) == 0 &&
                             std::strncmp(cur.ifr_name, options.name.c_str(), IFNAMSIZ) == 0;
       if (!attached) return fail("TUNSETIFF", errno);
+      dev->multi_queue_ = (cur.ifr_flags & IFF_MULTI_QUEUE) != 0;
     }
   }
 
@@ -82,6 +84,16 @@ std::unique_ptr<TunDevice> TunDevice::Open(const TunOptions& options, std::strin
   }
   close(s);
   return dev;
+}
+
+bool TunDevice::SetReceiving(bool on) {
+  if (!multi_queue_) return false;
+  ifreq ifr{};
+  ifr.ifr_flags = on ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+  for (int fd : fds_) {
+    if (ioctl(fd, TUNSETQUEUE, &ifr) < 0 && errno != EINVAL) return false;
+  }
+  return true;
 }
 
 TunDevice::~TunDevice() {

@@ -44,6 +44,10 @@ class TunDevice final : public Device {
   void Decode(std::span<std::byte> raw, FrameReceiver& out) override;
   // True when Open created the device rather than attaching to an existing one.
   bool created() const { return created_; }
+  // A multi-queue device: each Open attaches one more queue, and the kernel keeps each flow on
+  // the queue that last sent for it (automatic flow steering).
+  bool shares_flows() const override { return multi_queue_; }
+  bool SetReceiving(bool on) override;
 
  private:
   TunDevice() = default;
@@ -51,6 +55,7 @@ class TunDevice final : public Device {
   std::string name_;
   uint16_t mtu_ = 1500;
   bool created_ = false;
+  bool multi_queue_ = false;
 };
 
 }  // namespace shake::io

@@ -24,6 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sched.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -219,8 +221,65 @@ bool Backend::Init() {
   pthread_atfork([] { g_backend->AtForkPrepare(); }, [] { g_backend->AtForkParent(); },
                  [] { g_backend->AtForkChild(); });
   // For this image only: its own children get their own.
-  if (char handoff[160]; TakeHandoffEntry(handoff, sizeof handoff)) AdoptHandoff(handoff);
+  if (char handoff[160]; TakeHandoffEntry(handoff, sizeof handoff) && AdoptHandoff(handoff)) {
+    AdoptHandoffChannel();
+  }
   return true;
+}
+
+bool Backend::OpenOwnChannel() {
+  if (channel_own_ || !channel_want_own_ || channel_failed_) return channel_own_;
+  if (ArenaLock::HeldByThisThread()) return false;  // it takes the lock itself
+  std::lock_guard<std::mutex> one(channel_mu_);
+  if (channel_own_ || !channel_want_own_) return channel_own_;
+  ReentrancyGuard guard;
+  // The keeper opens it: it holds the privilege the device needs, which a process that dropped
+  // its own (nginx's workers run as nobody) no longer has.
+  LinkChannel ask;
+  LinkChannelReply reply;
+  int fd = -1;
+  int nfd = 1;
+  if (!SendLink(conn_, &ask, sizeof ask) || !RecvLink(conn_, &reply, sizeof reply, &fd, &nfd, 5000) ||
+      reply.status != 0 || nfd != 1) {
+    if (nfd == 1 && fd >= 0) real::close(fd);
+    // Nothing to read, then: the other processes and the keeper read the device.
+    Log(LogLevel::kWarn, "no channel of its own on %s (%s): frames reach it through others",
+        sh_->device, reply.status != 0 ? strerrorname_np(reply.status) : "the keeper did not answer");
+    channel_failed_ = true;
+    return false;
+  }
+  const int hidden = Hide(fd, hidden_base_);
+  std::string err;
+  std::unique_ptr<io::Device> mine = io::OpenDevice(sh_->device, &err, hidden, sh_->fanout_group);
+  if (!mine) {
+    channel_failed_ = true;
+    return false;
+  }
+  {
+    // Under the stack lock no thread of this process can seal a new batch; once the batches
+    // already sealed are written (bounded wait: a write takes microseconds), the old pump and
+    // device can go. Our copy of the old descriptor is closed with it: a fanout socket left open
+    // in the group would get its share of flows and nobody would read them.
+    Session s(*this);
+    s.Drain();
+    pump_->Flush();
+    for (int i = 0; i < 100000 && !pump_->idle(); ++i) sched_yield();
+    Fds()->Take(dev_->fd());
+    auto pump = std::make_unique<io::Pump>(*mine);
+    pump->SetOrderLock(tx_order_.get());
+    if (pcap_) pump->AddFilter(pcap_.get());
+    pump_ = std::move(pump);
+    dev_ = std::move(mine);
+    channel_own_ = true;
+  }
+  Log(LogLevel::kDebug, "reading a channel of its own on %s", sh_->device);
+  return true;
+}
+
+bool Backend::MayRead() {
+  if (channel_own_ || !channel_want_own_) return true;
+  if (channel_failed_) return false;
+  return OpenOwnChannel();
 }
 
 bool Backend::Routed(uint32_t d) const {
@@ -272,7 +331,11 @@ bool Backend::CreateStack(std::string* error) {
     return false;
   }
   std::string derr;
-  std::unique_ptr<io::Device> dev = io::OpenDevice(spec, &derr);
+  // AF_PACKET: the keeper's socket is the first of the stack's fanout group (channels).
+  uint16_t fanout = 0;
+  if (getrandom(&fanout, sizeof fanout, 0) < 0) fanout = static_cast<uint16_t>(getpid());
+  std::unique_ptr<io::Device> dev =
+      io::OpenDevice(spec, &derr, -1, config_.device == DeviceKind::kPacket ? fanout : -1);
   if (!dev) {
     *error = derr;
     return false;
@@ -327,6 +390,7 @@ bool Backend::CreateStack(std::string* error) {
   snprintf(sh->device, sizeof sh->device, "%s", spec.c_str());
   sh->addr = config_.addr;
   sh->prefix_len = config_.prefix_len;
+  sh->fanout_group = fanout;
   sh->has_gateway = config_.gateway.has_value();
   sh->gateway = config_.gateway.value_or(0);
   snprintf(sh->pcap, sizeof sh->pcap, "%s", config_.pcap.c_str());
@@ -456,17 +520,26 @@ bool Backend::AttachLocked(int conn, const char* resume) {
 }
 
 void Backend::SetUpProcess() {
-  epoll_bell_fd_ = static_cast<int*>(MapPrivate(sizeof(int) * sh_->limits.epolls));
-  if (epoll_bell_fd_ != nullptr) std::fill(epoll_bell_fd_, epoll_bell_fd_ + sh_->limits.epolls, -1);
-  pump_ = std::make_unique<io::Pump>(*dev_);
+  epoll_bell_fd_ = static_cast<int*>(MapPrivate(sizeof(int) * sh_->limits.epolls * 2));
+  if (epoll_bell_fd_ != nullptr) {
+    std::fill(epoll_bell_fd_, epoll_bell_fd_ + 2 * sh_->limits.epolls, -1);
+    epoll_dev_fd_ = epoll_bell_fd_ + sh_->limits.epolls;
+  }
   tx_order_ = std::make_unique<TxOrder>(*sh_);
-  pump_->SetOrderLock(tx_order_.get());
   handler_ = std::make_unique<io::StackHandler>(*stack_);
   if (sh_->pcap[0] != '\0') {
     std::string perr;
     pcap_ = io::PcapWriter::OpenShared(sh_->pcap, io::LinktypeFor(dev_->link()), false, &perr);
-    if (pcap_) pump_->AddFilter(pcap_.get());
   }
+  pump_ = std::make_unique<io::Pump>(*dev_);
+  pump_->SetOrderLock(tx_order_.get());
+  if (pcap_) pump_->AddFilter(pcap_.get());
+  // AF_PACKET: a fanout socket of its own, opened when the process first waits for the stack
+  // (MayRead), so that a process that never waits (nginx's master) gets no flows to read.
+  // TUN devices are read through the one shared descriptor (even a multi-queue one: its queues
+  // cannot send without receiving, and the kernel's flow steering follows the queue that sent).
+  channel_want_own_ = dev_->link() == LinkMode::kEthernet;
+  channel_own_ = false;
   if (sh_->trace[0] != '\0') {
     std::string terr;
     trace_ = io::TraceLogWriter::Open(sh_->trace, stack_->config(), &terr);

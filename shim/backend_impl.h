@@ -176,6 +176,16 @@ class Backend final : public StackBackend {
   bool CreateStack(std::string* error);
   bool MapFromKeeper(int conn, std::string* error, int* status);
   void SetUpProcess();
+  // Channels. A process reads a channel of the device of its own when the device can share
+  // its flows (an AF_PACKET fanout socket, a queue of a multi-queue TUN): the flows it reads are
+  // then its own, and it reads them outside the stack lock. Otherwise every process reads the
+  // keeper's one descriptor, under the lock. A fork child starts on its parent's channel, which
+  // it may write but not read, and opens its own before it first waits for the stack.
+  bool OpenOwnChannel();
+  // The device's frames this process may read now, opening its own channel first if it is due.
+  bool MayRead();
+  // Own channel: reads one batch outside the lock, for the next session's Drain to handle.
+  void ReadOwn();
   int ClaimSlotLocked(int pid);
   void WireDevice(int devfd);
   // True when `dst` (host order) is routed through the stack's device.
@@ -183,6 +193,7 @@ class Backend final : public StackBackend {
 
   // ---- handoff.cc --------------------------------------------------------------------------
   bool AdoptHandoff(const char* entry);
+  bool AdoptHandoffChannel();
   bool BuildHandoffLocked(int to, int conn);
   void DropHandoffLocked(int slot);
   void CloseTemps();
@@ -245,6 +256,10 @@ class Backend final : public StackBackend {
   int conn_ = -1;   // the keeper connection (hidden): this process's liveness
   int memfd_ = -1;  // the arena (hidden), to restart a keeper that died
   std::unique_ptr<io::Device> dev_;
+  bool channel_own_ = false;       // dev_ is this process's own channel
+  bool channel_want_own_ = false;  // the device shares flows: processes read their own
+  bool channel_failed_ = false;    // the keeper could not give one: this process reads nothing
+  std::mutex channel_mu_;
   std::unique_ptr<io::Pump> pump_;
   std::unique_ptr<TxOrder> tx_order_;
   std::unique_ptr<io::StackHandler> handler_;
@@ -254,8 +269,10 @@ class Backend final : public StackBackend {
   bool lib_at_base_ = false;
   uint64_t lib_id_[4] = {};
   // Per EpollRec: this process's descriptor of the instance's doorbell, or -1 (private memory:
-  // a fork child's copy matches its copy of the descriptors).
+  // a fork child's copy matches its copy of the descriptors), and the device descriptor this
+  // process registered in the instance (its channel may have changed since).
   int* epoll_bell_fd_ = nullptr;
+  int* epoll_dev_fd_ = nullptr;
   std::atomic<bool> exited_{false};
   // Epoll instances the program created (a bit per fd number), whose registrations of a socket
   // we take over must follow it.

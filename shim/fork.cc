@@ -141,6 +141,8 @@ void Backend::AtForkChild() {
   conn_ = child_conn_;
   child_conn_ = -1;
   ForgetThreadDoorbell();
+  // The parent's own channel is the parent's to read; ours is opened before we first wait.
+  if (channel_own_) channel_own_ = false;
   if (g_trace != nullptr) g_trace->AfterFork();
 }
 

@@ -240,4 +240,10 @@ bool Backend::AdoptHandoff(const char* entry) {
   return true;
 }
 
+// After the hand-off: like any process, the new image opens a channel of its own when it first
+// waits for the stack; its old image's channel is the keeper's to finish reading.
+bool Backend::AdoptHandoffChannel() {
+  return true;
+}
+
 }  // namespace shake::shim

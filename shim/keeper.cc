@@ -60,7 +60,10 @@ constexpr int64_t kBusyWindowNs = 1'000'000'000;
 constexpr int64_t kSlackNs = 1'000'000;       // timers are run this late at most (a jiffy)
 constexpr int64_t kSweepNs = 5'000'000'000;   // slots without a connection: is the pid alive?
 constexpr int64_t kFirstHelloNs = 10'000'000'000;  // a keeper nobody attaches to ends
-constexpr uint64_t kTagListen = 1, kTagBell = 2, kTagDevice = 3;
+// The data of the keeper's epoll registrations: fixed tags, a process connection (kTagConn |
+// fd), or a Channel*.
+constexpr uint64_t kTagListen = 1, kTagBell = 2;
+constexpr uint64_t kTagConn = uint64_t{1} << 62;
 
 FILE* g_log = nullptr;
 void KLog(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -89,6 +92,14 @@ bool ProcessAlive(int32_t pid) {
   return !(p != nullptr && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
 }
 
+// A descriptor of the device the keeper holds, with its own pump.
+struct Channel {
+  std::unique_ptr<io::Device> dev;
+  std::unique_ptr<io::Pump> pump;
+  int slot = -1;          // the live process that reads it; -1: the keeper's own, or an orphan
+  bool watched = false;   // in the keeper's epoll: read as frames come
+};
+
 class Keeper {
  public:
   int Run();
@@ -98,36 +109,77 @@ class Keeper {
     int slot = -1;
     uint32_t generation = 0;
     bool welcomed = false;
+    std::unique_ptr<Channel> chan;  // the process's own channel (kChannel), when it has one
   };
 
   bool Map(std::string* why);
+  std::unique_ptr<Channel> MakeChannel(int fd, int fanout);
+  void Watch(Channel& c, bool on);
   void Accept();
   void Serve(int fd);
   void Drop(int fd);
   void Welcome(int fd, const LinkHello& h);
   void Stat(int fd, bool json);
-  // One pass over the stack: drain (when asked), timers, output. Under the lock.
-  void Pass(bool drain);
+  void Adopt(int fd, int chan_fd);
+  void GiveChannel(int fd);
+  // Reads `c` (all it holds, bounded), runs due timers and writes the output. `c` null: timers
+  // and output only.
+  void Pass(Channel* c);
+  // The channel the keeper writes on: its own while it receives, else any it holds.
+  Channel* Tx();
+  bool LiveMembers() const;
+  // After the set of live members changed: the keeper's own channel and the orphans are read
+  // by the keeper only while no live process reads a channel of its own.
+  void Rebalance();
   bool Empty();
-  void WatchDevice(bool on);
 
   Arena* arena_ = nullptr;
   Shared* sh_ = nullptr;
   std::unique_ptr<ArenaLock> lock_;
-  std::unique_ptr<io::Device> dev_;
-  std::unique_ptr<io::Pump> pump_;
   std::unique_ptr<TxOrder> tx_order_;
   std::unique_ptr<io::StackHandler> handler_;
   std::unique_ptr<io::PcapWriter> pcap_;
   std::unique_ptr<io::TraceLogWriter> trace_;
+  // The device as the creator opened it: the one descriptor of a device that shares nothing
+  // (every process reads it, under the lock), or the first fanout socket / TUN queue, which
+  // stops receiving once a process reads a channel of its own.
+  std::unique_ptr<Channel> own_;
+  bool own_receiving_ = true;
+  std::unique_ptr<Channel> send_only_;  // AF_PACKET: receives nothing; handed to processes
+  bool shared_ = true;  // processes read own_ (the device cannot share flows)
+  // Channels of processes that are gone, read by the keeper until a live process reads one of
+  // its own (their flows then move to it).
+  std::vector<std::unique_ptr<Channel>> orphans_;
   int listen_ = -1;
   int ep_ = -1;
   int bell_ = -1;
-  bool watching_device_ = false;
   std::unordered_map<int, Conn> conns_;
   int64_t idle_ns_ = 5'000'000'000;
   bool served_ = false;  // a process has attached since we started
 };
+
+std::unique_ptr<Channel> Keeper::MakeChannel(int fd, int fanout) {
+  std::string err;
+  auto c = std::make_unique<Channel>();
+  c->dev = io::OpenDevice(sh_->device, &err, fd, fanout);
+  if (!c->dev) {
+    KLog("a channel of %s: %s", sh_->device, err.c_str());
+    return nullptr;
+  }
+  c->pump = std::make_unique<io::Pump>(*c->dev);
+  c->pump->SetOrderLock(tx_order_.get());
+  if (pcap_) c->pump->AddFilter(pcap_.get());
+  return c;
+}
+
+void Keeper::Watch(Channel& c, bool on) {
+  if (c.watched == on) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = &c;
+  epoll_ctl(ep_, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, c.dev->fd(), &ev);
+  c.watched = on;
+}
 
 bool Keeper::Map(std::string* why) {
   const char* a = getenv("SHAKE_KEEPER_ARENA");
@@ -151,26 +203,131 @@ bool Keeper::Map(std::string* why) {
   }
   g_shared = sh_;
   lock_ = std::make_unique<ArenaLock>(arena_->mutex());
+  tx_order_ = std::make_unique<TxOrder>(*sh_);
+  handler_ = std::make_unique<io::StackHandler>(*sh_->stack);
   std::string err;
-  dev_ = io::OpenDevice(sh_->device, &err, real::fcntl(kDevFd, F_DUPFD_CLOEXEC, 10));
+  if (sh_->pcap[0] != '\0') {
+    pcap_ = io::PcapWriter::OpenShared(sh_->pcap, io::LinktypeFor(sh_->stack->config().link),
+                                       false, &err);
+  }
+  const bool packet = sh_->stack->config().link == LinkMode::kEthernet;
+  own_ = MakeChannel(real::fcntl(kDevFd, F_DUPFD_CLOEXEC, 10), packet ? sh_->fanout_group : -1);
   real::close(kDevFd);
-  if (!dev_) {
-    *why = err;
+  if (!own_) {
+    *why = "cannot use the device the stack was made with";
     return false;
   }
-  pump_ = std::make_unique<io::Pump>(*dev_);
-  tx_order_ = std::make_unique<TxOrder>(*sh_);
-  pump_->SetOrderLock(tx_order_.get());
-  handler_ = std::make_unique<io::StackHandler>(*sh_->stack);
-  if (sh_->pcap[0] != '\0') {
-    pcap_ = io::PcapWriter::OpenShared(sh_->pcap, io::LinktypeFor(dev_->link()), false, &err);
-    if (pcap_) pump_->AddFilter(pcap_.get());
+  shared_ = !own_->dev->shares_flows();
+  if (packet) {
+    // What the keeper and a process that has no channel of its own yet send on: a socket that
+    // receives nothing, so that it can be handed to anyone.
+    std::string terr;
+    std::unique_ptr<io::Device> d = io::OpenDevice(sh_->device, &terr, -1, -1, true);
+    if (d) {
+      send_only_ = MakeChannel(real::fcntl(d->fd(), F_DUPFD_CLOEXEC, 10), -1);
+    } else {
+      KLog("no send-only socket on %s: %s", sh_->device, terr.c_str());
+    }
   }
   if (sh_->trace[0] != '\0') {
     trace_ = io::TraceLogWriter::Open(sh_->trace, sh_->stack->config(), &err);
     g_trace = trace_.get();
   }
   return true;
+}
+
+bool Keeper::LiveMembers() const {
+  for (const auto& [fd, c] : conns_) {
+    if (c.chan) return true;
+  }
+  return false;
+}
+
+Channel* Keeper::Tx() {
+  if (send_only_) return send_only_.get();
+  if (own_ && own_receiving_) return own_.get();
+  for (auto& [fd, c] : conns_) {
+    if (c.chan) return c.chan.get();
+  }
+  if (!orphans_.empty()) return orphans_.front().get();
+  return own_.get();  // a fanout socket that no longer receives still sends
+}
+
+void Keeper::Rebalance() {
+  if (shared_) {
+    // One descriptor for all: the keeper reads it as frames come only when no process is
+    // attached (the backstop covers attached ones).
+    Watch(*own_, conns_.empty());
+    return;
+  }
+  if (LiveMembers()) {
+    if (own_ && own_receiving_) {
+      Pass(own_.get());  // what it holds still
+      Watch(*own_, false);
+      if (own_->dev->link() == LinkMode::kEthernet) {
+        own_.reset();  // a fanout socket cannot leave its group but by closing
+      } else {
+        own_->dev->SetReceiving(false);  // a TUN queue can stop receiving and stay
+      }
+      own_receiving_ = false;
+    }
+    for (auto& o : orphans_) {  // their flows move to the live members once they are closed
+      Pass(o.get());
+      Watch(*o, false);
+    }
+    orphans_.clear();
+    return;
+  }
+  for (auto& o : orphans_) Watch(*o, true);
+  if (orphans_.empty() && !own_receiving_) {
+    // Nothing receives: the keeper's own channel again.
+    if (own_) {
+      own_receiving_ = own_->dev->SetReceiving(true);
+    } else {
+      std::string err;
+      std::unique_ptr<io::Device> d = io::OpenDevice(sh_->device, &err, -1, sh_->fanout_group);
+      if (d) {
+        own_ = MakeChannel(real::fcntl(d->fd(), F_DUPFD_CLOEXEC, 10), sh_->fanout_group);
+        own_receiving_ = own_ != nullptr;
+      } else {
+        KLog("cannot read %s again: %s", sh_->device, err.c_str());
+      }
+    }
+  }
+  if (own_ && own_receiving_) Watch(*own_, true);
+}
+
+bool Keeper::Empty() {
+  lock_->lock();
+  const auto states = sh_->stack->ConnectionsByState();
+  lock_->unlock();
+  for (size_t n : states) {
+    if (n != 0) return false;
+  }
+  return true;
+}
+
+void Keeper::Pass(Channel* c) {
+  lock_->lock();
+  const Instant now = io::MonotonicNow();
+  if (c != nullptr) {
+    c->pump->Drain(now, *handler_, 256);
+    sh_->last_drain.store(now.nanos(), std::memory_order_relaxed);
+  }
+  Channel* tx = Tx();
+  io::Pump* out = tx != nullptr ? tx->pump.get() : nullptr;
+  Instant next = Instant::Never();
+  if (out != nullptr) next = sh_->stack->Poll(now, out->sink(now));
+  if (trace_) trace_->Flush();
+  sh_->deadline.store(next.nanos(), std::memory_order_relaxed);
+  io::Pump::TxBatch* batch = out != nullptr ? out->Seal() : nullptr;
+  if (batch != nullptr) LockTx(*sh_);
+  lock_->unlock();
+  if (batch != nullptr) {
+    out->Send(batch);
+    UnlockTx(*sh_);
+  }
+  FlushRings(*sh_);
 }
 
 int Keeper::Run() {
@@ -209,27 +366,27 @@ int Keeper::Run() {
     epoll_ctl(ep_, EPOLL_CTL_ADD, bell_, &ev);
     sh_->doorbells[sh_->keeper_doorbell - 1].sleepers.store(1);  // always "asleep": ring me
   }
-  KLog("serving %s (pid %d)", sh_->device, getpid());
+  Rebalance();
+  KLog("serving %s (pid %d)%s", sh_->device, getpid(),
+       shared_ ? "" : "; each process reads a channel of its own");
 
   const int64_t started = io::MonotonicNow().nanos();
   int64_t empty_since = 0;
-  int64_t next_sweep = empty_since + kSweepNs;
+  int64_t next_sweep = started + kSweepNs;
   for (;;) {
     const int64_t now = io::MonotonicNow().nanos();
-    const bool attached = !conns_.empty();
-    // No program is attached: the device is ours to read as frames come.
-    WatchDevice(!attached);
     int64_t wake = sh_->deadline.load(std::memory_order_relaxed);
     if (wake < INT64_MAX - kSlackNs) wake += kSlackNs;
     const bool busy = now - sh_->last_drain.load(std::memory_order_relaxed) < kBusyWindowNs;
-    if (attached && busy) wake = std::min(wake, now + kBackstopNs);
+    if (!conns_.empty() && busy) wake = std::min(wake, now + kBackstopNs);
     if (empty_since != 0) wake = std::min(wake, empty_since + idle_ns_);
     wake = std::min(wake, next_sweep);
     sh_->keeper_wake.store(wake, std::memory_order_relaxed);
-    const int64_t wait_ms = wake <= now ? 0 : std::min<int64_t>((wake - now + 999'999) / 1'000'000, 3'600'000);
+    const int64_t wait_ms =
+        wake <= now ? 0 : std::min<int64_t>((wake - now + 999'999) / 1'000'000, 3'600'000);
     epoll_event events[64];
     const int n = epoll_wait(ep_, events, 64, static_cast<int>(wait_ms));
-    bool device = false;
+    bool timers_done = false;
     for (int i = 0; i < n; ++i) {
       const uint64_t tag = events[i].data.u64;
       if (tag == kTagListen) {
@@ -239,22 +396,37 @@ int Keeper::Run() {
         while (recv(bell_, buf, sizeof buf, MSG_DONTWAIT) > 0) {
         }
         sh_->doorbells[sh_->keeper_doorbell - 1].rung.store(0);
-      } else if (tag == kTagDevice) {
-        device = true;
+      } else if (tag & kTagConn) {
+        Serve(static_cast<int>(tag & ~kTagConn));
       } else {
-        Serve(static_cast<int>(tag >> 8));
+        Pass(static_cast<Channel*>(events[i].data.ptr));  // own_ or an orphan, as frames come
+        timers_done = true;
       }
     }
     const int64_t t = io::MonotonicNow().nanos();
-    // The backstop: frames no program has read for a while, with no program thread asleep on
-    // the device to read them.
-    bool drain = device;
-    if (!drain && !conns_.empty() && sh_->device_sleepers.load() == 0 &&
-        t - sh_->last_drain.load(std::memory_order_relaxed) > kBackstopNs / 2) {
-      pollfd p{dev_->fd(), POLLIN, 0};
-      drain = poll(&p, 1, 0) > 0;
+    // The backstop: a channel nobody asleep waits on, whose frames nobody has read for a while.
+    if (!conns_.empty() && t - sh_->last_drain.load(std::memory_order_relaxed) > kBackstopNs / 2) {
+      if (shared_) {
+        pollfd p{own_->dev->fd(), POLLIN, 0};
+        if (sh_->device_sleepers.load() == 0 && poll(&p, 1, 0) > 0) {
+          Pass(own_.get());
+          timers_done = true;
+        }
+      } else {
+        for (auto& [fd, c] : conns_) {
+          if (!c.chan || c.slot < 0) continue;
+          if (__atomic_load_n(&sh_->procs[c.slot].device_sleepers, __ATOMIC_ACQUIRE) != 0) {
+            continue;
+          }
+          pollfd p{c.chan->dev->fd(), POLLIN, 0};
+          if (poll(&p, 1, 0) <= 0 || !TakeRead(*sh_, c.slot)) continue;
+          Pass(c.chan.get());
+          ReleaseRead(*sh_, c.slot);
+          timers_done = true;
+        }
+      }
     }
-    if (drain || t >= sh_->deadline.load(std::memory_order_relaxed)) Pass(drain);
+    if (!timers_done && t >= sh_->deadline.load(std::memory_order_relaxed)) Pass(nullptr);
     if (t >= next_sweep) {
       next_sweep = t + kSweepNs;
       // Slots of processes that vanished without a connection (killed between claiming a
@@ -287,45 +459,6 @@ int Keeper::Run() {
   return 0;
 }
 
-void Keeper::WatchDevice(bool on) {
-  if (on == watching_device_) return;
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = kTagDevice;
-  epoll_ctl(ep_, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, dev_->fd(), &ev);
-  watching_device_ = on;
-}
-
-bool Keeper::Empty() {
-  lock_->lock();
-  const auto states = sh_->stack->ConnectionsByState();
-  lock_->unlock();
-  for (size_t n : states) {
-    if (n != 0) return false;
-  }
-  return true;
-}
-
-void Keeper::Pass(bool drain) {
-  lock_->lock();
-  const Instant now = io::MonotonicNow();
-  if (drain) {
-    pump_->Drain(now, *handler_, 256);
-    sh_->last_drain.store(now.nanos(), std::memory_order_relaxed);
-  }
-  const Instant next = sh_->stack->Poll(now, pump_->sink(now));
-  if (trace_) trace_->Flush();
-  sh_->deadline.store(next.nanos(), std::memory_order_relaxed);
-  io::Pump::TxBatch* batch = pump_->Seal();
-  if (batch != nullptr) LockTx(*sh_);
-  lock_->unlock();
-  if (batch != nullptr) {
-    pump_->Send(batch);
-    UnlockTx(*sh_);
-  }
-  FlushRings(*sh_);
-}
-
 void Keeper::Accept() {
   for (int i = 0; i < 64; ++i) {  // bounded per pass; the rest wait in the backlog
     const int fd = accept4(listen_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -333,7 +466,7 @@ void Keeper::Accept() {
     conns_[fd] = Conn{};
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
-    ev.data.u64 = static_cast<uint64_t>(fd) << 8;
+    ev.data.u64 = kTagConn | static_cast<uint64_t>(fd);
     epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
   }
 }
@@ -347,13 +480,32 @@ void Keeper::Serve(int fd) {
       LinkHello hello;
       LinkClaim claim;
       LinkStat stat;
+      LinkChannel channel;
     } m{};
-    const ssize_t n = recv(fd, &m, sizeof m, MSG_DONTWAIT);
+    iovec v{&m, sizeof m};
+    msghdr h{};
+    h.msg_iov = &v;
+    h.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    h.msg_control = control;
+    h.msg_controllen = sizeof control;
+    const ssize_t n = recvmsg(fd, &h, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
       Drop(fd);
       return;
     }
     if (n < 0) return;
+    int passed = -1;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        std::memcpy(&passed, CMSG_DATA(c), sizeof passed);
+      }
+    }
+    if (passed >= 0) close(passed);  // nothing a process sends carries a descriptor
+    if (m.type == LinkType::kChannel && n == sizeof(LinkChannel)) {
+      GiveChannel(fd);
+      continue;
+    }
     if (m.type == LinkType::kHello && n == sizeof(LinkHello)) {
       Welcome(fd, m.hello);
     } else if (m.type == LinkType::kClaim && n == sizeof(LinkClaim) && m.claim.slot >= 0 &&
@@ -405,7 +557,15 @@ void Keeper::Welcome(int fd, const LinkHello& h) {
   } else {
     w.base = arena_->base();
     w.size = arena_->size();
-    const int fds[2] = {kMemFd, dev_->fd()};
+    Channel* tx = Tx();
+    if (tx == nullptr) {
+      w.status = ENODEV;
+      snprintf(w.message, sizeof w.message, "shake: SHAKE_DEVICE=%s: its keeper lost the device",
+               dev.c_str());
+      SendLink(fd, &w, sizeof w);
+      return;
+    }
+    const int fds[2] = {kMemFd, tx->dev->fd()};
     if (SendLink(fd, &w, sizeof w, fds, 2)) {
       conns_[fd].welcomed = true;
       served_ = true;
@@ -441,21 +601,63 @@ void Keeper::Stat(int fd, bool json) {
   close(mfd);
 }
 
+void Keeper::GiveChannel(int fd) {
+  LinkChannelReply r;
+  std::string err;
+  std::unique_ptr<io::Device> d;
+  if (!shared_) d = io::OpenDevice(sh_->device, &err, -1, sh_->fanout_group);
+  const int mine = d ? real::fcntl(d->fd(), F_DUPFD_CLOEXEC, 10) : -1;
+  d.reset();
+  if (mine < 0) {
+    r.status = shared_ ? EOPNOTSUPP : ENODEV;
+    KLog("no channel of its own for a process: %s", shared_ ? "shared device" : err.c_str());
+    SendLink(fd, &r, sizeof r);
+    return;
+  }
+  SendLink(fd, &r, sizeof r, &mine, 1);
+  Adopt(fd, mine);  // the keeper's copy
+}
+
+void Keeper::Adopt(int fd, int chan_fd) {
+  auto it = conns_.find(fd);
+  const bool packet = sh_->stack->config().link == LinkMode::kEthernet;
+  std::unique_ptr<Channel> c = MakeChannel(chan_fd, packet ? sh_->fanout_group : -1);
+  if (it == conns_.end() || !c) return;
+  c->slot = it->second.slot;
+  if (it->second.chan) {  // an exec'd image's channel replaces its old image's
+    Pass(it->second.chan.get());
+    it->second.chan.reset();
+  }
+  it->second.chan = std::move(c);
+  Rebalance();
+}
+
 void Keeper::Drop(int fd) {
-  const Conn c = conns_[fd];
-  conns_.erase(fd);
+  auto it = conns_.find(fd);
+  if (it == conns_.end()) return;
+  Conn c = std::move(it->second);
+  conns_.erase(it);
   epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
   close(fd);
-  if (c.slot < 0) return;
-  lock_->lock();
-  ProcSlot& p = sh_->procs[c.slot];
-  const bool ours = p.pid != 0 && p.generation == c.generation;
-  if (ours) {
-    KLog("process slot %d (pid %d) ended: its descriptors are closed", c.slot, p.pid);
-    ReleaseProcess(*sh_, arena_->resource(), io::MonotonicNow(), c.slot);
+  if (c.chan) {
+    // The process's channel may still hold frames of its flows; until another process reads a
+    // channel of its own, the keeper reads this one.
+    c.chan->slot = -1;
+    orphans_.push_back(std::move(c.chan));
   }
-  lock_->unlock();
-  if (ours) Pass(false);  // the FINs and RSTs of the dead process's sockets leave now
+  bool ours = false;
+  if (c.slot >= 0) {
+    lock_->lock();
+    ProcSlot& p = sh_->procs[c.slot];
+    ours = p.pid != 0 && p.generation == c.generation;
+    if (ours) {
+      KLog("process slot %d (pid %d) ended: its descriptors are closed", c.slot, p.pid);
+      ReleaseProcess(*sh_, arena_->resource(), io::MonotonicNow(), c.slot);
+    }
+    lock_->unlock();
+  }
+  Rebalance();
+  if (ours) Pass(nullptr);  // the FINs and RSTs of the dead process's sockets leave now
 }
 
 }  // namespace

@@ -11,6 +11,8 @@
 //                                              + SCM_RIGHTS [arena memfd, device fd]
 //   (maps the arena, claims a process slot under the stack lock)
 //   Claim {slot}                          -->  this connection now stands for the slot
+//   Channel                               -->  (before the process first waits for the stack)
+//                                         <--  ChannelReply + SCM_RIGHTS [its own channel]
 //   ...                                        ...
 //   exit, crash or kill: the kernel closes -> HUP: the keeper closes the slot's sockets as
 //   the connection                             the kernel closes a dead process's files
@@ -33,7 +35,15 @@ namespace shake::shim {
 
 inline constexpr uint32_t kLinkVersion = 1;
 
-enum class LinkType : uint32_t { kHello = 1, kWelcome = 2, kClaim = 3, kStat = 4, kStatReply = 5 };
+enum class LinkType : uint32_t {
+  kHello = 1,
+  kWelcome = 2,
+  kClaim = 3,
+  kStat = 4,
+  kStatReply = 5,
+  kChannel = 6,
+  kChannelReply = 7,
+};
 
 struct LinkHello {
   LinkType type = LinkType::kHello;
@@ -58,6 +68,18 @@ struct LinkClaim {
   LinkType type = LinkType::kClaim;
   int32_t slot = -1;
   uint32_t generation = 0;  // ProcSlot::generation: a slot reused since is not this one's
+};
+
+// The process asks for a channel of the device of its own (a socket of the stack's fanout
+// group): the keeper opens it (a process need not hold CAP_NET_RAW: nginx's workers do not),
+// keeps a copy, to read it when the process does not and after it is gone, and sends it.
+struct LinkChannel {
+  LinkType type = LinkType::kChannel;
+};
+
+struct LinkChannelReply {
+  LinkType type = LinkType::kChannelReply;
+  int32_t status = 0;  // 0, with the channel attached; an errno otherwise
 };
 
 // `shake stat`: a snapshot of the stack (stat_snapshot.h), as JSON or as text. The keeper

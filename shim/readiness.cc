@@ -289,11 +289,11 @@ int Waiter::Sleep(Instant deadline, const sigset_t* mask, pollfd* extra, nfds_t 
   if (bell_ != 0) b_.ThreadDoorbell(&bell_fd);
   if (bell_fd >= 0) p[k++] = pollfd{bell_fd, POLLIN, 0};
   // One thread at a time sleeps in poll on the device (poll would wake them all for a frame);
-  // the others are rung by it.
-  device_polled_ = DeviceSleep(sh, b_.slot_) == 0;
+  // the others are rung by it. A fork child still on its parent's channel reads nothing.
+  device_polled_ = b_.MayRead() && DeviceSleep(sh, b_.slot_, b_.channel_own_) == 0;
   if (device_polled_) {
     p[k++] = pollfd{b_.dev_->fd(), POLLIN, 0};
-  } else {
+  } else if (b_.MayRead()) {
     DeviceWake(sh, b_.slot_);
   }
   const timespec left = RelativeTo(deadline);
@@ -306,6 +306,7 @@ int Waiter::Sleep(Instant deadline, const sigset_t* mask, pollfd* extra, nfds_t 
   if (device_polled_) {
     DeviceWake(sh, b_.slot_);
     device_ready_ = r > 0 && (p[k - 1].revents & POLLIN) != 0;
+    if (device_ready_) b_.ReadOwn();  // outside the lock; Done hands it to the stack
   }
   for (nfds_t i = 0; i < n; ++i) extra[i].revents = p[i].revents;
   errno = err;
@@ -419,13 +420,14 @@ Outcome Backend::Poll(pollfd* fds, nfds_t n, const timespec* timeout, const sigs
     int r;
     if (any || zero) {
       const timespec z{0, 0};
-      k[n] = pollfd{dev_->fd(), POLLIN, 0};
+      k[n] = pollfd{MayRead() ? dev_->fd() : -1, POLLIN, 0};
       {
         ReentrancyGuard guard;
         r = real::ppoll(k, n + 1, &z, nullptr);
       }
       if (r > 0 && (k[n].revents & POLLIN)) {
         --r;
+        ReadOwn();
         Session s(*this);
         s.Drain();
         stack_half(s);
@@ -529,7 +531,10 @@ uint32_t Backend::EpollOf(Session& s, int ep, bool create) {
     errno = err;
     return 0;
   }
-  real::epoll_ctl(ep, EPOLL_CTL_ADD, dev_->fd(), &dev);
+  if (channel_own_ || !channel_want_own_) {  // a channel this process reads (EpollCtl opened
+    real::epoll_ctl(ep, EPOLL_CTL_ADD, dev_->fd(), &dev);  // its own before the session)
+    epoll_dev_fd_[rec - 1] = dev_->fd();
+  }
   Fds()->Set(bell, FdEntry{FdKind::kHidden, 0});
   EpollRec& er = sh.epolls[rec - 1];
   er.doorbell = d;
@@ -600,6 +605,8 @@ Outcome Backend::EpollCtl(int ep, int op, int fd, FdEntry e, epoll_event* ev) {
   if (ev != nullptr && op != EPOLL_CTL_DEL && !ValidEpollEvents(op, ev->events)) {
     return Fail(EINVAL);
   }
+  // Its own channel first, outside the session: the instance will wait on it.
+  if (op == EPOLL_CTL_ADD) (void)MayRead();
   Session s(*this);
   Shared& sh = s.sh();
   SocketRec* r = sh.Rec(e.socket);
@@ -731,6 +738,18 @@ Outcome Backend::EpollWait(int ep, epoll_event* events, int max, const timespec*
     return kept - at;
   };
   // Handles what woke us and appends the stack's events after the first `n`.
+  const bool reads = MayRead();
+  // The channel this process reads now is the one registered in the instance (a fork child
+  // that opened its own since the instance was made registers it on its first wait).
+  if (reads && epoll_dev_fd_[er - 1] != dev_->fd()) {
+    epoll_event dev{};
+    dev.events = EPOLLIN | EPOLLEXCLUSIVE;
+    dev.data.u64 = kTagDevice;
+    ReentrancyGuard guard;
+    if (epoll_dev_fd_[er - 1] >= 0) real::epoll_ctl(ep, EPOLL_CTL_DEL, epoll_dev_fd_[er - 1], &dev);
+    real::epoll_ctl(ep, EPOLL_CTL_ADD, dev_->fd(), &dev);
+    epoll_dev_fd_[er - 1] = dev_->fd();
+  }
   auto harvest = [&](Session& s, int n) {
     Shared& sh = s.sh();
     if (bell) DrainDoorbell(sh, sh.epolls[er - 1].doorbell, epoll_bell_fd_[er - 1]);
@@ -745,7 +764,7 @@ Outcome Backend::EpollWait(int ep, epoll_event* events, int max, const timespec*
       n = harvest(s, 0);
       if (n == 0 && !zero) {
         s.sh().doorbells[s.sh().epolls[er - 1].doorbell - 1].sleepers.fetch_add(1);
-        DeviceSleep(s.sh(), slot_);
+        if (reads) DeviceSleep(s.sh(), slot_, channel_own_);
       }
     }
     if (n > 0 || zero) {
@@ -759,6 +778,7 @@ Outcome Backend::EpollWait(int ep, epoll_event* events, int max, const timespec*
       if (k < 0) return n > 0 ? Outcome::Done(FoldHalves(events, n)) : Outcome::Done(-1);
       n += sift(n, k);
       if ((device || bell) && n < max) {
+        if (device) ReadOwn();
         Session s(*this);
         n = harvest(s, n);
       }
@@ -772,10 +792,12 @@ Outcome Backend::EpollWait(int ep, epoll_event* events, int max, const timespec*
     }
     const int err = errno;
     {
+      const int kept = k > 0 ? sift(0, k) : 0;
+      if (device) ReadOwn();  // outside the lock
       Session s(*this);
       s.sh().doorbells[s.sh().epolls[er - 1].doorbell - 1].sleepers.fetch_sub(1);
-      DeviceWake(s.sh(), slot_);
-      n = harvest(s, k > 0 ? sift(0, k) : 0);
+      if (reads) DeviceWake(s.sh(), slot_);
+      n = harvest(s, kept);
     }
     n = FoldHalves(events, n);
     if (n > 0) return Outcome::Done(n);

@@ -19,6 +19,10 @@ constexpr int64_t kKeeperSlackNs = 2'000'000;
 constexpr int kDrainBatch = 64;
 constexpr int kServeBatch = 32;
 
+// This thread read a batch from its process's own channel (ReadOwn) that Drain has not yet
+// handed to the stack; it holds the channel's reading flag meanwhile.
+__attribute__((tls_model("initial-exec"))) thread_local bool t_read_pending = false;
+
 }  // namespace
 
 Session::Session(Backend& b) : b_(b) { b_.lock_->lock(); }
@@ -31,18 +35,47 @@ Instant Session::now() {
   return *now_;
 }
 
+void Backend::ReadOwn() {
+  if (!channel_own_ || t_read_pending || !TakeRead(*sh_, slot_)) return;
+  ReentrancyGuard guard;
+  if (pump_->Read(kDrainBatch) > 0) {
+    t_read_pending = true;
+  } else {
+    ReleaseRead(*sh_, slot_);
+  }
+  sh_->last_drain.store(io::MonotonicNow().nanos(), std::memory_order_relaxed);
+}
+
 void Session::Drain() {
   ReentrancyGuard guard;
-  b_.pump_->Drain(now(), *b_.handler_, kDrainBatch);
-  b_.sh_->last_drain.store(now().nanos(), std::memory_order_relaxed);
+  Backend& b = b_;
+  if (b.channel_own_) {
+    // What this thread read outside the lock; more waits in the channel for the next wake-up.
+    if (!t_read_pending) return;
+    b.pump_->Handle(now(), *b.handler_);
+    t_read_pending = false;
+    ReleaseRead(*b.sh_, b.slot_);
+    return;
+  }
+  if (b.channel_want_own_) return;  // a fork child on its parent's channel: not ours to read
+  b.pump_->Drain(now(), *b.handler_, kDrainBatch);
+  b.sh_->last_drain.store(now().nanos(), std::memory_order_relaxed);
 }
 
 void Session::Serve() {
   ReentrancyGuard guard;
-  b_.stack_->Poll(now(), b_.pump_->sink(now()));
-  b_.pump_->Flush();
-  b_.pump_->Drain(now(), *b_.handler_, kServeBatch);
+  Backend& b = b_;
+  b.stack_->Poll(now(), b.pump_->sink(now()));
+  b.pump_->Flush();
+  if (b.channel_own_) {
+    if (t_read_pending || !TakeRead(*b.sh_, b.slot_)) return;
+    b.pump_->Drain(now(), *b.handler_, kServeBatch);
+    ReleaseRead(*b.sh_, b.slot_);
+  } else if (!b.channel_want_own_) {
+    b.pump_->Drain(now(), *b.handler_, kServeBatch);
+  }
 }
+
 
 Session::~Session() {
   // The call's errno was set inside the section (Fail); the system calls below must not change

@@ -113,9 +113,10 @@ void LockTx(Shared& sh) {
 
 void UnlockTx(Shared& sh) { pthread_mutex_unlock(&sh.tx_mutex); }
 
-uint32_t DeviceSleep(Shared& sh, int slot) {
-  __atomic_add_fetch(&sh.procs[slot].device_sleepers, 1, __ATOMIC_ACQ_REL);
-  return sh.device_sleepers.fetch_add(1, std::memory_order_acq_rel);
+uint32_t DeviceSleep(Shared& sh, int slot, bool own_channel) {
+  const uint32_t mine = __atomic_fetch_add(&sh.procs[slot].device_sleepers, 1, __ATOMIC_ACQ_REL);
+  const uint32_t all = sh.device_sleepers.fetch_add(1, std::memory_order_acq_rel);
+  return own_channel ? mine : all;
 }
 
 void DeviceWake(Shared& sh, int slot) {

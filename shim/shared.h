@@ -158,6 +158,8 @@ struct ProcSlot {
   uint32_t generation = 0;  // names this use of the slot (a keeper connection claims one)
   uint32_t device_sleepers = 0;  // this process's share of Shared::device_sleepers (atomic
                                  // builtins): taken back when the process dies asleep
+  uint32_t reading = 0;  // the process's own channel is being read (by it or, as a backstop,
+                         // by the keeper): taken with an atomic compare-and-swap
   Handoff handoff;
 };
 
@@ -174,6 +176,9 @@ struct Shared {
   int prefix_len = 0;
   uint32_t gateway = 0;
   bool has_gateway = false;
+  // AF_PACKET: every process reads its own socket of this PACKET_FANOUT group, a flow always
+  // reaching the same one (attach.cc, "channels").
+  uint16_t fanout_group = 0;
   char pcap[256] = {};      // SHAKE_PCAP of the creator: every process appends to it
   char trace[256] = {};     // SHAKE_TRACE likewise
 
@@ -246,9 +251,20 @@ class TxOrder final : public io::EngineLock {
 };
 
 // A thread of process `slot` is about to sleep with the device in its wait set, or has woken.
-// Returns the count before (DeviceSleep) so that a poll sleeper can tell it is the first.
-uint32_t DeviceSleep(Shared& sh, int slot);
+// Returns the count before (DeviceSleep) so that a poll sleeper can tell it is the first: of
+// the process's sleepers when it reads a channel of its own, of all otherwise.
+uint32_t DeviceSleep(Shared& sh, int slot, bool own_channel);
 void DeviceWake(Shared& sh, int slot);
+
+// The reading flag of process `slot`'s own channel (ProcSlot::reading).
+inline bool TakeRead(Shared& sh, int slot) {
+  uint32_t expected = 0;
+  return __atomic_compare_exchange_n(&sh.procs[slot].reading, &expected, 1u, false,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+inline void ReleaseRead(Shared& sh, int slot) {
+  __atomic_store_n(&sh.procs[slot].reading, 0u, __ATOMIC_RELEASE);
+}
 
 // ---- Lifetimes (under the lock; any process, or the keeper) -----------------------------------
 // Socket record `index` has no descriptor left anywhere: its epoll registrations go, threads
