@@ -440,15 +440,14 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
   // Duplicate ACK as RFC 5681 defines it.
   const bool dup = !advances && h.ack == snd_una_ && payload_len == 0 &&
                    !h.has(flag::kFin) && new_wnd == snd_wnd_ && snd_max_ > snd_una_;
-  // Reordering is judged against what was delivered before this ACK (Linux's prior_fack).
-  rack_.prior_fack_valid = rack_.fack_valid;
-  rack_.prior_fack = rack_.fack;
   if (sack_ok_ && rack_.dsack_round_active && snd_una_ >= rack_.dsack_round) {
     rack_.dsack_round_active = false;  // RFC 8985 6.2 step 4: one widening per round trip
   }
   const wire::SackBlock* dsack_block = nullptr;
   ack_info_ = AckInfo{};
   ack_info_.lost_before = tx_.lost_marked();
+  // Reordering is judged against the highest SACKed byte before this ACK (Linux prior_fack).
+  ack_info_.prior_fack = highest_sacked();
   if (sack_ok_ && h.options.sack_count != 0) {
     // RFC 2883 section 4: the first block reports a duplicate when it lies below the cumulative
     // ACK or inside the second block.
@@ -481,7 +480,9 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
 
   if (advances) {
     NewAck(now, h, h.ack);
+    CheckReordering();
   } else {
+    CheckReordering();
     SampleRtt(now, h, /*acked=*/false);  // a SACK alone may measure
     // Linux tcp_may_raise_cwnd: once reordering is known to exceed the default, SACKs
     // alone grow the window too.

@@ -246,6 +246,7 @@ class Tcb {
   void MarkSackedRecords(Instant now, const wire::TcpOptions& o, uint8_t first);
   void RackDelivered(Instant now, const TxRecords::Record& r);
   void RackDetectLoss(Instant now);
+  void CheckReordering();
   Duration RackReoWnd() const;
   void ProcessDsack(const wire::SackBlock& b);
   void InitUndo();
@@ -360,10 +361,6 @@ class Tcb {
     Instant xmit_ts;
     SeqNum end_seq;
     Duration rtt;
-    bool fack_valid = false;
-    SeqNum fack;                 // highest end of a delivered, never-retransmitted segment
-    bool prior_fack_valid = false;
-    SeqNum prior_fack;           // fack before the ACK being processed
     bool reordering_seen = false;
     int reo_wnd_mult = 1;        // RFC 8985 6.2 step 4
     int reo_wnd_persist = 16;
@@ -404,6 +401,9 @@ class Tcb {
     uint32_t delivered = 0;      // segments newly acknowledged or SACKed (Linux's delivered)
     uint32_t delivered_bytes = 0;  // and their bytes
     uint32_t lost_before = 0;    // tx_.lost_marked() before the ACK
+    SeqNum prior_fack;           // the highest SACKed byte before it (SND.UNA when none)
+    bool reordered = false;      // it delivered a never-resent segment below prior_fack...
+    SeqNum reord_low;            // ...the lowest one starting here
   };
   AckInfo ack_info_;
 

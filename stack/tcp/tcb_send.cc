@@ -69,17 +69,28 @@ void Tcb::RackDelivered(Instant now, const TxRecords::Record& r) {
     rack_.xmit_ts = r.xmit;
     rack_.end_seq = r.end;
   }
-  // Step 3: a never-retransmitted segment delivered below the highest delivered one was
-  // reordered. Linux also measures how far (tcp_check_sack_reordering) into tp->reordering.
+  // Step 3: a never-retransmitted segment delivered below the highest SACKed one was
+  // reordered; how far is measured once the whole ACK is in (CheckReordering).
   if (ever_retrans) return;
-  if (rack_.prior_fack_valid && r.end < rack_.prior_fack) {
-    rack_.reordering_seen = true;
-    const int degree = static_cast<int>((rack_.prior_fack - r.start) / snd_mss_) + 1;
-    reordering_ = std::min(kMaxReordering, std::max(reordering_, degree));
+  if (r.start < ack_info_.prior_fack &&
+      (!ack_info_.reordered || r.start < ack_info_.reord_low)) {
+    ack_info_.reordered = true;
+    ack_info_.reord_low = r.start;
   }
-  if (!rack_.fack_valid || r.end > rack_.fack) {
-    rack_.fack_valid = true;
-    rack_.fack = r.end;
+}
+
+void Tcb::CheckReordering() {
+  // Linux tcp_check_sack_reordering: the reordering degree is the distance, in segments, from
+  // the lowest segment this ACK delivered out of order to the highest SACKed byte now; it
+  // raises tp->reordering (the duplicate-ACK threshold) when it exceeds it.
+  if (!ack_info_.reordered) return;
+  const SeqNum fack = highest_sacked();
+  if (!(ack_info_.reord_low < fack)) return;
+  rack_.reordering_seen = true;
+  const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
+  const auto metric = static_cast<uint32_t>(fack - ack_info_.reord_low);
+  if (metric > static_cast<uint32_t>(reordering_) * mss) {
+    reordering_ = std::min<int>(kMaxReordering, static_cast<int>((metric + mss - 1) / mss));
   }
 }
 
