@@ -622,8 +622,12 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
                         : std::min<uint32_t>(static_cast<uint32_t>(dupacks_) * snd_mss_,
                                              static_cast<uint32_t>(FlightSize()));
     }
+    // Linux counts cwnd in whole segments: a fraction of one that congestion avoidance has
+    // grown lets nothing out (never a piece of a segment).
+    const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
+    const uint64_t cwnd_whole = uint64_t{cwnd_ / mss} * mss;
     const uint32_t usable_window =
-        std::min<uint32_t>(snd_wnd_, static_cast<uint32_t>(std::min<uint64_t>(uint64_t{cwnd_} + credit, 0xffffffffu)));
+        std::min<uint32_t>(snd_wnd_, static_cast<uint32_t>(std::min<uint64_t>(cwnd_whole + credit, 0xffffffffu)));
     const SeqNum wnd_end = snd_una_ + usable_window;
     if (snd_nxt_ < end) {
       // Skip what the peer already SACKed when resending after a timeout.
