@@ -684,6 +684,20 @@ void Stack::Impl::HandleIcmp(Instant now, const wire::Ipv4Header& ip, wire::Byte
     return;
   }
   stats.icmp_errors_delivered++;
+  if (t.state() == TcpState::kSynReceived && t.listener != 0) {
+    // Linux tcp_req_err: a network or host unreachable or a time exceeded for the SYN-ACK of
+    // a handshake in progress (quoting exactly its ISS) drops the embryonic connection, with
+    // no reset; the peer's later segments then meet the listener (RFC 5927 4.1's check above,
+    // RFC 1122 4.2.3.9's hard errors while opening).
+    const bool abort = m.type == wire::kIcmpTimeExceeded ||
+                       (m.type == wire::kIcmpDestUnreachable && (m.code == 0 || m.code == 1));
+    if (abort && seq == t.iss()) {
+      t.Abort(now, nullptr, 0);
+      Reschedule(t);
+      MaybeReap(t);
+    }
+    return;
+  }
   if (m.type == wire::kIcmpDestUnreachable && m.code == wire::kIcmpFragNeeded) {
     t.IcmpError(now, EMSGSIZE, false, static_cast<uint16_t>(m.rest & 0xffff));
     MarkDirty(t);

@@ -190,6 +190,7 @@ class Tcb {
   bool ever_connected() const { return ever_connected_; }
   bool done() const { return done_; }
   const ByteQueue& send_queue() const { return send_q_; }
+  SeqNum iss() const { return iss_; }
   SeqNum snd_una() const { return snd_una_; }
   SeqNum snd_max() const { return snd_max_; }
   uint16_t mss() const { return snd_mss_; }
