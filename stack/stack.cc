@@ -307,9 +307,9 @@ struct Stack::Impl final : TcpHost {
   // Sends an IPv4 packet whose payload `fill` writes (it returns the payload length).
   template <typename Fill>
   bool SendIp(Instant now, Ipv4Addr dst, uint8_t protocol, size_t max_payload, Fill&& fill,
-              FrameSink& out);
+              FrameSink& out, uint8_t tos = 0);
   bool WriteIpFrame(std::span<std::byte> frame_ip, Ipv4Addr dst, uint8_t protocol,
-                    size_t payload_len);
+                    size_t payload_len, uint8_t tos = 0);
 
   void SendArp(uint16_t op, MacAddr target_mac, Ipv4Addr target_ip, FrameSink& out,
                MacAddr eth_dst);
@@ -321,7 +321,8 @@ struct Stack::Impl final : TcpHost {
   void HandleTcp(Instant now, const wire::Ipv4Header& ip, wire::Bytes payload, FrameSink& out,
                  bool trusted);
   void HandleListen(Instant now, Tcb& listener, const FourTuple& tuple, const wire::TcpHeader& h,
-                    wire::Bytes payload, FrameSink& out, SeqNum iss_override, bool use_override);
+                    wire::Bytes payload, FrameSink& out, SeqNum iss_override, bool use_override,
+                    uint8_t ecn);
   // A child of `listener` for `tuple` in SYN-RECEIVED, filed in the tables, or nullptr.
   Tcb* NewChild(Instant now, Tcb& listener, const FourTuple& tuple);
   // RFC 4987 3.6: answers a SYN with a cookie SYN-ACK and keeps nothing.
@@ -330,7 +331,11 @@ struct Stack::Impl final : TcpHost {
   // An ACK for a listener whose SYN queue overflowed lately: false when it carries no valid
   // cookie (the caller resets it); true when handled (a connection made, or the ACK dropped).
   bool CookieAck(Instant now, Tcb& listener, const FourTuple& tuple, const wire::TcpHeader& h,
-                 wire::Bytes payload, FrameSink& out);
+                 wire::Bytes payload, FrameSink& out, uint8_t ecn);
+  // RFC 3168 6.1.1: a SYN asking for ECN (ECE and CWR) that this stack accepts.
+  bool EcnRequested(const wire::TcpHeader& h) const {
+    return config.tcp.ecn != EcnMode::kOff && h.has(flag::kEce) && h.has(flag::kCwr);
+  }
   static uint32_t CookieMinute(Instant now) {
     return static_cast<uint32_t>(now.nanos() / kCookiePeriodNanos);
   }
@@ -338,7 +343,7 @@ struct Stack::Impl final : TcpHost {
                  size_t payload_len, FrameSink& out);
   bool SendTcpRaw(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
                   const ByteQueue* data, size_t offset, size_t len, FrameSink& out,
-                  bool retransmit = false, bool challenge_ack = false);
+                  bool retransmit = false, bool challenge_ack = false, uint8_t tos = 0);
 
   // ---- ports ----
   bool PortTaken(uint16_t port) const {
@@ -367,8 +372,9 @@ struct Stack::Impl final : TcpHost {
 // ---- output ---------------------------------------------------------------------------------
 
 bool Stack::Impl::WriteIpFrame(std::span<std::byte> ip_frame, Ipv4Addr dst, uint8_t protocol,
-                               size_t payload_len) {
+                               size_t payload_len, uint8_t tos) {
   wire::Ipv4Header ip;
+  ip.tos = tos;
   ip.total_len = static_cast<uint16_t>(wire::kIpv4MinHeaderLen + payload_len);
   ip.ident = ip_ident++;
   ip.dont_fragment = true;
@@ -383,7 +389,7 @@ bool Stack::Impl::WriteIpFrame(std::span<std::byte> ip_frame, Ipv4Addr dst, uint
 
 template <typename Fill>
 bool Stack::Impl::SendIp(Instant now, Ipv4Addr dst, uint8_t protocol, size_t max_payload,
-                         Fill&& fill, FrameSink& out) {
+                         Fill&& fill, FrameSink& out, uint8_t tos) {
   const size_t ip_len = wire::kIpv4MinHeaderLen + max_payload;
   if (config.link == LinkMode::kIp) {
     std::span<std::byte> buf = out.Acquire(ip_len);
@@ -392,7 +398,7 @@ bool Stack::Impl::SendIp(Instant now, Ipv4Addr dst, uint8_t protocol, size_t max
       return false;
     }
     const size_t n = fill(buf.subspan(wire::kIpv4MinHeaderLen));
-    WriteIpFrame(buf, dst, protocol, n);
+    WriteIpFrame(buf, dst, protocol, n, tos);
     out.Commit(wire::kIpv4MinHeaderLen + n);
     stats.frames_out++;
     return true;
@@ -413,7 +419,7 @@ bool Stack::Impl::SendIp(Instant now, Ipv4Addr dst, uint8_t protocol, size_t max
   auto write = [&](std::span<std::byte> buf, MacAddr mac) {
     wire::EmitEthernet(buf, {mac, config.mac, wire::kEtherTypeIpv4});
     const size_t len = fill(buf.subspan(wire::kEthernetHeaderLen + wire::kIpv4MinHeaderLen));
-    WriteIpFrame(buf.subspan(wire::kEthernetHeaderLen), dst, protocol, len);
+    WriteIpFrame(buf.subspan(wire::kEthernetHeaderLen), dst, protocol, len, tos);
     return wire::kEthernetHeaderLen + wire::kIpv4MinHeaderLen + len;
   };
   if (n.resolved) {
@@ -469,7 +475,7 @@ void Stack::Impl::SendArp(uint16_t op, MacAddr target_mac, Ipv4Addr target_ip, F
 
 bool Stack::Impl::SendTcpRaw(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
                              const ByteQueue* data, size_t offset, size_t len, FrameSink& out,
-                             bool retransmit, bool challenge_ack) {
+                             bool retransmit, bool challenge_ack, uint8_t tos) {
   const size_t hlen = wire::TcpHeaderLen(h.options);
   const bool ok = SendIp(
       now, tuple.remote.addr, wire::kProtoTcp, hlen + len,
@@ -479,7 +485,7 @@ bool Stack::Impl::SendTcpRaw(Instant now, const FourTuple& tuple, const wire::Tc
         wire::FillTcpChecksum(seg.first(hlen + len), tuple.local.addr, tuple.remote.addr);
         return hlen + len;
       },
-      out);
+      out, tos);
   if (ok) {
     stats.tcp_segments_out++;
     TraceSegment(TraceEvent::Kind::kSegmentOut, now, tuple, h, len, retransmit, challenge_ack);
@@ -490,7 +496,7 @@ bool Stack::Impl::SendTcpRaw(Instant now, const FourTuple& tuple, const wire::Tc
 bool Stack::Impl::Transmit(Instant now, Tcb& tcb, const wire::TcpHeader& h, size_t payload_offset,
                            size_t payload_len, bool retransmit, FrameSink& out) {
   return SendTcpRaw(now, tcb.tuple, h, &tcb.send_queue(), payload_offset, payload_len, out,
-                    retransmit, tcb.sending_challenge_ack());
+                    retransmit, tcb.sending_challenge_ack(), tcb.sending_ecn());
 }
 
 void Stack::Impl::SendReset(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
@@ -740,18 +746,20 @@ void Stack::Impl::HandleTcp(Instant now, const wire::Ipv4Header& ip, wire::Bytes
         conns.Erase(tuple);
         t.in_table = false;
         Free(&t);
-        HandleListen(now, *tcbs[l->second], tuple, h, data, out, iss, true);
+        HandleListen(now, *tcbs[l->second], tuple, h, data, out, iss, true,
+                     static_cast<uint8_t>(ip.tos & 3));
         return;
       }
     }
-    t.SegmentArrives(now, h, data, out);
+    t.SegmentArrives(now, h, data, out, static_cast<uint8_t>(ip.tos & 3));
     Reschedule(t);
     MaybeReap(t);
     return;
   }
   auto l = listeners.find(h.dst_port);
   if (l != listeners.end()) {
-    HandleListen(now, *tcbs[l->second], tuple, h, data, out, SeqNum(), false);
+    HandleListen(now, *tcbs[l->second], tuple, h, data, out, SeqNum(), false,
+                 static_cast<uint8_t>(ip.tos & 3));
     return;
   }
   stats.CountDrop(Drop::kNoConnection);
@@ -760,7 +768,7 @@ void Stack::Impl::HandleTcp(Instant now, const wire::Ipv4Header& ip, wire::Bytes
 
 void Stack::Impl::HandleListen(Instant now, Tcb& listener, const FourTuple& tuple,
                                const wire::TcpHeader& h, wire::Bytes payload, FrameSink& out,
-                               SeqNum iss_override, bool use_override) {
+                               SeqNum iss_override, bool use_override, uint8_t ecn) {
   // RFC 9293 3.10.7.2.
   if (h.has(flag::kRst)) return;
   if (h.has(flag::kAck)) {
@@ -768,7 +776,7 @@ void Stack::Impl::HandleListen(Instant now, Tcb& listener, const FourTuple& tupl
     // cookie, checked only while cookies have been sent lately; an invalid one is reset.
     if (!h.has(flag::kSyn) && config.tcp.syn_cookies && listener.syn_queue_overflowed &&
         now - listener.last_syn_queue_overflow <= kCookieValid &&
-        CookieAck(now, listener, tuple, h, payload, out)) {
+        CookieAck(now, listener, tuple, h, payload, out, ecn)) {
       return;
     }
     stats.CountDrop(Drop::kNoConnection);
@@ -803,7 +811,7 @@ void Stack::Impl::HandleListen(Instant now, Tcb& listener, const FourTuple& tupl
   }
   Tcb* child = NewChild(now, listener, tuple);
   if (child == nullptr) return;
-  PeerSyn syn{h.seq, h.window, h.options};
+  PeerSyn syn{h.seq, h.window, h.options, EcnRequested(h)};
   const SeqNum iss = use_override ? iss_override : Isn(now, tuple);
   child->OpenPassive(now, iss, TsOffset(tuple), syn);
   child->Output(now, out);
@@ -853,6 +861,7 @@ void Stack::Impl::SendCookieSynAck(Instant now, Tcb& listener, const FourTuple& 
       o.window_scale = std::min<uint8_t>(*offered.window_scale, 14);  // RFC 7323 2.3
     }
     o.sack_permitted = c.sack && offered.sack_permitted;
+    o.ecn = EcnRequested(h);  // only with timestamps: nowhere else to keep it (Linux)
   }
   const size_t capacity = lo.recv_buffer != 0 ? lo.recv_buffer : c.recv_buffer;
   wire::TcpHeader r;
@@ -860,7 +869,7 @@ void Stack::Impl::SendCookieSynAck(Instant now, Tcb& listener, const FourTuple& 
   r.dst_port = tuple.remote.port;
   r.seq = cookies.Make(tuple, h.seq, CookieMinute(now), &peer_mss);
   r.ack = h.seq + 1;
-  r.flags = flag::kSyn | flag::kAck;
+  r.flags = flag::kSyn | flag::kAck | (o.ecn ? flag::kEce : 0);
   r.window = static_cast<uint16_t>(std::min<size_t>(capacity, 65535));  // RFC 7323 2.2
   r.options.mss = lo.max_segment != 0 ? std::min(listener.local_mss, lo.max_segment)
                                       : listener.local_mss;
@@ -876,7 +885,8 @@ void Stack::Impl::SendCookieSynAck(Instant now, Tcb& listener, const FourTuple& 
 }
 
 bool Stack::Impl::CookieAck(Instant now, Tcb& listener, const FourTuple& tuple,
-                            const wire::TcpHeader& h, wire::Bytes payload, FrameSink& out) {
+                            const wire::TcpHeader& h, wire::Bytes payload, FrameSink& out,
+                            uint8_t ecn) {
   const std::optional<uint16_t> mss = cookies.Check(tuple, h.seq, h.ack, CookieMinute(now));
   if (!mss) {
     stats.tcp_syncookies_failed++;
@@ -899,6 +909,7 @@ bool Stack::Impl::CookieAck(Instant now, Tcb& listener, const FourTuple& tuple,
     if ((o.sack_permitted && !c.sack) || (o.window_scale && !c.window_scaling)) return false;
     syn.options.window_scale = o.window_scale;
     syn.options.sack_permitted = o.sack_permitted;
+    syn.ecn = o.ecn && c.ecn != EcnMode::kOff;
     syn.options.timestamp = wire::TcpTimestamp{h.options.timestamp->val, 0};
   }
   // Linux tcp_v4_syn_recv_sock: with the accept queue full the ACK is dropped, not reset.
@@ -909,7 +920,7 @@ bool Stack::Impl::CookieAck(Instant now, Tcb& listener, const FourTuple& tuple,
   Tcb* child = NewChild(now, listener, tuple);
   if (child == nullptr) return true;
   child->OpenFromCookie(now, h.ack - 1, TsOffset(tuple), syn);
-  child->SegmentArrives(now, h, payload, out);
+  child->SegmentArrives(now, h, payload, out, ecn);
   if (child->state() == TcpState::kSynReceived) {
     // Not established by its own ACK (which cannot happen for a valid cookie): a child with
     // no SYN-ACK to resend would wait forever, so it goes.

@@ -78,6 +78,13 @@ enum class CongestionControl : uint8_t {
   kCubic,  // RFC 9438: beta 0.7, C 0.4, Reno-friendly region and fast convergence (Linux default)
 };
 
+// Explicit Congestion Notification (RFC 3168) for TCP, with Linux's tcp_ecn values.
+enum class EcnMode : uint8_t {
+  kOff,      // 0: never: SYNs do not ask for it, and a peer's request is declined
+  kOn,       // 1: our SYNs ask for it, and a peer's request is accepted
+  kPassive,  // 2: only a peer's request is accepted (Linux's default)
+};
+
 struct TcpConfig {
   size_t send_buffer = 1 << 20;  // bytes, per connection; memory is used only as data is queued
   size_t recv_buffer = 1 << 20;
@@ -116,6 +123,10 @@ struct TcpConfig {
   // cookie SYN-ACK and no state; a valid cookie in the final ACK creates the connection. Off:
   // such SYNs are dropped (Drop::kSynQueueFull), as tcp_syncookies=0.
   bool syn_cookies = true;
+  // RFC 3168 ECN: negotiated in the handshake (6.1.1); then data carries ECT(0), a CE mark is
+  // echoed with ECE until the sender's CWR, and an ECE reduces cwnd as a loss would, at most
+  // once per window (Linux's CWR state, with PRR). Linux's default: accept, never ask.
+  EcnMode ecn = EcnMode::kPassive;
 };
 
 struct StackConfig {
@@ -194,13 +205,15 @@ struct SocketInfo {
   bool timestamps_enabled = false;
   uint64_t retransmits = 0;
   // For TCP_INFO, in Linux's terms. The congestion state (tcpi_ca_state): 0 open, 1 disorder
-  // (duplicate ACKs or SACKs seen, no recovery yet), 3 recovery, 4 loss (after a timeout).
+  // (duplicate ACKs or SACKs seen, no recovery yet), 2 CWR (an ECN echo reduced cwnd),
+  // 3 recovery, 4 loss (after a timeout).
   uint8_t ca_state = 0;
   uint32_t unacked_segments = 0;  // sent, not cumulatively acknowledged (tcpi_unacked)
   uint32_t sacked_segments = 0;   // of those, covered by SACK blocks (tcpi_sacked)
   uint32_t lost_segments = 0;     // marked lost and not SACKed (tcpi_lost)
   uint32_t retrans_segments = 0;  // retransmissions still in flight (tcpi_retrans)
   uint32_t reordering = 3;        // the reordering degree in segments (tcpi_reordering)
+  bool ecn_enabled = false;       // RFC 3168 ECN negotiated (tcpi_options' TCPI_OPT_ECN)
   int probes = 0;                 // unanswered zero-window or keepalive probes (tcpi_probes)
   int backoff = 0;                // RTO exponential backoff count (tcpi_backoff)
   uint16_t advmss = 0;            // the MSS we advertised (tcpi_advmss)

@@ -84,6 +84,7 @@ void Tcb::OpenPassive(Instant now, SeqNum iss, uint32_t ts_offset, const PeerSyn
   snd_wl1_ = syn.irs;
   snd_wl2_ = iss;
   ApplyPeerOptions(syn.options, /*is_syn=*/true);
+  ecn_ok_ = syn.ecn;  // RFC 3168 6.1.1: the SYN-ACK answers with ECE
   send_syn_ = true;
   retries_ = 0;
   last_received_ = now;
@@ -183,8 +184,10 @@ TcpHeader Tcb::ResetFor(const TcpHeader& h, size_t payload_len) {
   return r;
 }
 
-void Tcb::SegmentArrives(Instant now, const TcpHeader& h, wire::Bytes payload, FrameSink& out) {
+void Tcb::SegmentArrives(Instant now, const TcpHeader& h, wire::Bytes payload, FrameSink& out,
+                         uint8_t ecn) {
   last_received_ = now;
+  rx_ecn_ = ecn;
   if (state_ == TcpState::kSynSent) {
     SynSentArrives(now, h, out);
     return;
@@ -307,6 +310,8 @@ void Tcb::SynSentArrives(Instant now, const TcpHeader& h, FrameSink& out) {
   recv_.Reset(h.seq + 1);
   rcv_adv_ = recv_.rcv_nxt();
   ApplyPeerOptions(h.options, /*is_syn=*/true);
+  // RFC 3168 6.1.1: an ECN-setup SYN-ACK has ECE and not CWR (Linux tcp_ecn_rcv_synack).
+  ecn_ok_ = syn_asked_ecn_ && h.has(flag::kAck) && h.has(flag::kEce) && !h.has(flag::kCwr);
   if (h.has(flag::kAck)) {
     snd_una_ = h.ack;
     snd_nxt_ = SeqMax(snd_nxt_, snd_una_);
@@ -516,8 +521,18 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
     RackDetectLoss(now);
     if (!in_recovery_ && tx_.lost_bytes() != 0) EnterRecovery(now);
   }
-  // RFC 6937: the window during SACK recovery follows what this ACK delivered.
-  if (in_recovery_ && !rto_recovery_ && sack_ok_) {
+  // RFC 3168 6.1.2 as Linux: the CWR state ends once the data in flight when it began is
+  // acknowledged; an ECE (not on a SYN-ACK) starts one unless cwnd is already being reduced.
+  if (cwr_ && snd_una_ > cwr_high_) {
+    cwr_ = false;
+    cwnd_ = ssthresh_;
+  }
+  if (ecn_ok_ && h.has(flag::kEce) && !h.has(flag::kSyn) && !cwr_ && !in_recovery_ &&
+      !rto_recovery_) {
+    EnterCwr();
+  }
+  // RFC 6937: the window during SACK recovery or CWR follows what this ACK delivered.
+  if ((in_recovery_ && !rto_recovery_ && sack_ok_) || cwr_) {
     CwndReduction(ack_info_.delivered, tx_.lost_marked() - ack_info_.lost_before, advances);
   }
   // RFC 8985 7.2: an ACK that advances SND.UNA restarts the probe timer; one that brings SACKs
@@ -735,7 +750,14 @@ void Tcb::EnterRecovery(Instant now) {
   // RFC 5681 (3.2) step 2 / RFC 6675 (5) step 4.
   host_.counters().tcp_fast_retransmits++;
   InitUndo();
-  ssthresh_ = CongestionEvent(false);
+  // Linux tcp_enter_recovery: a reduction already under way (CWR after an ECN echo) goes on;
+  // otherwise a new one starts, and an ECN connection tells the peer with CWR.
+  const bool reducing = cwr_;
+  cwr_ = false;
+  if (!reducing) {
+    ssthresh_ = CongestionEvent(false);
+    if (ecn_ok_) ecn_queue_cwr_ = true;
+  }
   // The recovery's own reduction stands for any loss a pending tail loss probe would have
   // reported (Linux clears tlp_high_seq when a window reduction begins).
   tlp_active_ = false;
@@ -746,10 +768,12 @@ void Tcb::EnterRecovery(Instant now) {
   if (sack_ok_) {
     // RFC 6937 3: PRR takes cwnd from here, ACK by ACK (CwndReduction); the first
     // retransmission goes out whatever it allows (Linux tcp_cwnd_reduction's forced one).
-    const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
-    prr_prior_cwnd_ = std::max<uint32_t>(cwnd_ / mss, 1);
-    prr_delivered_ = 0;
-    prr_out_ = 0;
+    if (!reducing) {
+      const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
+      prr_prior_cwnd_ = std::max<uint32_t>(cwnd_ / mss, 1);
+      prr_delivered_ = 0;
+      prr_out_ = 0;
+    }
     force_rexmit_ = true;
   } else {
     cwnd_ = ssthresh_ + 3u * snd_mss_;
@@ -783,10 +807,49 @@ void Tcb::CwndReduction(uint32_t delivered, uint32_t newly_lost, bool advanced) 
   cwnd_ = static_cast<uint32_t>(std::max<int64_t>(pipe + sndcnt, 1) * mss);
 }
 
+void Tcb::EnterCwr() {
+  // Linux tcp_enter_cwr / tcp_init_cwnd_reduction: ssthresh from the congestion controller,
+  // PRR from the current window, CWR on the next new data (RFC 3168 6.1.2).
+  cwr_ = true;
+  cwr_high_ = snd_max_;
+  ssthresh_ = CongestionEvent(false);
+  const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
+  prr_prior_cwnd_ = std::max<uint32_t>(cwnd_ / mss, 1);
+  prr_delivered_ = 0;
+  prr_out_ = 0;
+  ecn_queue_cwr_ = true;
+  undo_valid_ = false;  // nothing to undo: the peer's network said so
+}
+
+void Tcb::EcnReceive(const TcpHeader& h, uint8_t ecn) {
+  // RFC 3168 6.1.3, as Linux (tcp_ecn_accept_cwr, __tcp_ecn_check_ce): the sender's CWR
+  // ends our echo, and is acknowledged at once; a CE mark starts the echo (ECE on every
+  // segment until CWR) and ACKs the next two segments at once (its cwnd may be small).
+  if (h.has(flag::kCwr)) {
+    ecn_demand_cwr_ = false;
+    ack_now_ = true;
+  }
+  if (ecn == 3) {
+    if (!ecn_demand_cwr_) {
+      quickacks_ = std::max(quickacks_, 2);
+      pingpong_ = false;
+    }
+    ecn_demand_cwr_ = true;
+    ecn_seen_ = true;
+  } else if (ecn != 0) {
+    ecn_seen_ = true;
+  } else if (ecn_seen_) {
+    // Not-ECT after ECT: probably a retransmission (Linux's quick-ack mode).
+    quickacks_ = std::max(quickacks_, 2);
+    pingpong_ = false;
+  }
+}
+
 void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, FrameSink& out) {
   const bool can_receive = state_ == TcpState::kEstablished ||
                            state_ == TcpState::kFinWait1 || state_ == TcpState::kFinWait2;
   if (!payload.empty() && can_receive) {
+    if (ecn_ok_) EcnReceive(h, rx_ecn_);
     const SeqNum end = h.seq + static_cast<uint32_t>(payload.size());
     if (read_shut_ && orphan() && end > recv_.rcv_nxt()) {
       // RFC 1122 4.2.2.13 and Linux: data for a socket the application closed draws a reset,
@@ -1057,7 +1120,9 @@ void Tcb::FillInfo(SocketInfo& info) const {
   info.retransmits = retransmits_;
   // Linux's tcp_set_ca_state: loss after a timeout, recovery, disorder while duplicate ACKs
   // or SACKed data have been seen without recovery, open otherwise.
-  info.ca_state = rto_recovery_ ? 4 : in_recovery_ ? 3 : (dupacks_ > 0 || sacked_bytes() > 0) ? 1 : 0;
+  info.ca_state = rto_recovery_ ? 4 : in_recovery_ ? 3 : cwr_ ? 2
+                 : (dupacks_ > 0 || sacked_bytes() > 0) ? 1 : 0;
+  info.ecn_enabled = ecn_ok_;
   const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
   if (!tx_.empty()) {
     for (uint32_t id = tx_.first_id(); id != tx_.end_id(); ++id) {

@@ -95,6 +95,7 @@ struct PeerSyn {
   SeqNum irs;
   uint16_t window = 0;
   wire::TcpOptions options;
+  bool ecn = false;  // it asked for ECN (ECE and CWR, RFC 3168 6.1.1) and the stack accepts
 };
 
 class Tcb {
@@ -145,8 +146,9 @@ class Tcb {
   void MakeListener(int backlog_limit);
 
   // ---- the three entry points ----
+  // `ecn`: the IP header's ECN field (RFC 3168 5: 0 not-ECT, 1 or 2 ECT, 3 CE).
   void SegmentArrives(Instant now, const wire::TcpHeader& h, wire::Bytes payload,
-                      FrameSink& out);
+                      FrameSink& out, uint8_t ecn = 0);
   void Output(Instant now, FrameSink& out);
   void OnTimer(Instant now, FrameSink& out);
   Instant NextDeadline() const;
@@ -200,6 +202,9 @@ class Tcb {
   static wire::TcpHeader ResetFor(const wire::TcpHeader& h, size_t payload_len);
   // True while the segment being transmitted is an RFC 5961 challenge ACK (for tracing).
   bool sending_challenge_ack() const { return sending_challenge_ack_; }
+  // The IP ECN codepoint for the segment being transmitted (RFC 3168: ECT(0) on new data).
+  uint8_t sending_ecn() const { return tx_ecn_; }
+  bool ecn_ok() const { return ecn_ok_; }
 
  private:
   // State changes go through here so the host and observers hear of each.
@@ -226,6 +231,11 @@ class Tcb {
   // each ACK sets cwnd to what is in flight plus what PRR lets out for the `delivered`
   // segments it reported (`newly_lost`: segments it found lost; `advanced`: SND.UNA moved).
   void CwndReduction(uint32_t delivered, uint32_t newly_lost, bool advanced);
+  // RFC 3168 6.1.2: an ECE reduces cwnd as a loss would, without retransmitting (Linux
+  // tcp_enter_cwr: the CWR state, PRR until what was in flight is acknowledged).
+  void EnterCwr();
+  // ECN on arriving data: CWR ends our ECE echo; CE starts it (RFC 3168 6.1.3).
+  void EcnReceive(const wire::TcpHeader& h, uint8_t ecn);
   // Records cwnd use after sending (Linux tcp_cwnd_validate), for GrowWindow.
   void ValidateCwnd(bool cwnd_limited);
   // A loss was detected: ssthresh from the congestion controller (RFC 5681 / RFC 9438).
@@ -453,6 +463,18 @@ class Tcb {
   bool more_hold_ = false;  // MSG_MORE: the pending output holds a partial segment
   bool push_once_ = false;  // TCP_NAGLE_PUSH: the next output holds nothing back
   bool sending_challenge_ack_ = false;
+  // RFC 3168 ECN (Linux ecn_flags): negotiated; our SYN asked for it; we owe the peer ECE
+  // until its CWR (a CE mark arrived); CWR goes on our next new data (we reduced cwnd); in
+  // the CWR state (an ECE reduced cwnd, until SND.UNA passes cwr_high_).
+  bool ecn_ok_ = false;
+  bool syn_asked_ecn_ = false;
+  bool ecn_demand_cwr_ = false;
+  bool ecn_queue_cwr_ = false;
+  bool ecn_seen_ = false;  // an ECT or CE segment arrived (Linux TCP_ECN_SEEN)
+  bool cwr_ = false;
+  SeqNum cwr_high_;
+  uint8_t tx_ecn_ = 0;
+  uint8_t rx_ecn_ = 0;  // the ECN field of the segment being processed
   bool from_cookie_ = false;  // opened by OpenFromCookie: the SYN-ACK's send time is unknown
   bool abort_pending_ = false;
 };

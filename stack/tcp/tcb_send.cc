@@ -423,6 +423,20 @@ wire::TcpOptions Tcb::OptionsFor(Instant now, uint8_t flags) {
 
 bool Tcb::SendSegment(Instant now, uint8_t flags, SeqNum seq, size_t len, bool retransmit,
                       FrameSink& out) {
+  // RFC 3168 6.1.2 and 6.1.4 as Linux's tcp_ecn_send: new data is ECT(0) and carries a queued
+  // CWR; ACKs, retransmissions and probes are not ECN-capable (6.1.5, 6.1.6); every segment
+  // echoes ECE while a CE mark awaits the sender's CWR.
+  tx_ecn_ = 0;
+  if (ecn_ok_ && (flags & flag::kSyn) == 0 && (flags & flag::kRst) == 0) {
+    if (len != 0 && !retransmit) {
+      tx_ecn_ = 2;  // ECT(0)
+      if (ecn_queue_cwr_) {
+        flags |= flag::kCwr;
+        ecn_queue_cwr_ = false;
+      }
+    }
+    if (ecn_demand_cwr_) flags |= flag::kEce;
+  }
   TcpHeader h;
   h.src_port = tuple.local.port;
   h.dst_port = tuple.remote.port;
@@ -436,7 +450,9 @@ bool Tcb::SendSegment(Instant now, uint8_t flags, SeqNum seq, size_t len, bool r
   if (len != 0) offset = static_cast<size_t>(seq - snd_una_);
   if (!host_.Transmit(now, *this, h, offset, len, retransmit, out)) return false;
   // RFC 6937: PRR counts what recovery sends (Linux prr_out).
-  if (in_recovery_ && !rto_recovery_ && (len != 0 || (flags & flag::kFin) != 0)) ++prr_out_;
+  if ((in_recovery_ || cwr_) && !rto_recovery_ && (len != 0 || (flags & flag::kFin) != 0)) {
+    ++prr_out_;
+  }
   // Linux enters interactive mode when it answers received data within the ACK timeout.
   if (len != 0 && !retransmit && now - last_data_received_ < host_.tcp_config().delayed_ack) {
     pingpong_ = true;
@@ -727,7 +743,11 @@ void Tcb::Output(Instant now, FrameSink& out) {
       if (send_syn_) {
         send_syn_ = false;
         const bool retransmit = retries_ != 0;
-        if (SendSegment(now, flag::kSyn, iss_, 0, retransmit, out)) {
+        // RFC 3168 6.1.1: an ECN-setup SYN has ECE and CWR; a retransmitted SYN does not
+        // ask again (Linux tcp_ecn_clear_syn, tcp_ecn_fallback).
+        syn_asked_ecn_ = host_.tcp_config().ecn == EcnMode::kOn && !retransmit;
+        const uint8_t ecn_setup = syn_asked_ecn_ ? flag::kEce | flag::kCwr : 0;
+        if (SendSegment(now, flag::kSyn | ecn_setup, iss_, 0, retransmit, out)) {
           if (!retransmit) {
             rtt_start_ = now;
             host_.counters().tcp_active_opens++;
@@ -743,7 +763,8 @@ void Tcb::Output(Instant now, FrameSink& out) {
       if (send_syn_) {
         send_syn_ = false;
         const bool retransmit = retries_ != 0;
-        if (SendSegment(now, flag::kSyn | flag::kAck, iss_, 0, retransmit, out)) {
+        const uint8_t ecn_setup = ecn_ok_ ? flag::kEce : 0;  // RFC 3168 6.1.1
+        if (SendSegment(now, flag::kSyn | flag::kAck | ecn_setup, iss_, 0, retransmit, out)) {
           if (!retransmit) rtt_start_ = now;
           snd_nxt_ = iss_ + 1;
           snd_max_ = snd_nxt_;
@@ -918,6 +939,8 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
   if (!in_recovery_ || retries_ == 1) ssthresh_ = CongestionEvent(true);
   cwnd_ = snd_mss_;
   cc_.OnTimeout();
+  cwr_ = false;
+  if (ecn_ok_) ecn_queue_cwr_ = true;  // Linux tcp_enter_loss: the peer hears of it (RFC 3168)
   // RFC 8985 7: the timeout ends any probe episode.
   tlp_active_ = false;
   tlp_deadline_ = Instant::Never();

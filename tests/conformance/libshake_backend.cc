@@ -59,6 +59,7 @@ void KernelDefaults(shake::StackConfig& c) {
   c.tcp.tail_loss_probe = true;  // tcp_early_retrans=3
   c.tcp.slow_start_after_idle = true;
   c.tcp.syn_cookies = true;  // tcp_syncookies=1
+  c.tcp.ecn = shake::EcnMode::kPassive;  // tcp_ecn=2
   c.tcp.congestion_control = shake::CongestionControl::kCubic;
 }
 
@@ -93,6 +94,7 @@ shake::StackConfig MakeConfig() {
   c.tcp.congestion_control = shake::CongestionControl::kReno;  // tcp_congestion_control=reno
   c.tcp.slow_start_after_idle = true;  // tcp_slow_start_after_idle=1, the kernel's default
   c.tcp.syn_cookies = false;           // tcp_syncookies=0
+  c.tcp.ecn = shake::EcnMode::kOff;    // tcp_ecn=0
   for (size_t i = 0; i < c.isn_secret.size(); ++i) c.isn_secret[i] = static_cast<uint8_t>(i * 37 + 11);
   c.seed = 0x5eed;
   return c;
@@ -171,6 +173,9 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     else if (k == "tcp_early_retrans") t.tail_loss_probe = v >= 3;
     else if (k == "tcp_slow_start_after_idle") t.slow_start_after_idle = v != 0;
     else if (k == "tcp_syncookies" && v != 2) t.syn_cookies = v != 0;
+    else if (k == "tcp_ecn" && v >= 0 && v <= 2) {
+      t.ecn = v == 0 ? shake::EcnMode::kOff : v == 1 ? shake::EcnMode::kOn : shake::EcnMode::kPassive;
+    }
     else if (k == "tcp_congestion_control") {
       if (value == "cubic") t.congestion_control = shake::CongestionControl::kCubic;
       else if (value == "reno") t.congestion_control = shake::CongestionControl::kReno;
@@ -179,7 +184,6 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     // Values that are what the stack does anyway.
     else if ((k == "tcp_dsack" && v == 1) || (k == "tcp_fack" && v == 0) ||
              (k == "tcp_reordering" && v == 3) || (k == "tcp_recovery" && v == 1) ||
-             (k == "tcp_ecn" && v == 0) ||
              (k == "tcp_notsent_lowat" && value == "4294967295") ||
              (k == "tcp_syn_linear_timeouts" && v == 0)) {
     }
@@ -374,7 +378,8 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     r.info["tcpi_rcv_wscale"] = i.rcv_wscale;
     r.info["tcpi_total_retrans"] = static_cast<int64_t>(i.retransmits);
     r.info["tcpi_options"] = (i.timestamps_enabled ? 1 : 0) | (i.sack_enabled ? 2 : 0) |
-                             (i.snd_wscale != 0 || i.rcv_wscale != 0 ? 4 : 0);
+                             (i.snd_wscale != 0 || i.rcv_wscale != 0 ? 4 : 0) |
+                             (i.ecn_enabled ? 8 : 0);
     r.info["tcpi_ca_state"] = i.ca_state;
     r.info["tcpi_unacked"] = i.unacked_segments;
     r.info["tcpi_sacked"] = i.sacked_segments;

@@ -242,6 +242,26 @@ TEST_F(SynCookieTest, WithoutTimestampsTheCookieCarriesOnlyTheMss) {
   EXPECT_EQ(counters().tcp_syncookies_recv, 1u);
 }
 
+TEST_F(SynCookieTest, EcnSurvivesInTheCookieTimestamp) {
+  Flood();
+  Seg syn = ClientSyn(/*timestamps=*/true);
+  syn.flags |= f::kEce | f::kCwr;  // RFC 3168 6.1.1: an ECN-setup SYN
+  auto out = h_.Deliver(syn);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].flags, f::kSyn | f::kAck | f::kEce);
+  EXPECT_TRUE(h_.Deliver(ClientAck(out[0])).empty());
+  auto c = h_.stack().Accept(listener_);
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(h_.stack().Info(*c).value().ecn_enabled);
+  // Without timestamps there is nowhere to keep it: the cookie SYN-ACK declines ECN.
+  syn = ClientSyn(/*timestamps=*/false);
+  syn.src_port = kPeerPort + 1;
+  syn.flags |= f::kEce | f::kCwr;
+  out = h_.Deliver(syn);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].flags, f::kSyn | f::kAck);
+}
+
 TEST_F(SynCookieTest, ForgedAckIsResetAndCounted) {
   Flood();
   auto out = h_.Deliver(ClientSyn(true));
