@@ -66,12 +66,25 @@ class Device {
   virtual void Decode(std::span<std::byte> raw, FrameReceiver& out) = 0;
   // Writes the header_len() prefix for an outgoing frame.
   virtual void EncodeHeader(std::span<std::byte> /*header*/) const {}
+  // The device takes TCP super-frames (GSO) and cuts them itself (a veth behind AF_PACKET with
+  // PACKET_VNET_HDR): io::Pump then joins the segments of one burst.
+  virtual bool supports_gso() const { return false; }
+  // The prefix of a TCP/IPv4 super-frame: checksum partial from `csum_start`, cut into segments
+  // of `gso_size` payload after `hdr_len` bytes of headers.
+  virtual void EncodeGsoHeader(std::span<std::byte> header, size_t /*csum_start*/,
+                               size_t /*hdr_len*/, uint16_t /*gso_size*/) const {
+    EncodeHeader(header);
+  }
   // Several fds can each receive a share of the device's frames, a flow always on the same one:
   // an AF_PACKET socket in a fanout group, a queue of a multi-queue TUN device.
   virtual bool shares_flows() const { return false; }
   // A multi-queue TUN queue can stop receiving (and start again) without closing; false when
   // the device cannot.
   virtual bool SetReceiving(bool /*on*/) { return false; }
+  // Coalesced TCP super-frames (GSO from a veth peer) are handed on whole, as the kernel's GRO
+  // would, instead of split into MTU-sized segments: for a receiver that takes a segment of any
+  // size within its window (shake::Stack does). Off by default; a no-op where nothing coalesces.
+  virtual void set_coalesce(bool /*on*/) {}
 
   const DeviceStats& stats() const { return stats_; }
 

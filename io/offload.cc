@@ -113,4 +113,60 @@ bool SegmentTcp(std::span<const std::byte> frame, size_t l2_len, uint16_t mss,
   return true;
 }
 
+bool ParseTcpSegment(std::span<const std::byte> frame, size_t l2_len, TcpSegmentView* out) {
+  if (frame.size() < l2_len + 40) return false;
+  if (l2_len == 14 && Load16(frame, 12) != 0x0800) return false;
+  const auto ip = frame.subspan(l2_len);
+  if ((Load8(ip, 0) >> 4) != 4 || Load8(ip, 9) != 6) return false;
+  const size_t ihl = size_t{Load8(ip, 0) & 0x0fu} * 4;
+  if (ihl < 20 || (Load16(ip, 6) & 0x3fff) != 0) return false;  // no fragment
+  if (Load16(ip, 2) != ip.size() || ip.size() < ihl + 20) return false;
+  const auto tcp = ip.subspan(ihl);
+  const size_t thl = size_t{Load8(tcp, 12)} / 16 * 4;
+  if (thl < 20 || thl > tcp.size()) return false;
+  out->ihl = ihl;
+  out->thl = thl;
+  out->payload = tcp.size() - thl;
+  out->seq = Load32(tcp, 4);
+  out->flags = Load8(tcp, 13);
+  return true;
+}
+
+bool Continues(std::span<const std::byte> first, const TcpSegmentView& f, uint32_t first_bytes,
+               std::span<const std::byte> next, const TcpSegmentView& n, size_t l2_len) {
+  constexpr uint8_t kSyn = 0x02, kRst = 0x04, kUrg = 0x20;
+  if (f.ihl != n.ihl || f.thl != n.thl || f.payload == 0 || n.payload == 0) return false;
+  if (f.flags & (kTcpFin | kSyn | kRst | kUrg)) return false;
+  if (n.flags & (kSyn | kRst | kUrg)) return false;
+  if (static_cast<uint8_t>(f.flags & ~kTcpPsh) != static_cast<uint8_t>(n.flags & ~(kTcpPsh | kTcpFin))) {
+    return false;
+  }
+  if (n.seq != f.seq + first_bytes) return false;
+  auto same = [&](size_t from, size_t to) {
+    return std::memcmp(first.data() + from, next.data() + from, to - from) == 0;
+  };
+  const size_t ip = l2_len, tcp = l2_len + f.ihl;
+  return same(0, ip + 2) &&                  // link header, IP version/IHL/TOS
+         same(ip + 6, ip + 10) &&            // fragment field, TTL, protocol
+         same(ip + 12, ip + f.ihl) &&        // addresses, IP options
+         same(tcp, tcp + 4) &&               // ports
+         same(tcp + 8, tcp + 13) &&          // ack, data offset
+         same(tcp + 14, tcp + 16) &&         // window
+         same(tcp + 18, tcp + f.thl);        // urgent pointer, options (timestamps included)
+}
+
+void FinishSuperFrame(std::span<std::byte> frame, size_t l2_len, const TcpSegmentView& f) {
+  const auto ip = frame.subspan(l2_len);
+  Store16(ip, 2, static_cast<uint16_t>(ip.size()));
+  Store16(ip, 10, 0);
+  Store16(ip, 10, wire::InternetChecksum(ip.first(f.ihl)));
+  const auto tcp = ip.subspan(f.ihl);
+  wire::Checksum c;
+  wire::AddPseudoHeader(c, Ipv4Addr(Load32(ip, 12)), Ipv4Addr(Load32(ip, 16)), 6,
+                        static_cast<uint16_t>(tcp.size()));
+  // The partial sum, not complemented: the device adds the segment and complements (as the
+  // kernel's own CHECKSUM_PARTIAL frames carry it).
+  Store16(tcp, 16, static_cast<uint16_t>(~c.Finish()));
+}
+
 }  // namespace shake::io

@@ -43,4 +43,29 @@ bool CompletePartialChecksum(std::span<std::byte> frame, size_t start, size_t of
 bool SegmentTcp(std::span<const std::byte> frame, size_t l2_len, uint16_t mss,
                 std::vector<std::byte>& scratch, FrameReceiver& out);
 
+// The layout of an Ethernet+IPv4+TCP frame (or bare IPv4+TCP when l2_len is 0), for coalescing.
+struct TcpSegmentView {
+  size_t ihl = 0;
+  size_t thl = 0;
+  size_t payload = 0;  // bytes after the TCP header
+  uint32_t seq = 0;
+  uint8_t flags = 0;
+  size_t headers(size_t l2_len) const { return l2_len + ihl + thl; }
+};
+// False when the frame is not a well-formed, unfragmented TCP/IPv4 segment.
+bool ParseTcpSegment(std::span<const std::byte> frame, size_t l2_len, TcpSegmentView* out);
+
+// The reverse of SegmentTcp, for frames a sender made in one burst: true when `next` continues
+// `first` in the same stream — the same link and IP header but for length, id and checksum, the
+// same TCP header but for sequence, checksum and the PSH/FIN of the last — so that one GSO
+// super-frame of `first`'s headers with both payloads, segmented by the kernel at `gso_size`,
+// puts the same segments on the wire. `first` carries no FIN, SYN, RST or URG.
+bool Continues(std::span<const std::byte> first, const TcpSegmentView& f, uint32_t first_bytes,
+               std::span<const std::byte> next, const TcpSegmentView& n, size_t l2_len);
+
+// Makes the headers of a coalesced frame (its payload grown to `frame.size() - headers`) right
+// for a GSO write: the IP total length and checksum, and the TCP checksum field holding the
+// pseudo-header sum that the device completes (CHECKSUM_PARTIAL).
+void FinishSuperFrame(std::span<std::byte> frame, size_t l2_len, const TcpSegmentView& f);
+
 }  // namespace shake::io

@@ -51,8 +51,12 @@ class PacketDevice final : public Device {
   size_t rx_buffer_size() const override { return 65536 + 256; }
   void Decode(std::span<std::byte> raw, FrameReceiver& out) override;
   void EncodeHeader(std::span<std::byte> header) const override;
+  bool supports_gso() const override { return true; }
+  void EncodeGsoHeader(std::span<std::byte> header, size_t csum_start, size_t hdr_len,
+                       uint16_t gso_size) const override;
   int ifindex() const { return ifindex_; }
   bool shares_flows() const override { return fanout_; }
+  void set_coalesce(bool on) override { coalesce_ = on; }
 
  private:
   PacketDevice() = default;
@@ -63,6 +67,7 @@ class PacketDevice final : public Device {
   MacAddr mac_;
   bool complete_checksums_ = false;
   bool fanout_ = false;
+  bool coalesce_ = false;
   std::vector<std::byte> scratch_;
 };
 

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include "io/offload.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -39,15 +41,31 @@ class Pump::In final : public FrameEmitter, public FrameReceiver {
   size_t stage_;
 };
 
-// One batch of frames on its way to the device: its own buffers and message vectors, so that
-// a sealed batch can be written while the sink fills another.
+// One batch of frames on its way to the device: its own buffer and message vectors, so that a
+// sealed batch can be written while the sink fills another. Frames are packed one after the
+// other, each after room for the device's header; with a device that takes GSO, a segment that
+// continues the batch's last one in the same stream joins it (offload.h, Continues).
 struct Pump::TxBatch {
+  struct Frame {
+    size_t off = 0;       // where its device header starts
+    size_t len = 0;       // frame bytes after the header
+    TcpSegmentView tcp;   // its first segment's layout (when tcp_ok)
+    bool tcp_ok = false;
+    uint32_t bytes = 0;   // payload so far
+    uint16_t gso = 0;     // 0: a single segment; else the payload of each segment but the last
+    uint16_t last = 0;    // payload of the last segment joined
+  };
   std::vector<std::byte> mem;
-  std::vector<size_t> len;
+  size_t used = 0;
+  std::vector<Frame> frames;
   std::vector<mmsghdr> msgs;
   std::vector<iovec> iov;
-  size_t count = 0;
 };
+
+namespace {
+constexpr size_t kBatchBytes = size_t{512} << 10;  // room for several 64 KiB super-frames
+constexpr size_t kMaxSuper = 65535 - 14;          // IPv4 total length, Ethernet header aside
+}  // namespace
 
 Pump::Pump(Device& device, size_t rx_batch, size_t tx_batch)
     : dev_(device),
@@ -72,34 +90,35 @@ Pump::TxBatch* Pump::NewBatch() {
     return b;
   }
   auto b = std::make_unique<TxBatch>();
-  b->mem.resize(tx_batch_ * tx_size_);
-  b->len.resize(tx_batch_);
+  b->mem.resize(std::max(kBatchBytes, tx_batch_ * tx_size_));
+  b->frames.reserve(tx_batch_);
   b->msgs.resize(tx_batch_);
   b->iov.resize(tx_batch_);
   all_.push_back(std::move(b));
   return all_.back().get();
 }
 
-std::span<std::byte> Pump::Slot(TxBatch& b, size_t i) {
-  return std::span(b.mem).subspan(i * tx_size_, tx_size_);
+bool Pump::Room(size_t frame_len) const {
+  return cur_->frames.size() < tx_batch_ &&
+         cur_->used + dev_.header_len() + frame_len <= cur_->mem.size();
 }
 
 std::span<std::byte> Pump::Sink::Acquire(size_t max_len) {
   Pump& p = *p_;
-  if (p.cur_->count == p.tx_batch_) p.Flush();
   const size_t hl = p.dev_.header_len();
   if (max_len > p.tx_size_ - hl) max_len = p.tx_size_ - hl;
+  if (!p.Room(max_len)) p.Flush();
   p.acquired_ = true;
-  return p.Slot(*p.cur_, p.cur_->count).subspan(hl, max_len);
+  return std::span(p.cur_->mem).subspan(p.cur_->used + hl, max_len);
 }
 
 void Pump::Sink::Commit(size_t len) {
   Pump& p = *p_;
   if (!p.acquired_) return;
   const size_t hl = p.dev_.header_len();
-  // Passes through the filters (last to first); the frame stays in its slot unless a filter
-  // emits something else.
-  p.Transmit(p.Slot(*p.cur_, p.cur_->count).subspan(hl, len), p.filters_.size());
+  // Passes through the filters (last to first); the frame stays where it was written unless a
+  // filter emits something else.
+  p.Transmit(std::span(p.cur_->mem).subspan(p.cur_->used + hl, len), p.filters_.size());
   p.acquired_ = false;
 }
 
@@ -118,14 +137,47 @@ void Pump::Enqueue(std::span<const std::byte> frame) {
     ++stats_.tx_dropped;
     return;
   }
-  if (cur_->count == tx_batch_) Flush();
-  std::span<std::byte> slot = Slot(*cur_, cur_->count);
-  if (frame.data() != slot.data() + hl) std::memmove(slot.data() + hl, frame.data(), frame.size());
-  dev_.EncodeHeader(slot.first(hl));
-  cur_->len[cur_->count++] = hl + frame.size();
+  if (!Room(frame.size())) Flush();
+  TxBatch& b = *cur_;
+  std::byte* at = b.mem.data() + b.used + hl;
+  if (frame.data() != at) std::memmove(at, frame.data(), frame.size());
+  const std::span<std::byte> mine(at, frame.size());
+  const size_t l2 = dev_.link() == LinkMode::kEthernet ? 14 : 0;
+  TxBatch::Frame f;
+  f.off = b.used;
+  f.len = frame.size();
+  if (dev_.supports_gso()) f.tcp_ok = ParseTcpSegment(mine, l2, &f.tcp);
+  if (f.tcp_ok && !b.frames.empty()) {
+    TxBatch::Frame& last = b.frames.back();
+    const uint16_t seg = static_cast<uint16_t>(last.gso != 0 ? last.gso : last.tcp.payload);
+    std::span<const std::byte> first(b.mem.data() + last.off + hl, last.len);
+    if (last.tcp_ok && f.tcp.payload <= seg && (last.gso == 0 || last.last == last.gso) &&
+        last.len + f.tcp.payload <= kMaxSuper &&
+        Continues(first, last.tcp, last.bytes, mine, f.tcp, l2)) {
+      // Joins the last frame: its payload moves to the end of that one's.
+      const size_t hdrs = f.tcp.headers(l2);
+      std::memmove(b.mem.data() + last.off + hl + last.len, at + hdrs, f.tcp.payload);
+      std::byte* flags = b.mem.data() + last.off + hl + l2 + last.tcp.ihl + 13;
+      *flags |= static_cast<std::byte>(f.tcp.flags & 0x09);  // PSH and FIN of the last segment
+      last.len += f.tcp.payload;
+      last.bytes += static_cast<uint32_t>(f.tcp.payload);
+      last.gso = seg;
+      last.last = static_cast<uint16_t>(f.tcp.payload);
+      b.used = last.off + hl + last.len;
+      ++stats_.tx_coalesced;
+      return;
+    }
+  }
+  if (f.tcp_ok) {
+    f.bytes = static_cast<uint32_t>(f.tcp.payload);
+    f.last = static_cast<uint16_t>(f.tcp.payload);
+  }
+  dev_.EncodeHeader(std::span(b.mem).subspan(b.used, hl));
+  b.frames.push_back(f);
+  b.used += hl + frame.size();
 }
 
-size_t Pump::queued() const { return cur_->count; }
+size_t Pump::queued() const { return cur_->frames.size(); }
 
 size_t Pump::Flush() {
   TxBatch* b = Seal();
@@ -137,7 +189,7 @@ size_t Pump::Flush() {
 }
 
 Pump::TxBatch* Pump::Seal() {
-  if (cur_->count == 0) return nullptr;
+  if (cur_->frames.empty()) return nullptr;
   TxBatch* b = cur_;
   cur_ = NewBatch();
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
@@ -146,20 +198,31 @@ Pump::TxBatch* Pump::Seal() {
 
 size_t Pump::Send(TxBatch* b) {
   if (b == nullptr) return 0;
+  const size_t hl = dev_.header_len();
+  const size_t l2 = dev_.link() == LinkMode::kEthernet ? 14 : 0;
+  const size_t count = b->frames.size();
+  for (TxBatch::Frame& f : b->frames) {
+    if (f.gso == 0) continue;
+    // A super-frame: its lengths and checksums, and the header that asks the kernel to cut it.
+    const std::span<std::byte> frame(b->mem.data() + f.off + hl, f.len);
+    FinishSuperFrame(frame, l2, f.tcp);
+    dev_.EncodeGsoHeader(std::span(b->mem).subspan(f.off, hl), l2 + f.tcp.ihl,
+                         f.tcp.headers(l2), f.gso);
+  }
   size_t dropped = 0;
   size_t flushes = 0;
   if (dev_.is_socket()) {
-    for (size_t i = 0; i < b->count; ++i) {
-      b->iov[i] = {Slot(*b, i).data(), b->len[i]};
+    for (size_t i = 0; i < count; ++i) {
+      b->iov[i] = {b->mem.data() + b->frames[i].off, hl + b->frames[i].len};
       b->msgs[i] = {};
       b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
       b->msgs[i].msg_hdr.msg_iovlen = 1;
     }
     size_t done = 0;
-    while (done < b->count) {  // bounded: every round sends or drops at least one frame
+    while (done < count) {  // bounded: every round sends or drops at least one frame
       ++flushes;
-      const int n = sendmmsg(dev_.fd(), b->msgs.data() + done,
-                             static_cast<unsigned>(b->count - done), MSG_DONTWAIT);
+      const int n = sendmmsg(dev_.fd(), b->msgs.data() + done, static_cast<unsigned>(count - done),
+                             MSG_DONTWAIT);
       if (n > 0) {
         done += static_cast<size_t>(n);
       } else if (n < 0 && errno == EINTR) {
@@ -170,17 +233,18 @@ size_t Pump::Send(TxBatch* b) {
       }
     }
   } else {
-    for (size_t i = 0; i < b->count; ++i) {
+    for (size_t i = 0; i < count; ++i) {
       ++flushes;
       ssize_t n;
       do {
-        n = write(dev_.fd(), Slot(*b, i).data(), b->len[i]);
+        n = write(dev_.fd(), b->mem.data() + b->frames[i].off, hl + b->frames[i].len);
       } while (n < 0 && errno == EINTR);
       if (n < 0) ++dropped;
     }
   }
-  const size_t sent = b->count - dropped;
-  b->count = 0;
+  const size_t sent = count - dropped;
+  b->frames.clear();
+  b->used = 0;
   std::lock_guard<std::mutex> hold(pool_mu_);
   stats_.tx_frames += sent;
   stats_.tx_dropped += dropped;

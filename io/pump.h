@@ -41,6 +41,7 @@ struct PumpStats {
   uint64_t tx_frames = 0;
   uint64_t tx_dropped = 0;   // the kernel refused a write (the frame is lost, as on a wire)
   uint64_t tx_flushes = 0;   // system calls spent writing
+  uint64_t tx_coalesced = 0; // segments joined to the one before into a GSO super-frame
 };
 
 class Pump {
@@ -106,7 +107,7 @@ class Pump {
   class Out;
   class In;
 
-  std::span<std::byte> Slot(TxBatch& b, size_t i);
+  bool Room(size_t frame_len) const;  // the current batch takes one more frame of that size
   void Transmit(std::span<const std::byte> frame, size_t filter);
   void Enqueue(std::span<const std::byte> frame);
   TxBatch* NewBatch();

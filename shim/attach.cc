@@ -251,6 +251,7 @@ bool Backend::OpenOwnChannel() {
   const int hidden = Hide(fd, hidden_base_);
   std::string err;
   std::unique_ptr<io::Device> mine = io::OpenDevice(sh_->device, &err, hidden, sh_->fanout_group);
+  if (mine) mine->set_coalesce(true);  // the stack takes super-frames whole
   if (!mine) {
     channel_failed_ = true;
     return false;
@@ -467,6 +468,7 @@ bool Backend::AttachLocked(int conn, const char* resume) {
   const int devfd = Hide(fds[1], hidden_base_);
   fds[1] = -1;
   dev_ = io::OpenDevice(sh->device, &derr, devfd);
+  if (dev_) dev_->set_coalesce(true);  // the stack takes super-frames whole
   if (!dev_) {
     munmap(a, a->size());
     real::close(conn);

@@ -162,6 +162,7 @@ std::unique_ptr<Channel> Keeper::MakeChannel(int fd, int fanout) {
   std::string err;
   auto c = std::make_unique<Channel>();
   c->dev = io::OpenDevice(sh_->device, &err, fd, fanout);
+  if (c->dev) c->dev->set_coalesce(true);  // the stack takes super-frames whole
   if (!c->dev) {
     KLog("a channel of %s: %s", sh_->device, err.c_str());
     return nullptr;
