@@ -1116,6 +1116,10 @@ Result0 Stack::Connect(Instant now, SocketId id, Endpoint remote) {
 }
 
 Result<size_t> Stack::Send(SocketId id, std::span<const std::byte> data, bool more) {
+  return Send(id, data, SendFlags{more, false});
+}
+
+Result<size_t> Stack::Send(SocketId id, std::span<const std::byte> data, SendFlags flags) {
   Impl& s = *impl_;
   Tcb* t = s.Lookup(id);
   if (t == nullptr) return Error(EBADF);
@@ -1125,7 +1129,7 @@ Result<size_t> Stack::Send(SocketId id, std::span<const std::byte> data, bool mo
   if (st == TcpState::kSynSent || st == TcpState::kSynReceived) return Error(EAGAIN);
   if (st != TcpState::kEstablished && st != TcpState::kCloseWait) return Error(EPIPE);
   if (data.empty()) return size_t{0};
-  const size_t n = t->Write(data, more);
+  const size_t n = t->Write(data, flags.more, flags.eor);
   if (n == 0) return Error(EAGAIN);
   s.MarkDirty(*t);
   return n;

@@ -282,6 +282,13 @@ class Stack {
   // Queues up to data.size() bytes; EAGAIN when the send buffer is full, EPIPE after shutdown
   // or once the connection is gone. `more`: MSG_MORE, hold a partial segment for more data.
   Result<size_t> Send(SocketId s, std::span<const std::byte> data, bool more = false);
+  // The same with send(2)'s MSG_MORE and MSG_EOR: `eor` ends a record when all of `data` is
+  // queued, and no segment then carries bytes of two records (Linux's MSG_EOR).
+  struct SendFlags {
+    bool more = false;
+    bool eor = false;
+  };
+  Result<size_t> Send(SocketId s, std::span<const std::byte> data, SendFlags flags);
   // Reads up to buf.size() bytes; 0 at end of stream; EAGAIN when nothing is there yet.
   Result<size_t> Recv(SocketId s, std::span<std::byte> buf, bool peek = false);
   Result0 Shutdown(Instant now, SocketId s, bool read, bool write);

@@ -15,6 +15,7 @@ Tcb::Tcb(TcpHost& host, std::pmr::memory_resource* mem)
     : accept_queue(mem),
       host_(host),
       send_q_(mem),
+      eor_(mem),
       recv_(mem),
       cc_(host.tcp_config().congestion_control),
       tx_(mem),
@@ -595,6 +596,7 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
   const size_t data_acked = std::min<size_t>(acked, send_q_.size());
   send_q_.Consume(data_acked);
   snd_una_ = ack;
+  while (eor_head_ != eor_.size() && !(snd_una_ < eor_[eor_head_])) ++eor_head_;
   if (snd_nxt_ < snd_una_) snd_nxt_ = snd_una_;
   SampleRtt(now, h, /*acked=*/true);
   if (!sack_ok_) {
@@ -970,9 +972,18 @@ size_t Tcb::SendSpace() const {
   return send_q_.size() < cap ? cap - send_q_.size() : 0;
 }
 
-size_t Tcb::Write(std::span<const std::byte> data, bool more) {
+size_t Tcb::Write(std::span<const std::byte> data, bool more, bool eor) {
   const size_t n = std::min(data.size(), SendSpace());
   send_q_.Append(data.first(n));
+  // MSG_EOR: the record ends here if all of it was queued (Linux marks the skb then); no
+  // segment will carry bytes of both sides of the boundary.
+  if (eor && n == data.size() && n != 0) {
+    if (eor_head_ == eor_.size()) {
+      eor_.clear();
+      eor_head_ = 0;
+    }
+    eor_.push_back(data_end());
+  }
   // Linux tcp_push: MSG_MORE corks the push this write makes (TCP_NAGLE_CORK in place of the
   // socket's Nagle setting); later pushes (ACKs, the next write) do not hold for it. New data
   // also ends a pending TCP_NAGLE_PUSH (tcp_skb_entail).

@@ -156,7 +156,8 @@ class Tcb {
   // ---- application calls ----
   size_t SendSpace() const;
   // Queues data; `more` is MSG_MORE: the output this write triggers holds a partial segment.
-  size_t Write(std::span<const std::byte> data, bool more = false);
+  // `eor`: MSG_EOR, the data ends a record (no segment crosses its end).
+  size_t Write(std::span<const std::byte> data, bool more = false, bool eor = false);
   // TCP_NODELAY set, or TCP_CORK cleared with it on (Linux's TCP_NAGLE_PUSH): the next output
   // sends what Nagle or cork holds, until new data is written.
   void RequestPush() { push_once_ = true; }
@@ -310,6 +311,11 @@ class Tcb {
   uint32_t snd_wnd_ = 0;      // scaled, in bytes
   uint32_t max_snd_wnd_ = 0;  // RFC 5961 5.2's MAX.SND.WND
   ByteQueue send_q_;          // [snd_una, snd_una + size) not yet acknowledged
+  // Ends of records written with MSG_EOR, ascending, from eor_head_ (those acknowledged are
+  // skipped); empty unless the application uses MSG_EOR.
+  std::pmr::vector<SeqNum> eor_;
+  size_t eor_head_ = 0;
+  SeqNum RecordEnd(SeqNum s) const;
   bool fin_queued_ = false;   // the application shut the write side
   SeqNum fin_seq_;            // our FIN's sequence number, once fin_queued_
   bool fin_acked() const { return fin_queued_ && snd_una_ > fin_seq_; }

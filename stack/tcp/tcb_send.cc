@@ -274,7 +274,7 @@ void Tcb::LossProbeTimeout(Instant now, FrameSink& out) {
   bool retrans = false;
   SeqNum start = snd_max_;
   if (snd_nxt_ == snd_max_ && snd_max_ < data_end() && snd_max_ < wnd_end && !fin_sent) {
-    const size_t n = std::min<size_t>({static_cast<size_t>(data_end() - snd_max_),
+    const size_t n = std::min<size_t>({static_cast<size_t>(RecordEnd(snd_max_) - snd_max_),
                                        static_cast<size_t>(wnd_end - snd_max_), snd_mss_});
     const bool all_rest = snd_max_ + static_cast<uint32_t>(n) == data_end();
     uint8_t flags = flag::kAck;
@@ -503,10 +503,18 @@ void Tcb::SendProbe(Instant now, FrameSink& out) {
   SendSegment(now, flag::kAck, snd_una_ - 1, 0, false, out);
 }
 
+SeqNum Tcb::RecordEnd(SeqNum s) const {
+  // The first MSG_EOR boundary after `s` (they are few and sorted), else the end of the data.
+  if (eor_head_ == eor_.size()) return data_end();
+  auto it = std::upper_bound(eor_.begin() + static_cast<std::ptrdiff_t>(eor_head_), eor_.end(), s,
+                             [](SeqNum a, SeqNum b) { return a < b; });
+  return it == eor_.end() ? data_end() : SeqMin(*it, data_end());
+}
+
 bool Tcb::WriteWakeup(Instant now, FrameSink& out) {
   const SeqNum wnd_end = snd_una_ + snd_wnd_;
   if (!(snd_max_ < wnd_end) || !(snd_max_ < data_end())) return false;
-  const size_t n = std::min<size_t>({static_cast<size_t>(data_end() - snd_max_),
+  const size_t n = std::min<size_t>({static_cast<size_t>(RecordEnd(snd_max_) - snd_max_),
                                      static_cast<size_t>(wnd_end - snd_max_), snd_mss_});
   const bool all_rest = snd_max_ + static_cast<uint32_t>(n) == data_end();
   uint8_t flags = flag::kAck | flag::kPsh;
@@ -535,7 +543,7 @@ bool Tcb::RetransmitRecord(Instant now, uint32_t id, FrameSink& out) {
   const SeqNum end = SeqMin(r.end, data_end());
   bool ok = false;
   for (SeqNum s = r.start; s < end;) {
-    const size_t n = std::min<size_t>(static_cast<size_t>(end - s), snd_mss_);
+    const size_t n = std::min<size_t>(static_cast<size_t>(SeqMin(end, RecordEnd(s)) - s), snd_mss_);
     const bool last = s + static_cast<uint32_t>(n) == data_end();
     uint8_t flags = flag::kAck;
     if (last) flags |= flag::kPsh;
@@ -572,7 +580,7 @@ bool Tcb::SendSackRecovery(Instant now, FrameSink& out) {
     // NextSeg (2): new data, limited by the peer's window.
     const SeqNum wnd_end = snd_una_ + snd_wnd_;
     if (snd_max_ < data_end() && snd_max_ < wnd_end && !(fin_queued_ && snd_max_ > data_end())) {
-      const size_t n = std::min<size_t>({static_cast<size_t>(data_end() - snd_max_),
+      const size_t n = std::min<size_t>({static_cast<size_t>(RecordEnd(snd_max_) - snd_max_),
                                          static_cast<size_t>(wnd_end - snd_max_), snd_mss_});
       if (!SendSegment(now, flag::kAck | flag::kPsh, snd_max_, n, false, out)) break;
       NoteSent(now, snd_max_, n);
@@ -602,7 +610,7 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
   }
   if (in_recovery_ && !sack_ok_ && snd_nxt_ == snd_una_ && snd_una_ < snd_max_) {
     // NewReno: retransmit one segment from SND.UNA, then carry on with new data.
-    const size_t n = std::min<size_t>(snd_mss_, static_cast<size_t>(data_end() - snd_una_));
+    const size_t n = std::min<size_t>(snd_mss_, static_cast<size_t>(RecordEnd(snd_una_) - snd_una_));
     if (n != 0 && SendSegment(now, flag::kAck, snd_una_, n, true, out)) {
       NoteSent(now, snd_una_, n);
       sent = true;
@@ -664,13 +672,17 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
         cwnd_limited = cwnd_ <= snd_wnd_;
         break;
       }
-      size_t n = std::min<size_t>({static_cast<size_t>(e - s), static_cast<size_t>(wnd_end - s),
-                                   snd_mss_});
+      // A segment never crosses the end of a record written with MSG_EOR (Linux: the skb is
+      // not appended to); the one cut there is complete, and Nagle or cork do not hold it.
+      const SeqNum record_end = RecordEnd(s);
+      size_t n = std::min<size_t>({static_cast<size_t>(SeqMin(e, record_end) - s),
+                                   static_cast<size_t>(wnd_end - s), snd_mss_});
       const bool all_rest = s + static_cast<uint32_t>(n) == end;
+      const bool record_done = s + static_cast<uint32_t>(n) == record_end && !all_rest;
       // Nagle (RFC 1122 4.2.3.4) in Minshall's form, as Linux: a small segment waits while an
       // earlier small segment is unacknowledged. TCP_CORK and MSG_MORE hold it regardless
       // (MSG_MORE even with TCP_NODELAY); a push (TCP_NAGLE_PUSH) or a FIN releases it.
-      if (n < snd_mss_ && !(s < snd_max_)) {
+      if (n < snd_mss_ && !(s < snd_max_) && !record_done) {
         const bool fin_now = fin_queued_ && all_rest;
         if ((options.cork || more_hold_) && !fin_now && !push_once_) break;
         if (!options.no_delay && !more_hold_ && snd_sml_ > snd_una_ && !fin_now && !push_once_)

@@ -262,9 +262,11 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
         return r.ok() ? Ok(static_cast<int64_t>(*r)) : Err(r.error());
       }
       case Op::kWrite: {
-        if ((c.flags & ~(MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL)) != 0) return Err(ENOSYS);
+        if ((c.flags & ~(MSG_MORE | MSG_EOR | MSG_DONTWAIT | MSG_NOSIGNAL)) != 0) return Err(ENOSYS);
         std::vector<std::byte> buf(c.len, std::byte{'x'});
-        auto r = stack_ptr_->Send(Id(c), buf, (c.flags & MSG_MORE) != 0);
+        auto r = stack_ptr_->Send(Id(c), buf,
+                                  shake::Stack::SendFlags{(c.flags & MSG_MORE) != 0,
+                                                          (c.flags & MSG_EOR) != 0});
         return r.ok() ? Ok(static_cast<int64_t>(*r)) : Err(r.error());
       }
       case Op::kClose:
