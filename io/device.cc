@@ -12,20 +12,20 @@
 namespace shake::io {
 
 std::unique_ptr<Device> OpenDevice(const std::string& spec, std::string* error,
-                                   int inherited_fd, int fanout_group, bool send_only) {
+                                   const DeviceOptions& o) {
   const auto colon = spec.find(':');
   const std::string kind = spec.substr(0, colon);
   const std::string name = colon == std::string::npos ? "" : spec.substr(colon + 1);
   if (kind == "tun" && !name.empty()) {
-    return TunDevice::Open(TunOptions{.name = name, .control_fd = inherited_fd}, error);
+    return TunDevice::Open(
+        TunOptions{.name = name, .control_fd = o.inherited_fd, .offload = o.offload}, error);
   }
   if (kind == "packet" && !name.empty()) {
-    return PacketDevice::Open(
-        PacketOptions{.name = name,
-                      .inherited_fd = inherited_fd,
-                      .fanout_group = fanout_group,
-                      .receive = !send_only},
-        error);
+    return PacketDevice::Open(PacketOptions{.name = name,
+                                            .inherited_fd = o.inherited_fd,
+                                            .fanout_group = o.fanout_group,
+                                            .receive = !o.send_only},
+                              error);
   }
   *error = "device \"" + spec + "\": expected tun:IFNAME or packet:IFNAME";
   return nullptr;

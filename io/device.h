@@ -92,15 +92,25 @@ class Device {
   DeviceStats stats_;
 };
 
+// How a device is opened (OpenDevice).
+struct DeviceOptions {
+  // >= 0: the device's fd as an earlier image of this process opened it (kept open across
+  // exec), or as another process handed it over: used instead of opening a new one; owned by
+  // the device afterwards.
+  int inherited_fd = -1;
+  // packet: only. >= 0: the socket joins that PACKET_FANOUT group (hash mode, symmetric), so
+  // each frame reaches one member and a flow always the same one.
+  int fanout_group = -1;
+  // packet: only. A socket that receives nothing (PacketOptions::receive).
+  bool send_only = false;
+  // tun: only. A virtio_net_hdr on every read and write and TSO/checksum offload on the device
+  // (IFF_VNET_HDR, TUNSETOFFLOAD): the kernel hands over TCP super-frames and takes them.
+  bool offload = false;
+};
+
 // Opens "tun:IFNAME" or "packet:IFNAME". On failure returns null and a one-line reason.
-// `inherited_fd` >= 0: the device's fd as an earlier image of this process opened it (kept
-// open across exec), used instead of opening a new one; owned by the device afterwards.
-// `fanout_group` >= 0 (packet: only): the socket joins that PACKET_FANOUT group (hash mode,
-// symmetric), so each frame reaches one member and a flow always the same one.
-// `send_only` (packet: only): a socket that receives nothing (PacketOptions::receive).
 std::unique_ptr<Device> OpenDevice(const std::string& spec, std::string* error,
-                                   int inherited_fd = -1, int fanout_group = -1,
-                                   bool send_only = false);
+                                   const DeviceOptions& options = {});
 
 // Plain-syscall batch I/O on a device: recvmmsg/sendmmsg on sockets, read/write loops otherwise.
 class SyncPort {

@@ -10,6 +10,10 @@
 #include <cerrno>
 #include <cstring>
 
+#include "io/offload.h"
+#include "stack/wire/bytes.h"
+#include "stack/wire/checksum.h"
+
 namespace shake::io {
 
 std::unique_ptr<TunDevice> TunDevice::Open(const TunOptions& options, std::string* error) {
@@ -45,6 +49,7 @@ std::unique_ptr<TunDevice> TunDevice::Open(const TunOptions& options, std::strin
     std::strncpy(ifr.ifr_name, options.name.c_str(), IFNAMSIZ - 1);
     ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
     if (options.queues > 1) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+    if (options.offload) ifr.ifr_flags |= IFF_VNET_HDR;
     int r = ioctl(fd, TUNSETIFF, &ifr);
     if (r < 0 && errno == EINVAL && existed && !(ifr.ifr_flags & IFF_MULTI_QUEUE)) {
       // A device made with multi_queue (shake setup makes them so) takes only queue attaches.
@@ -52,6 +57,7 @@ std::unique_ptr<TunDevice> TunDevice::Open(const TunOptions& options, std::strin
       r = ioctl(fd, TUNSETIFF, &ifr);
     }
     if (r == 0 && (ifr.ifr_flags & IFF_MULTI_QUEUE)) dev->multi_queue_ = true;
+    if (r == 0 && (ifr.ifr_flags & IFF_VNET_HDR)) dev->vnet_ = true;
     if (r < 0) {
       // A control fd already attached to this device (inherited across exec) is used as it is.
       ifreq cur{};
@@ -60,9 +66,15 @@ std::unique_ptr<TunDevice> TunDevice::Open(const TunOptions& options, std::strin
                             std::strncmp(cur.ifr_name, options.name.c_str(), IFNAMSIZ) == 0;
       if (!attached) return fail("TUNSETIFF", errno);
       dev->multi_queue_ = (cur.ifr_flags & IFF_MULTI_QUEUE) != 0;
+      dev->vnet_ = (cur.ifr_flags & IFF_VNET_HDR) != 0;
     }
   }
 
+  if (dev->vnet_ && options.offload) {
+    // The kernel may hand over TCP super-frames and partial checksums, and takes them from us.
+    // Refused (an old kernel): frames still carry the header, cut to the MTU by the kernel.
+    (void)ioctl(dev->fds_[0], TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4);
+  }
   const int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0) return fail("socket", errno);
   ifreq ifr{};
@@ -102,10 +114,61 @@ TunDevice::~TunDevice() {
 
 void TunDevice::Decode(std::span<std::byte> raw, FrameReceiver& out) {
   ++stats_.raw_reads;
-  ++stats_.frames;
-  // Without a vnet header the kernel has completed every checksum before handing the packet to
-  // the TUN (the device advertises no checksum offload), so nothing is vouched for here.
-  out.OnFrame(raw, FrameMeta{});
+  if (!vnet_) {
+    ++stats_.frames;
+    // Without a vnet header the kernel has completed every checksum before handing the packet
+    // to the TUN (the device advertises no checksum offload), so nothing is vouched for here.
+    out.OnFrame(raw, FrameMeta{});
+    return;
+  }
+  if (raw.size() < VnetHeader::kSize + 20) {
+    ++stats_.dropped;
+    return;
+  }
+  const VnetHeader h = VnetHeader::Parse(raw);
+  const std::span<std::byte> packet = raw.subspan(VnetHeader::kSize);
+  const uint8_t gso = static_cast<uint8_t>(h.gso_type & ~VnetHeader::kGsoEcn);
+  const bool trusted = (h.flags & (VnetHeader::kNeedsCsum | VnetHeader::kDataValid)) != 0;
+  if (gso == VnetHeader::kGsoNone || (coalesce_ && packet.size() <= 65535)) {
+    if (gso != VnetHeader::kGsoNone) {
+      ++stats_.gso_superframes;
+      // Whole, as GRO hands it on: the total length and header checksum made right.
+      const size_t ihl = size_t{wire::Load8(packet, 0) & 0x0fu} * 4;
+      if ((wire::Load8(packet, 0) >> 4) != 4 || ihl < 20 || ihl > packet.size()) {
+        ++stats_.dropped;
+        return;
+      }
+      wire::Store16(packet, 2, static_cast<uint16_t>(packet.size()));
+      wire::Store16(packet, 10, 0);
+      wire::Store16(packet, 10, wire::InternetChecksum(packet.first(ihl)));
+    }
+    if (h.flags & VnetHeader::kNeedsCsum) ++stats_.partial_checksums;
+    ++stats_.frames;
+    out.OnFrame(packet, FrameMeta{.checksum_trusted = trusted});
+    return;
+  }
+  if (gso != VnetHeader::kGsoTcpv4) {
+    ++stats_.dropped;
+    return;
+  }
+  ++stats_.gso_superframes;
+  if (!SegmentTcp(packet, 0, h.gso_size, scratch_, out)) ++stats_.dropped;
+}
+
+void TunDevice::EncodeHeader(std::span<std::byte> header) const {
+  if (vnet_) VnetHeader{}.Emit(header);
+}
+
+void TunDevice::EncodeGsoHeader(std::span<std::byte> header, size_t csum_start, size_t hdr_len,
+                                uint16_t gso_size) const {
+  VnetHeader h;
+  h.flags = VnetHeader::kNeedsCsum;
+  h.gso_type = VnetHeader::kGsoTcpv4;
+  h.hdr_len = static_cast<uint16_t>(hdr_len);
+  h.gso_size = gso_size;
+  h.csum_start = static_cast<uint16_t>(csum_start);
+  h.csum_offset = 16;
+  h.Emit(header);
 }
 
 }  // namespace shake::io

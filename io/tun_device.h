@@ -26,6 +26,9 @@ struct TunOptions {
   // launcher where /dev/net/tun is not world-accessible, or one already attached to this device
   // (inherited across exec). Owned by the device afterwards.
   int control_fd = -1;
+  // IFF_VNET_HDR and TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4): frames carry a virtio_net_hdr, the
+  // kernel hands over TCP super-frames (split, or whole with set_coalesce) and takes them.
+  bool offload = false;
 };
 
 class TunDevice final : public Device {
@@ -40,8 +43,14 @@ class TunDevice final : public Device {
   const std::string& name() const override { return name_; }
   uint16_t mtu() const override { return mtu_; }
   bool is_socket() const override { return false; }
-  size_t rx_buffer_size() const override { return size_t{mtu_} + 64; }
+  size_t header_len() const override { return vnet_ ? 10 : 0; }
+  size_t rx_buffer_size() const override { return vnet_ ? 65536 + 64 : size_t{mtu_} + 64; }
   void Decode(std::span<std::byte> raw, FrameReceiver& out) override;
+  void EncodeHeader(std::span<std::byte> header) const override;
+  bool supports_gso() const override { return vnet_; }
+  void EncodeGsoHeader(std::span<std::byte> header, size_t csum_start, size_t hdr_len,
+                       uint16_t gso_size) const override;
+  void set_coalesce(bool on) override { coalesce_ = on; }
   // True when Open created the device rather than attaching to an existing one.
   bool created() const { return created_; }
   // A multi-queue device: each Open attaches one more queue, and the kernel keeps each flow on
@@ -56,6 +65,9 @@ class TunDevice final : public Device {
   uint16_t mtu_ = 1500;
   bool created_ = false;
   bool multi_queue_ = false;
+  bool vnet_ = false;
+  bool coalesce_ = false;
+  std::vector<std::byte> scratch_;
 };
 
 }  // namespace shake::io

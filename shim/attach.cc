@@ -250,7 +250,8 @@ bool Backend::OpenOwnChannel() {
   }
   const int hidden = Hide(fd, hidden_base_);
   std::string err;
-  std::unique_ptr<io::Device> mine = io::OpenDevice(sh_->device, &err, hidden, sh_->fanout_group);
+  std::unique_ptr<io::Device> mine = io::OpenDevice(
+      sh_->device, &err, {.inherited_fd = hidden, .fanout_group = sh_->fanout_group});
   if (mine) mine->set_coalesce(true);  // the stack takes super-frames whole
   if (!mine) {
     channel_failed_ = true;
@@ -336,7 +337,9 @@ bool Backend::CreateStack(std::string* error) {
   uint16_t fanout = 0;
   if (getrandom(&fanout, sizeof fanout, 0) < 0) fanout = static_cast<uint16_t>(getpid());
   std::unique_ptr<io::Device> dev =
-      io::OpenDevice(spec, &derr, -1, config_.device == DeviceKind::kPacket ? fanout : -1);
+      io::OpenDevice(spec, &derr,
+                     {.fanout_group = config_.device == DeviceKind::kPacket ? int{fanout} : -1,
+                      .offload = true});
   if (!dev) {
     *error = derr;
     return false;
@@ -467,7 +470,7 @@ bool Backend::AttachLocked(int conn, const char* resume) {
   // The device at a hidden number, so that the program cannot close it.
   const int devfd = Hide(fds[1], hidden_base_);
   fds[1] = -1;
-  dev_ = io::OpenDevice(sh->device, &derr, devfd);
+  dev_ = io::OpenDevice(sh->device, &derr, {.inherited_fd = devfd});
   if (dev_) dev_->set_coalesce(true);  // the stack takes super-frames whole
   if (!dev_) {
     munmap(a, a->size());

@@ -161,7 +161,7 @@ class Keeper {
 std::unique_ptr<Channel> Keeper::MakeChannel(int fd, int fanout) {
   std::string err;
   auto c = std::make_unique<Channel>();
-  c->dev = io::OpenDevice(sh_->device, &err, fd, fanout);
+  c->dev = io::OpenDevice(sh_->device, &err, {.inherited_fd = fd, .fanout_group = fanout});
   if (c->dev) c->dev->set_coalesce(true);  // the stack takes super-frames whole
   if (!c->dev) {
     KLog("a channel of %s: %s", sh_->device, err.c_str());
@@ -223,7 +223,7 @@ bool Keeper::Map(std::string* why) {
     // What the keeper and a process that has no channel of its own yet send on: a socket that
     // receives nothing, so that it can be handed to anyone.
     std::string terr;
-    std::unique_ptr<io::Device> d = io::OpenDevice(sh_->device, &terr, -1, -1, true);
+    std::unique_ptr<io::Device> d = io::OpenDevice(sh_->device, &terr, {.send_only = true});
     if (d) {
       send_only_ = MakeChannel(real::fcntl(d->fd(), F_DUPFD_CLOEXEC, 10), -1);
     } else {
@@ -286,7 +286,8 @@ void Keeper::Rebalance() {
       own_receiving_ = own_->dev->SetReceiving(true);
     } else {
       std::string err;
-      std::unique_ptr<io::Device> d = io::OpenDevice(sh_->device, &err, -1, sh_->fanout_group);
+      std::unique_ptr<io::Device> d =
+          io::OpenDevice(sh_->device, &err, {.fanout_group = sh_->fanout_group});
       if (d) {
         own_ = MakeChannel(real::fcntl(d->fd(), F_DUPFD_CLOEXEC, 10), sh_->fanout_group);
         own_receiving_ = own_ != nullptr;
@@ -606,7 +607,7 @@ void Keeper::GiveChannel(int fd) {
   LinkChannelReply r;
   std::string err;
   std::unique_ptr<io::Device> d;
-  if (!shared_) d = io::OpenDevice(sh_->device, &err, -1, sh_->fanout_group);
+  if (!shared_) d = io::OpenDevice(sh_->device, &err, {.fanout_group = sh_->fanout_group});
   const int mine = d ? real::fcntl(d->fd(), F_DUPFD_CLOEXEC, 10) : -1;
   d.reset();
   if (mine < 0) {
