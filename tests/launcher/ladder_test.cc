@@ -145,9 +145,11 @@ TEST(TraceLog, RecordsOptionsAndChallengeOnceTheEventCarriesThem) {
   EXPECT_EQ(r.window_scale, 9);
   EXPECT_EQ(r.ts_val, 11u);
   EXPECT_EQ(r.ts_ecr, 22u);
+  // A segment without options: they count as recorded (so the ladder says "none" rather than
+  // "unknown"), with no bit set and no challenge mark.
   io::TraceRecord plain;
-  io::FillTraceExtras(TraceEvent{}, plain);  // today's TraceEvent: nothing recorded
-  EXPECT_EQ(plain.marks, 0);
+  io::FillTraceExtras(TraceEvent{}, plain);
+  EXPECT_EQ(plain.marks, io::trace_mark::kOptionsRecorded);
   EXPECT_EQ(plain.option_bits, 0);
 }
 
