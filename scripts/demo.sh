@@ -3,15 +3,18 @@
 # HTTP server (nginx), an unmodified curl whose TCP socket libshake's own stack serves
 # (`shake curl`), and that connection's handshake and close as they crossed the wire.
 #
-#   sudo scripts/demo.sh            # SIZE=1048576 by default
+#   scripts/demo.sh                 # SIZE=1048576 by default; asks sudo for root if needed
 #
 # Everything happens inside a namespace this script creates and removes; addresses are in
 # 198.18.0.0/15.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Root is needed (apt-get, network namespaces, TUN devices): a user with sudo is asked for it
+# here, so the same command works in a root shell without sudo and for such a user.
 if [ "$(id -u)" -ne 0 ]; then
-  echo "demo: needs root to create a network namespace and a TUN device; run: sudo $0" >&2
+  if command -v sudo >/dev/null; then exec sudo -E "$PWD/scripts/$(basename "$0")" "$@"; fi
+  echo "demo: needs root to create a network namespace and a TUN device; run it as root (no sudo on this machine)" >&2
   exit 1
 fi
 scripts/install-deps.sh

@@ -4,6 +4,13 @@
 #   FUZZ_SECONDS=0 scripts/test.sh   # skip the fuzzing pass
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Root is needed (apt-get, network namespaces, TUN devices): a user with sudo is asked for it
+# here, so the same command works in a root shell without sudo and for such a user.
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then exec sudo -E "$PWD/scripts/$(basename "$0")" "$@"; fi
+  echo "test: needs root to install packages and make network namespaces; run it as root (no sudo on this machine)" >&2
+  exit 1
+fi
 scripts/install-deps.sh
 build=${BUILD_DIR:-build}
 rm -rf "$build"

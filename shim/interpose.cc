@@ -649,7 +649,7 @@ pid_t vfork(void) noexcept { return fork(); }
 
 namespace {
 
-// Stack sockets survive exec and posix_spawn through a hand-off (stack_backend.cc, "Exec") that
+// Stack sockets survive exec and posix_spawn through a hand-off (handoff.cc) that
 // the new image finds in its environment: `envp` plus that entry, replacing any older one.
 // The array is mmap'd (this may run in a fork child) and freed by FreeEnv when the exec failed.
 class HandoffEnv {
