@@ -47,6 +47,8 @@
 #   AB_N=20000  WRK_SECONDS=10  SOCKPERF_SECONDS=10  IPERF_SECONDS=10
 #   REDIS_N=100000  IDLE_CONNS=10000  IDLE_SECONDS=10  CONNS=100000  CONN_SRCS=8
 #   CONNECT_SECONDS=180 (bound on opening the CONNS connections)  TIMEOUT=120 (cap per client run)
+#   SOCKPERF_SPIN_US=0  libshake's sockperf server spins this long before sleeping
+#           (SHAKE_SPIN_US; the kernel's round is not affected, its busy_poll stays off)
 #   PERF=1  also perf record -a -g -e cpu-clock during the first ab-c50-w2 round of each side
 #           and print the top 15 symbols (perf report --no-children --sort sym)
 #   SMOKE=1 tiny defaults for every size and duration (REPS=1, STOP_ON_FAIL=1; an explicit knob
@@ -74,6 +76,7 @@ if [[ ${SMOKE:-0} == 1 ]]; then
   : "${CONNECT_SECONDS:=30}" "${TIMEOUT:=30}" "${STOP_ON_FAIL:=1}"
 fi
 REPS=${REPS:-3}
+SOCKPERF_SPIN_US=${SOCKPERF_SPIN_US:-0}
 ROWS=${ROWS:-$ALL_ROWS}
 SCENARIOS=${SCENARIOS:-"packet tun"}
 BUILD_DIR=${BUILD_DIR:-build}
@@ -98,6 +101,8 @@ for knob in REPS AB_N WRK_SECONDS SOCKPERF_SECONDS IPERF_SECONDS REDIS_N IDLE_CO
             IDLE_SECONDS CONNS CONN_SRCS CONNECT_SECONDS TIMEOUT; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob=${!knob} must be a positive integer, e.g. $knob=3"
 done
+[[ $SOCKPERF_SPIN_US =~ ^[0-9]+$ ]] && ((SOCKPERF_SPIN_US <= 1000000)) ||
+  die "SOCKPERF_SPIN_US=$SOCKPERF_SPIN_US must be microseconds from 0 to 1000000, e.g. SOCKPERF_SPIN_US=50"
 ((CONN_SRCS <= 32)) || die "CONN_SRCS=$CONN_SRCS: at most 32 source addresses"
 for r in $ROWS; do
   [[ " $ALL_ROWS " == *" $r "* ]] || die "ROWS: no row '$r'; choose from: $ALL_ROWS"
@@ -626,7 +631,8 @@ start_group() {  # start_group GROUP IMPL
   case $1 in
     nginx1) start_nginx "$2" 1 1024 ;;
     nginx2) start_nginx "$2" 2 1024 ;;
-    sockperf) start_bg "$2" sockperf probe_sockperf sockperf server --tcp -i "${SRV_IP[$2]}" -p 11111 ;;
+    sockperf) SHAKE_SPIN_US=$SOCKPERF_SPIN_US \
+                start_bg "$2" sockperf probe_sockperf sockperf server --tcp -i "${SRV_IP[$2]}" -p 11111 ;;
     iperf3) start_bg "$2" iperf3 probe_iperf3 iperf3 -s -B "${SRV_IP[$2]}" -p 5201 --forceflush ;;
     redis) start_bg "$2" redis probe_redis redis-server --bind "${SRV_IP[$2]}" --port 6379 \
              --save "" --appendonly no --protected-mode no --daemonize no --dir "$WORK" ;;
@@ -740,6 +746,7 @@ write_table() {
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) cores; source $SOURCE_REV;" \
          "$(basename "$BUILD_DIR") ($BUILD_TYPE); targets ${targets[*]}"
     echo "host load average (1/5/15 min): at start $LOAD_START, at end $LOAD_END; run took ${ELAPSED}s"
+    ((SOCKPERF_SPIN_US == 0)) || echo "sockperf: libshake's server spins ${SOCKPERF_SPIN_US} us before sleeping (SHAKE_SPIN_US); the kernel's does not"
     echo "packet: both servers on one veth end (kernel .12.1, libshake .12.2 on packet:pa), client across the veth"
     echo "tun:    client in the namespace of tun0; libshake at the far end of tun0 (.13.2),"
     echo "        the kernel's server one veth away (.14.1); no forwarding hop on either path"

@@ -36,8 +36,9 @@ struct Config {
   // SHAKE_KEEPER_IDLE: seconds a keeper whose stack is empty (no process, no connection) waits
   // before it ends; -1 = default.
   int keeper_idle_s = -1;
-  // SHAKE_SPIN_US: a thread about to sleep for the stack reads the device for this long first
-  // (the opt-in latency mode); 0 = sleep at once.
+  // SHAKE_SPIN_US: a thread about to sleep in epoll_wait for the stack asks without waiting for
+  // this long first (the opt-in latency mode); 0 = sleep at once. poll, select and blocking
+  // calls do not spin.
   uint32_t spin_us = 0;
 
   bool configured() const { return device != DeviceKind::kNone; }

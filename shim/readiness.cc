@@ -757,12 +757,19 @@ Outcome Backend::EpollWait(int ep, epoll_event* events, int max, const timespec*
     bell = device = false;
     return n + Harvest(sh, sh.epolls[er - 1], events + n, max - n);
   };
+  // SHAKE_SPIN_US: before sleeping, ask without waiting for this long (the device, the doorbell
+  // and the program's kernel fds are all in the instance), as Onload's EF_POLL_USEC does: a
+  // frame is handled when it lands instead of after a wake-up.
+  const Instant spin_until = config_.spin_us > 0 && !zero && reads
+                                 ? io::MonotonicNow() + Duration::Micros(config_.spin_us)
+                                 : Instant();
   for (;;) {
+    const bool spin = config_.spin_us > 0 && io::MonotonicNow() < spin_until;
     int n;
     {
       Session s(*this);
       n = harvest(s, 0);
-      if (n == 0 && !zero) {
+      if (n == 0 && !zero && !spin) {
         s.sh().doorbells[s.sh().epolls[er - 1].doorbell - 1].sleepers.fetch_add(1);
         if (reads) DeviceSleep(s.sh(), slot_, channel_own_);
       }
@@ -788,15 +795,19 @@ Outcome Backend::EpollWait(int ep, epoll_event* events, int max, const timespec*
     int k;
     {
       ReentrancyGuard guard;
-      k = real::epoll_pwait2(ep, events, max, deadline.is_never() ? nullptr : &left, mask);
+      const timespec z{0, 0};
+      k = real::epoll_pwait2(ep, events, max, spin ? &z : deadline.is_never() ? nullptr : &left,
+                             mask);
     }
     const int err = errno;
     {
       const int kept = k > 0 ? sift(0, k) : 0;
       if (device) ReadOwn();  // outside the lock
       Session s(*this);
-      s.sh().doorbells[s.sh().epolls[er - 1].doorbell - 1].sleepers.fetch_sub(1);
-      if (reads) DeviceWake(s.sh(), slot_);
+      if (!spin) {
+        s.sh().doorbells[s.sh().epolls[er - 1].doorbell - 1].sleepers.fetch_sub(1);
+        if (reads) DeviceWake(s.sh(), slot_);
+      }
       n = harvest(s, kept);
     }
     n = FoldHalves(events, n);
