@@ -9,6 +9,8 @@
 #   - SIGKILL of the sockperf server, then of the http.server, in the middle of traffic: the
 #     others keep serving (a second concurrent round after each kill), and the killed server's
 #     ping-pong client sees its connection end (FIN or RST, as Linux sends for a killed process)
+#   - a server that writes 1 MiB, closes and exits through os._exit(0) behind 5% loss: the client
+#     gets every byte in 20 runs of 20, and the keeper holds TIME-WAIT after the process is gone
 #
 #   shared_stack_test.sh SHAKE_LAUNCHER
 #
@@ -108,6 +110,57 @@ sockperf_ok() {  # file: exit 0 and a median
     { echo "$me:   sockperf: $(tail -3 "$1" | tr '\n' ' ')"; return 1; }
 }
 
+# A server under shake that writes 1 MiB, closes and leaves through os._exit(0) at once, behind
+# 5% loss each way (nftables on the kernel side): its unsent bytes and its FIN are the keeper's
+# to deliver. RUNS runs; in each the kernel-side client must get every byte, and after the last
+# the keeper holds the connection's TIME-WAIT (shake stat) though no process of it is left.
+exit_after_write() {  # device stack-address mode
+  local dev=$1 a=$2 m=$3 runs=${SHAKE_SHARED_EXIT_RUNS:-20} good=0 i
+  in_ns nft -f - <<NFT
+table ip shkloss {
+  chain in { type filter hook input priority 0; ip saddr $a tcp sport 9000 numgen random mod 100 < 5 counter drop; }
+  chain out { type filter hook output priority 0; ip daddr $a tcp dport 9000 numgen random mod 100 < 5 counter drop; }
+}
+NFT
+  for i in $(seq "$runs"); do
+    in_ns timeout 30 "$shake" --device "$dev" --addr "$a/24" -- "$py" -c "
+import os, socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('$a', 9000)); s.listen(1)
+c, _ = s.accept(); c.sendall(bytes(range(256)) * 4096); c.close(); os._exit(0)" \
+      >"$work/exit-server.out" 2>&1 &
+    local srv=$!
+    in_ns timeout 30 "$py" -c "
+import hashlib, socket, time
+end = time.time() + 10
+while True:
+    try:
+        c = socket.create_connection(('$a', 9000), timeout=5); break
+    except OSError:
+        if time.time() > end: raise
+        time.sleep(0.05)
+c.settimeout(20)
+h, n = hashlib.sha256(), 0
+while True:
+    b = c.recv(65536)
+    if not b: break
+    h.update(b); n += len(b)
+ok = n == 1 << 20 and h.digest() == hashlib.sha256(bytes(range(256)) * 4096).digest()
+print(n, 'ok' if ok else 'differs')" >"$work/exit-client.out" 2>&1
+    wait "$srv"
+    grep -q '^1048576 ok$' "$work/exit-client.out" && good=$((good + 1)) ||
+      echo "$me:   run $i: client: $(tail -1 "$work/exit-client.out"); server: $(tail -1 "$work/exit-server.out")"
+  done
+  local dropped
+  dropped=$(in_ns nft list table ip shkloss | awk '/counter packets/ {for (i = 1; i < NF; i++) if ($i == "packets") n += $(i + 1)} END {print n + 0}')
+  check "$m: 1 MiB written, closed and os._exit(0) behind 5% loss: $good of $runs runs byte-exact ($dropped segments dropped)" \
+    [ "$good" -eq "$runs" -a "$dropped" -gt 0 ]
+  in_ns env SHAKE_DEVICE="$dev" "$shake" stat --device "$dev" >"$work/exit-stat.out" 2>&1
+  check "$m: the keeper holds the exited server's TIME-WAIT ($(grep -cE "$a:9000 .*TIME-WAIT|TIME-WAIT.*$a:9000" "$work/exit-stat.out") on port 9000)" \
+    grep -qE "$a:9000 .*TIME-WAIT|TIME-WAIT.*$a:9000" "$work/exit-stat.out"
+  in_ns nft delete table ip shkloss
+}
+
 run_mode() {  # device stack-address
   local dev=$1 a=$2 m=${1%%:*}
   local launch=("$shake" --device "$dev" --addr "$a/24" --)
@@ -182,6 +235,8 @@ print('bind: succeeded'); sys.exit(1)" >"$work/bind.out" 2>&1
   check "$m: ab served while http.server was killed beside it" ab_ok "$work/$m-3.ab"
   check "$m: redis served while http.server was killed beside it" redis_ok "$work/$m-3.redis"
   check "$m: redis-cli PING after both kills" bash -c "[ \"\$(ip netns exec $ns timeout 5 redis-cli -h $a -p 6379 ping)\" = PONG ]"
+
+  exit_after_write "$dev" "$a" "$m"
 
   kill "$ng" "$rs" "$hs" 2>/dev/null
   [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null
