@@ -2,6 +2,7 @@
 # The test command: installs dependencies, builds from scratch, runs every test.
 #   scripts/test.sh            # everything
 #   FUZZ_SECONDS=0 scripts/test.sh   # skip the fuzzing pass
+#   SANITIZE=0 scripts/test.sh       # skip the ASan+UBSan pass (scripts/sanitize.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Root is needed (apt-get, network namespaces, TUN devices): a user with sudo is asked for it
@@ -33,6 +34,12 @@ if [ "$status" != 0 ]; then
   [[ $summary =~ ([0-9]+)\ tests\ failed\ out\ of\ ([0-9]+) ]] &&
     echo "ctest: $((BASH_REMATCH[2] - BASH_REMATCH[1])) passed, ${BASH_REMATCH[1]} failed"
   exit "$status"  # the fuzzing pass runs only after a green ctest
+fi
+
+# The stack, io and shim unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer.
+if [ "${SANITIZE:-1}" != 0 ]; then
+  rm -rf "$build-asan"
+  scripts/sanitize.sh "$build-asan"
 fi
 
 # libFuzzer targets, built with clang, each run for FUZZ_SECONDS.

@@ -51,7 +51,7 @@ double PollCost(Net& net, Node& n) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < kCalls; ++i) {
       n.stack->Poll(net.now, net.sink());
-      benchmark_sink_ = benchmark_sink_ + n.stack->NextDeadline().nanos();
+      benchmark_sink_ = benchmark_sink_ ^ n.stack->NextDeadline().nanos();  // Never is INT64_MAX: no sum
     }
     const auto t1 = std::chrono::steady_clock::now();
     best = std::min(best, std::chrono::duration<double, std::nano>(t1 - t0).count() / kCalls);
