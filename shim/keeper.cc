@@ -322,13 +322,17 @@ void Keeper::Pass(Channel* c) {
   if (out != nullptr) next = sh_->stack->Poll(now, out->sink(now));
   if (trace_) trace_->Flush();
   sh_->deadline.store(next.nanos(), std::memory_order_relaxed);
+  // What the stack answered while `c` was drained (ACKs, and the data and FINs those ACKs let
+  // out) sits in c's own batch: it leaves first, then what Poll made. It used to wait until the
+  // batch filled, so a dead process's connection stalled once its peer's ACKs came to the keeper.
+  io::Pump* drained = c != nullptr && c->pump.get() != out ? c->pump.get() : nullptr;
+  io::Pump::TxBatch* answers = drained != nullptr ? drained->Seal() : nullptr;
   io::Pump::TxBatch* batch = out != nullptr ? out->Seal() : nullptr;
-  if (batch != nullptr) LockTx(*sh_);
+  if (answers != nullptr || batch != nullptr) LockTx(*sh_);
   lock_->unlock();
-  if (batch != nullptr) {
-    out->Send(batch);
-    UnlockTx(*sh_);
-  }
+  if (answers != nullptr) drained->Send(answers);
+  if (batch != nullptr) out->Send(batch);
+  if (answers != nullptr || batch != nullptr) UnlockTx(*sh_);
   FlushRings(*sh_);
 }
 
