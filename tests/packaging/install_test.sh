@@ -158,6 +158,19 @@ say "Depends: $depends"
 dep_names=$(tr ',|' '\n\n' <<<"$depends" | sed 's/(.*)//; s/:any//; s/ //g' | grep -v '^$' | sort -u)
 mkdir -p "$work/x"
 dpkg-deb -x "$deb" "$work/x"
+# Every manual page in docs/ ships, compressed, byte for byte the source, and renders without a
+# warning from man.
+src=$(cd "$(dirname "$(readlink -f "$0")")/../.." && pwd)
+for page in "$src"/docs/*.[1-8]; do
+  name=$(basename "$page"); section=${name##*.}
+  gz="./usr/share/man/man$section/$name.gz"
+  check "the package has $gz, the same as docs/$name" bash -c "
+    grep -q ' ${gz//./\\.}\$' '$work/contents' && zcat '$work/x/$gz' | cmp -s - '$page'"
+  if command -v man >/dev/null; then
+    check "$gz renders without a warning" bash -c "
+      out=\$(MANWIDTH=80 man -l --warnings '$work/x/$gz' 2>&1 >/dev/null); [[ -z \$out ]] || { echo \"\$out\"; false; }"
+  fi
+done
 : >"$work/ldd.host"
 for f in "usr/lib/$ma/libshake.so" usr/bin/shake usr/libexec/libshake/shake-keeper; do
   ldd "$work/x/$f" >"$work/ldd.one" 2>&1
