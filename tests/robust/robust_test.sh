@@ -2,7 +2,7 @@
 # Fault suite (issue 10, tests/robust/), first part: unmodified programs under shake through
 # shake-relay's impairment, and a process that exits right after close() through loss.
 #
-#   robust_test.sh SHAKE_LAUNCHER SHAKE_RELAY        (PROFILE=short by default; PROFILE=long by hand)
+#   robust_test.sh SHAKE_LAUNCHER SHAKE_RELAY SYN_FLOOD   (PROFILE=short by default; PROFILE=long by hand)
 #
 # Cases (each prints "ROW | case | what was tried | figures | bytes lost"):
 #   impair.curl   shake curl downloads a file from a kernel nginx; must be byte-exact, exit 0
@@ -12,6 +12,9 @@
 #     each direction, bounded by timeouts (a hang is a failure)
 #   exit.orphan   shake python3: accept, sendall(1 MiB), close(), os._exit(0), through 5% loss;
 #     the kernel client must receive every byte, in every run (20 in the long profile)
+#   flood.syn     syn_flood (raw socket, spoofed sources in 198.18.51.0/24, which the stack reaches
+#     through its gateway, the kernel, which drops them) at >= 50,000 SYN/s against shake nginx
+#     while a kernel client makes fresh-connection requests: >= 99% of them succeed
 #
 # Topology (198.18.50.0/24; removed on exit, also on failure):
 #   ns h10r-c-PID (kernel, c0 198.18.50.1/24) -- veth -- ns h10r-r-PID (shake-relay r0<->r1)
@@ -20,6 +23,7 @@
 set -uo pipefail
 shake=$(readlink -f "$1")
 relay=$(readlink -f "$2")
+flood=$(readlink -f "$3")
 profile=${PROFILE:-short}
 pid=$$
 nc="h10r-c-$pid" nr="h10r-r-$pid" ns="h10r-s-$pid"
@@ -81,7 +85,7 @@ stop_relay() {  # prints the relay's counters
   kill "$relay_pid" 2>/dev/null; wait "$relay_pid" 2>/dev/null; relay_pid=
   tr '\n' ' ' <"$work/relay.log" | sed 's/  */ /g'
 }
-sh_s=("$shake" --device packet:s0 --addr "$saddr/24" --)
+sh_s=("$shake" --device packet:s0 --addr "$saddr/24" --gateway $kaddr --)
 
 mkdir -p "$work/www"
 head -c $((size_mib << 20)) /dev/urandom >"$work/www/file"
@@ -124,6 +128,7 @@ for seed in $(seq 7 $((6 + seed_count))); do
 
   # --- impair.nginx: kernel curl <- shake nginx (2 workers)
   nginx_conf shaked 8080 2
+  start_relay --seed 1 || { fail relay; break; }  # a plain bridge while the server starts
   ip netns exec "$ns" timeout 20 "${sh_s[@]}" nginx -c "$work/shaked.conf" -p "$work"
   up=0
   for _ in $(seq 50); do ip netns exec "$nc" curl -s -o /dev/null -m 1 "http://$saddr:8080/" && { up=1; break; }; sleep 0.2; done
@@ -143,6 +148,7 @@ for seed in $(seq 7 $((6 + seed_count))); do
   ip netns exec "$ns" timeout 300 "${sh_s[@]}" redis-server --port 6379 --bind 0.0.0.0 \
     --protected-mode no --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
   redis_pid=$!
+  start_relay --seed 1 || { fail relay; break; }
   up=0
   for _ in $(seq 50); do [[ $(ip netns exec "$nc" timeout 2 redis-cli -h $saddr PING 2>/dev/null) == PONG ]] && { up=1; break; }; sleep 0.2; done
   if [[ $up -ne 1 ]]; then fail "impair.redis: shake redis-server did not answer"; else
@@ -184,7 +190,7 @@ while True:
     except OSError:
         if time.time() > deadline: raise
         time.sleep(0.1)
-s.settimeout(60)
+s.settimeout(30)
 buf = bytearray()
 try:
     while True:
@@ -207,6 +213,7 @@ for run in $(seq "$orphan_runs"); do
   port=$((9000 + run))
   ip netns exec "$ns" timeout 120 "${sh_s[@]}" "$py" "$work/orphan_server.py" "$work/mib" $port >"$work/os.log" 2>&1 &
   spid=$!
+  for _ in $(seq 50); do grep -q listening "$work/os.log" && break; sleep 0.1; done
   end=$(ip netns exec "$nc" timeout 120 "$py" "$work/orphan_client.py" $saddr $port "$work/om" 2>&1 | tail -1)
   wait "$spid"; src=$?
   g=$(got_bytes "$work/om"); sum=$(sha256sum <"$work/om" 2>/dev/null | cut -d' ' -f1)
@@ -220,6 +227,51 @@ counters=$(stop_relay)
 row exit.orphan "shake python3 sendall(1 MiB); close(); os._exit(0), 5% loss each way, $orphan_runs runs" \
   "$ok of $orphan_runs byte-exact with EOF; relay: $counters" "$lostsum"
 [[ $ok -eq $orphan_runs ]] || fail "exit.orphan: $ok of $orphan_runs"
+
+# --- flood.syn: spoofed SYNs at >= 50,000/s against shake nginx, legitimate clients meanwhile
+cat >"$work/legit.py" <<'PY'
+import socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ok = tried = 0
+end = time.time() + seconds
+while time.time() < end and tried < 100000:
+    tried += 1
+    try:
+        s = socket.create_connection((host, port), timeout=3)
+        s.settimeout(3)
+        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        buf = b""
+        while True:
+            d = s.recv(65536)
+            if not d: break
+            buf += d
+        s.close()
+        if buf.startswith(b"HTTP/1.1 200") and buf.endswith(b"hello\n"): ok += 1
+    except OSError:
+        pass
+print(f"{ok} {tried}")
+PY
+echo hello >"$work/www/index.html"
+if [[ $profile == long ]]; then flood_s=20; else flood_s=5; fi
+start_relay --seed 1 || fail relay
+nginx_conf flood 8080 2
+ip netns exec "$ns" timeout 20 "${sh_s[@]}" nginx -c "$work/flood.conf" -p "$work"
+sleep 1
+ip netns exec "$nc" timeout $((flood_s + 10)) "$flood" $saddr 8080 198.18.51.0 60000 "$flood_s" $((60000 * flood_s)) >"$work/flood.out" 2>&1 &
+fpid=$!
+sleep 0.3
+legit=$(ip netns exec "$nc" timeout $((flood_s + 30)) "$py" "$work/legit.py" $saddr 8080 "$((flood_s - 1))")
+wait "$fpid"
+stat_json=$(ip netns exec "$ns" timeout 10 "$shake" stat --json 2>&1)
+counters=$(stop_relay)
+[[ -f "$work/flood.pid" ]] && kill -QUIT "$(cat "$work/flood.pid")" 2>/dev/null
+read -r lok ltried <<<"${legit:-0 0}"
+frate=$(sed -n 's/.*rate=\([0-9]*\).*/\1/p' "$work/flood.out")
+cookies=$(grep -oE '"tcp_syncookies_(sent|recv|failed)": *[0-9]+' <<<"$stat_json" | tr -d '" ' | tr '\n' ' ')
+row flood.syn "syn_flood at 60,000/s for ${flood_s} s (spoofed 198.18.51.0/24) against shake nginx, kernel client requests meanwhile" \
+  "$(cat "$work/flood.out"); legitimate $lok of $ltried; $cookies; relay: $counters" 0
+[[ ${frate:-0} -ge 50000 ]] || fail "flood.syn: generator reached ${frate:-0}/s, below 50,000"
+[[ $ltried -gt 0 && $((lok * 100)) -ge $((ltried * 99)) ]] || fail "flood.syn: $lok of $ltried legitimate requests"
 
 echo "robust_test: profile $profile, $failures failure(s), ${SECONDS}s"
 [[ $failures -eq 0 ]]
