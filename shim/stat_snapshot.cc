@@ -11,16 +11,6 @@
 namespace shake::shim {
 namespace {
 
-// Every counter of stack/counters.h, by the name nstat would give it.
-#define SHAKE_COUNTERS(X)                                                                   \
-  X(frames_in) X(frames_out) X(ip_in) X(ip_out) X(ip_reassembled) X(icmp_in) X(icmp_out)    \
-  X(icmp_errors_delivered) X(arp_in) X(arp_out) X(tcp_segments_in) X(tcp_segments_out)      \
-  X(tcp_retransmits) X(tcp_fast_retransmits) X(tcp_rto_expirations) X(tcp_active_opens)     \
-  X(tcp_passive_opens) X(tcp_failed_attempts) X(tcp_resets_in) X(tcp_resets_out)            \
-  X(tcp_challenge_acks) X(tcp_challenge_acks_limited) X(tcp_dup_acks_in)                    \
-  X(tcp_ooo_segments_in) X(tcp_zero_window_probes) X(tcp_keepalive_probes) X(tcp_timeouts)  \
-  X(tcp_time_wait_reused) X(tcp_loss_probes) X(tcp_loss_probe_recoveries)
-
 struct Row {
   SocketInfo info;
   bool orphan = false;
@@ -133,9 +123,9 @@ std::string StatSnapshot(Shared& sh, size_t arena_live, bool json) {
       o += Quote(comm(procs[i].second)) + "}";
     }
     o += "],\"counters\":{";
-#define SHAKE_X(name) Append(o, "\"" #name "\":%" PRIu64 ",", c.name);
-    SHAKE_COUNTERS(SHAKE_X)
-#undef SHAKE_X
+    c.ForEach([&](std::string_view name, uint64_t v) {
+      Append(o, "\"%.*s\":%" PRIu64 ",", static_cast<int>(name.size()), name.data(), v);
+    });
     o += "\"drops\":{";
     bool first = true;
     for (size_t i = 1; i < c.drops.size(); ++i) {
@@ -187,10 +177,9 @@ std::string StatSnapshot(Shared& sh, size_t arena_live, bool json) {
     o += "\n";
   }
   o += "counters:";
-#define SHAKE_X(name) \
-  if (c.name != 0) Append(o, " " #name "=%" PRIu64, c.name);
-  SHAKE_COUNTERS(SHAKE_X)
-#undef SHAKE_X
+  c.ForEach([&](std::string_view name, uint64_t v) {
+    if (v != 0) Append(o, " %.*s=%" PRIu64, static_cast<int>(name.size()), name.data(), v);
+  });
   o += "\ndrops:";
   bool any = false;
   for (size_t i = 1; i < c.drops.size(); ++i) {

@@ -63,43 +63,35 @@ constexpr std::string_view DropName(Drop d) {
   return kNames[static_cast<size_t>(d)];
 }
 
+// Every counter, by the name nstat-like tools show (shake stat): the one list, so that a counter
+// added here is shown everywhere.
+#define SHAKE_COUNTERS(X)                                                                   \
+  X(frames_in) X(frames_out) X(ip_in) X(ip_out) X(ip_reassembled) X(icmp_in) X(icmp_out)    \
+  X(icmp_errors_delivered) X(arp_in) X(arp_out) X(tcp_segments_in) X(tcp_segments_out)      \
+  X(tcp_retransmits) X(tcp_fast_retransmits) X(tcp_rto_expirations) X(tcp_active_opens)     \
+  X(tcp_passive_opens) X(tcp_failed_attempts) X(tcp_resets_in) X(tcp_resets_out)            \
+  X(tcp_challenge_acks) X(tcp_challenge_acks_limited) X(tcp_dup_acks_in)                    \
+  X(tcp_ooo_segments_in) X(tcp_zero_window_probes) X(tcp_keepalive_probes) X(tcp_timeouts)  \
+  X(tcp_time_wait_reused)                                                                   \
+  /* RFC 8985 7.3: probes sent (PTO expirations); 7.4: a probe repaired a real loss */      \
+  X(tcp_loss_probes) X(tcp_loss_probe_recoveries)                                           \
+  /* SYN cookies (RFC 4987 3.6; Linux's SyncookiesSent, SyncookiesRecv, SyncookiesFailed): */ \
+  /* cookie SYN-ACKs sent, final ACKs whose cookie was valid, and ACKs whose was not */     \
+  X(tcp_syncookies_sent) X(tcp_syncookies_recv) X(tcp_syncookies_failed)
+
 struct Counters {
-  uint64_t frames_in = 0;
-  uint64_t frames_out = 0;
-  uint64_t ip_in = 0;
-  uint64_t ip_out = 0;
-  uint64_t ip_reassembled = 0;
-  uint64_t icmp_in = 0;
-  uint64_t icmp_out = 0;
-  uint64_t icmp_errors_delivered = 0;
-  uint64_t arp_in = 0;
-  uint64_t arp_out = 0;
-  uint64_t tcp_segments_in = 0;
-  uint64_t tcp_segments_out = 0;
-  uint64_t tcp_retransmits = 0;
-  uint64_t tcp_fast_retransmits = 0;
-  uint64_t tcp_rto_expirations = 0;
-  uint64_t tcp_active_opens = 0;
-  uint64_t tcp_passive_opens = 0;
-  uint64_t tcp_failed_attempts = 0;
-  uint64_t tcp_resets_in = 0;
-  uint64_t tcp_resets_out = 0;
-  uint64_t tcp_challenge_acks = 0;
-  uint64_t tcp_challenge_acks_limited = 0;
-  uint64_t tcp_dup_acks_in = 0;
-  uint64_t tcp_ooo_segments_in = 0;
-  uint64_t tcp_zero_window_probes = 0;
-  uint64_t tcp_keepalive_probes = 0;
-  uint64_t tcp_timeouts = 0;
-  uint64_t tcp_time_wait_reused = 0;
-  uint64_t tcp_loss_probes = 0;            // RFC 8985 7.3 probes sent (PTO expirations)
-  uint64_t tcp_loss_probe_recoveries = 0;  // RFC 8985 7.4: a probe repaired a real loss
-  // SYN cookies (RFC 4987 3.6; Linux's SyncookiesSent, SyncookiesRecv, SyncookiesFailed):
-  // cookie SYN-ACKs sent, final ACKs whose cookie was valid, and ACKs whose cookie was not.
-  uint64_t tcp_syncookies_sent = 0;
-  uint64_t tcp_syncookies_recv = 0;
-  uint64_t tcp_syncookies_failed = 0;
+#define SHAKE_X(name) uint64_t name = 0;
+  SHAKE_COUNTERS(SHAKE_X)
+#undef SHAKE_X
   std::array<uint64_t, static_cast<size_t>(Drop::kCount)> drops{};
+
+  // f(name, value) for every counter of SHAKE_COUNTERS, in its order (drops aside).
+  template <class F>
+  void ForEach(F&& f) const {
+#define SHAKE_X(name) f(std::string_view(#name), name);
+    SHAKE_COUNTERS(SHAKE_X)
+#undef SHAKE_X
+  }
 
   void CountDrop(Drop d) { ++drops[static_cast<size_t>(d)]; }
   uint64_t dropped(Drop d) const { return drops[static_cast<size_t>(d)]; }
