@@ -1,15 +1,47 @@
-#include "shim/launcher/trace/infer.h"
+#include "stack/tcp/state_inference.h"
 
 #include "stack/wire/tcp.h"
 
-namespace shake::ladder {
+namespace shake::infer {
 namespace {
 
 namespace f = wire::tcpflag;
 
-bool Has(const SegView& s, uint8_t flag) { return (s.flags & flag) != 0; }
+bool Has(uint8_t flags, uint8_t flag) { return (flags & flag) != 0; }
+bool Has(const SegView& s, uint8_t flag) { return Has(s.flags, flag); }
 
 }  // namespace
+
+bool ExplainedBySend(TcpState to, uint8_t flags) {
+  if (to == TcpState::kSynSent) return Has(flags, f::kSyn) && !Has(flags, f::kAck);
+  if (to == TcpState::kFinWait1 || to == TcpState::kLastAck) return Has(flags, f::kFin);
+  if (to == TcpState::kClosed) return Has(flags, f::kRst);
+  if (to == TcpState::kSynReceived) return Has(flags, f::kSyn);
+  return false;
+}
+
+bool ExplainedByArrival(TcpState from, TcpState to, uint8_t flags) {
+  using S = TcpState;
+  if (Has(flags, f::kRst)) return to == S::kClosed || to == S::kListen;
+  switch (to) {
+    case S::kSynReceived:
+      return (from == S::kListen || from == S::kSynSent) && Has(flags, f::kSyn);
+    case S::kEstablished:
+      return from == S::kSynSent || from == S::kSynReceived;
+    case S::kCloseWait:
+      return Has(flags, f::kFin);
+    case S::kFinWait2:
+      return from == S::kFinWait1;
+    case S::kClosing:
+      return from == S::kFinWait1 && Has(flags, f::kFin);
+    case S::kTimeWait:
+      return from == S::kClosing || Has(flags, f::kFin);
+    case S::kClosed:
+      return from == S::kLastAck;
+    default:
+      return false;
+  }
+}
 
 bool Inference::Synchronized(TcpState s) {
   switch (s) {
@@ -213,4 +245,4 @@ Outcome Inference::Received(const SegView& s) {
   return o;
 }
 
-}  // namespace shake::ladder
+}  // namespace shake::infer

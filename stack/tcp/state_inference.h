@@ -1,5 +1,5 @@
-// The TCP states of both ends of a connection, inferred from the segments between them: what
-// `shake trace` shows for a host that wrote no event log (any host of a pcap, the peer of a
+// The TCP states of both ends of a connection, inferred from the segments between them (TCP
+// knowledge, so it lives with the stack; sans-IO like the rest of stack/): what `shake trace` shows for a host that wrote no event log (any host of a pcap, the peer of a
 // libshake stack). Labeled "inferred" wherever it is shown.
 //
 // A small state machine following the RFC 9293 section 3.3.2 diagram. Each segment is fed twice:
@@ -23,7 +23,7 @@
 #include "stack/base/seqnum.h"
 #include "stack/stack.h"
 
-namespace shake::ladder {
+namespace shake::infer {
 
 struct SegView {
   int from = 0;  // 0 or 1: the sender
@@ -42,6 +42,12 @@ struct Outcome {
   bool fin_again = false;       // a FIN already received (re-ACKed, e.g. in TIME-WAIT)
   bool fin_out_of_order = false;  // a FIN beyond RCV.NXT: not processed yet
 };
+
+// Transitions a segment the host itself sends can explain (RFC 9293 3.3.2): the host's log says
+// it went to `to` and this segment went out.
+bool ExplainedBySend(TcpState to, uint8_t flags);
+// Transitions the arrival of a segment with these flags can cause (RFC 9293 3.3.2).
+bool ExplainedByArrival(TcpState from, TcpState to, uint8_t flags);
 
 class Inference {
  public:
@@ -76,4 +82,4 @@ class Inference {
   std::array<End, 2> end_;
 };
 
-}  // namespace shake::ladder
+}  // namespace shake::infer

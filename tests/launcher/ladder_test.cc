@@ -17,7 +17,7 @@
 
 #include "io/trace_log.h"
 #include "shim/launcher/trace/capture.h"
-#include "shim/launcher/trace/infer.h"
+#include "stack/tcp/state_inference.h"
 #include "shim/launcher/trace/model.h"
 #include "shim/launcher/trace/render.h"
 #include "stack/stack.h"
@@ -476,12 +476,12 @@ struct Step {
 };
 
 void Play(const std::vector<Step>& steps, bool peer_closed = false) {
-  ladder::Inference inf;
+  infer::Inference inf;
   const Step& f0 = steps.front();
   inf.Start({f0.from, f0.flags, SeqNum(f0.seq), SeqNum(f0.ack), f0.len}, peer_closed);
   for (size_t i = 0; i < steps.size(); ++i) {
     const Step& s = steps[i];
-    const ladder::SegView v{s.from, s.flags, SeqNum(s.seq), SeqNum(s.ack), s.len};
+    const infer::SegView v{s.from, s.flags, SeqNum(s.seq), SeqNum(s.ack), s.len};
     inf.Sent(v);
     inf.Received(v);
     EXPECT_EQ(StateName(inf.state(0)), StateName(s.left)) << "after segment " << i;
@@ -508,7 +508,7 @@ TEST(Inference, SimultaneousOpenAndClose) {
   Play({{0, kS, 100, 0, 0, S::kSynSent, S::kSynReceived},
         {1, kS | kA, 300, 101, 0, S::kEstablished, S::kSynReceived},
         {0, kA, 101, 301, 0, S::kEstablished, S::kEstablished}});
-  ladder::Inference inf;
+  infer::Inference inf;
   inf.Start({0, kS, SeqNum(100), SeqNum(0), 0}, /*peer_closed=*/true);
   inf.Sent({0, kS, SeqNum(100), SeqNum(0), 0});
   inf.Sent({1, kS, SeqNum(300), SeqNum(0), 0});  // crossed: both SYN-SENT
@@ -537,7 +537,7 @@ TEST(Inference, SimultaneousOpenAndClose) {
 
 TEST(Inference, ResetsAndChallenges) {
   // A SYN to a closed port: the RST ACK acknowledges it; both end CLOSED.
-  ladder::Inference inf;
+  infer::Inference inf;
   inf.Start({0, kS, SeqNum(100), SeqNum(0), 0}, /*peer_closed=*/true);
   inf.Sent({0, kS, SeqNum(100), SeqNum(0), 0});
   inf.Received({0, kS, SeqNum(100), SeqNum(0), 0});
@@ -547,8 +547,8 @@ TEST(Inference, ResetsAndChallenges) {
   EXPECT_EQ(inf.state(0), S::kClosed);
 
   // Established: an in-window RST that is not exact is challenged; an exact one resets.
-  ladder::Inference e;
-  const std::vector<ladder::SegView> open = {{0, kS, SeqNum(100), SeqNum(0), 0},
+  infer::Inference e;
+  const std::vector<infer::SegView> open = {{0, kS, SeqNum(100), SeqNum(0), 0},
                                              {1, kS | kA, SeqNum(300), SeqNum(101), 0},
                                              {0, kA, SeqNum(101), SeqNum(301), 0}};
   e.Start(open[0]);
@@ -556,15 +556,15 @@ TEST(Inference, ResetsAndChallenges) {
     e.Sent(v);
     e.Received(v);
   }
-  const ladder::SegView off{1, kR, SeqNum(1301), SeqNum(0), 0};
+  const infer::SegView off{1, kR, SeqNum(1301), SeqNum(0), 0};
   EXPECT_FALSE(e.Sent(off));  // not at the sender's SND.NXT (301): not its connection's
-  const ladder::Outcome o = e.Received(off);
+  const infer::Outcome o = e.Received(off);
   EXPECT_TRUE(o.rst_not_exact);
   EXPECT_FALSE(o.rst_accepted);
   EXPECT_EQ(e.state(0), S::kEstablished);
   EXPECT_EQ(e.state(1), S::kEstablished);
   EXPECT_TRUE(e.Received({1, kS, SeqNum(300), SeqNum(0), 0}).syn_in_sync);
-  const ladder::SegView exact{1, kR, SeqNum(301), SeqNum(0), 0};
+  const infer::SegView exact{1, kR, SeqNum(301), SeqNum(0), 0};
   EXPECT_TRUE(e.Sent(exact));
   EXPECT_TRUE(e.Received(exact).rst_accepted);
   EXPECT_EQ(e.state(0), S::kClosed);

@@ -7,10 +7,16 @@
 #include <set>
 #include <tuple>
 
-#include "shim/launcher/trace/infer.h"
+#include "stack/tcp/state_inference.h"
 #include "stack/wire/tcp.h"
 
 namespace shake::ladder {
+
+using infer::ExplainedByArrival;
+using infer::ExplainedBySend;
+using infer::Inference;
+using infer::Outcome;
+
 namespace {
 
 namespace f = wire::tcpflag;
@@ -59,39 +65,6 @@ std::string Seconds(int64_t ns) {
   char buf[32];
   snprintf(buf, sizeof buf, "%.3f s", static_cast<double>(ns) / 1e9);
   return buf;
-}
-
-// Transitions a segment the host itself sends can explain (RFC 9293 3.3.2).
-bool ExplainedBySend(TcpState to, uint8_t flags) {
-  if (to == TcpState::kSynSent) return Has(flags, f::kSyn) && !Has(flags, f::kAck);
-  if (to == TcpState::kFinWait1 || to == TcpState::kLastAck) return Has(flags, f::kFin);
-  if (to == TcpState::kClosed) return Has(flags, f::kRst);
-  if (to == TcpState::kSynReceived) return Has(flags, f::kSyn);
-  return false;
-}
-
-// Transitions the arrival of a segment with these flags can cause (RFC 9293 3.3.2).
-bool ExplainedByArrival(TcpState from, TcpState to, uint8_t flags) {
-  using S = TcpState;
-  if (Has(flags, f::kRst)) return to == S::kClosed || to == S::kListen;
-  switch (to) {
-    case S::kSynReceived:
-      return (from == S::kListen || from == S::kSynSent) && Has(flags, f::kSyn);
-    case S::kEstablished:
-      return from == S::kSynSent || from == S::kSynReceived;
-    case S::kCloseWait:
-      return Has(flags, f::kFin);
-    case S::kFinWait2:
-      return from == S::kFinWait1;
-    case S::kClosing:
-      return from == S::kFinWait1 && Has(flags, f::kFin);
-    case S::kTimeWait:
-      return from == S::kClosing || Has(flags, f::kFin);
-    case S::kClosed:
-      return from == S::kLastAck;
-    default:
-      return false;
-  }
 }
 
 }  // namespace
