@@ -49,6 +49,28 @@ void VnetHeader::Emit(std::span<std::byte> b) const {
   StoreLe16(b, 8, csum_offset);
 }
 
+VnetHeader VnetHeader::TcpGso(size_t csum_start, size_t hdr_len, uint16_t gso_size) {
+  VnetHeader h;
+  h.flags = kNeedsCsum;
+  h.gso_type = kGsoTcpv4;
+  h.hdr_len = static_cast<uint16_t>(hdr_len);
+  h.gso_size = gso_size;
+  h.csum_start = static_cast<uint16_t>(csum_start);
+  h.csum_offset = 16;  // the TCP checksum field
+  return h;
+}
+
+bool FixWholeSuperFrame(std::span<std::byte> frame, size_t l2_len) {
+  if (frame.size() < l2_len + 20 || frame.size() - l2_len > 65535) return false;
+  const std::span<std::byte> ip = frame.subspan(l2_len);
+  const size_t ihl = size_t{Load8(ip, 0) & 0x0fu} * 4;
+  if ((Load8(ip, 0) >> 4) != 4 || ihl < 20 || ihl > ip.size()) return false;
+  Store16(ip, 2, static_cast<uint16_t>(ip.size()));
+  Store16(ip, 10, 0);
+  Store16(ip, 10, wire::InternetChecksum(ip.first(ihl)));
+  return true;
+}
+
 bool CompletePartialChecksum(std::span<std::byte> frame, size_t start, size_t offset) {
   if (start > frame.size() || offset + 2 > frame.size() - start) return false;
   wire::Checksum c;

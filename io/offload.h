@@ -29,8 +29,16 @@ struct VnetHeader {
   uint16_t csum_offset = 0;
 
   static VnetHeader Parse(std::span<const std::byte> b);
+  // The header of a TCP/IPv4 GSO write: the kernel cuts the frame at `gso_size` payload bytes
+  // and completes the TCP checksum at `csum_start` (the TCP header's offset).
+  static VnetHeader TcpGso(size_t csum_start, size_t hdr_len, uint16_t gso_size);
   void Emit(std::span<std::byte> b) const;
 };
+
+// A received GSO super-frame handed on whole, as GRO does: the IPv4 total length (a GSO frame's
+// may be 0 or stale) and header checksum made right. False, with nothing changed, when
+// frame[l2_len:] is not an IPv4 header or is longer than an IP datagram can be.
+bool FixWholeSuperFrame(std::span<std::byte> frame, size_t l2_len);
 
 // Stores the Internet checksum of frame[start:] at frame[start+offset], as a device completing
 // CHECKSUM_PARTIAL would. The field holds the pseudo-header sum on entry. False if out of range.

@@ -13,8 +13,6 @@
 #include <cstring>
 
 #include "io/offload.h"
-#include "stack/wire/bytes.h"
-#include "stack/wire/checksum.h"
 
 namespace shake::io {
 
@@ -123,14 +121,7 @@ void PacketDevice::EncodeHeader(std::span<std::byte> header) const {
 
 void PacketDevice::EncodeGsoHeader(std::span<std::byte> header, size_t csum_start,
                                    size_t hdr_len, uint16_t gso_size) const {
-  VnetHeader h;
-  h.flags = VnetHeader::kNeedsCsum;
-  h.gso_type = VnetHeader::kGsoTcpv4;
-  h.hdr_len = static_cast<uint16_t>(hdr_len);
-  h.gso_size = gso_size;
-  h.csum_start = static_cast<uint16_t>(csum_start);
-  h.csum_offset = 16;  // the TCP checksum field
-  h.Emit(header);
+  VnetHeader::TcpGso(csum_start, hdr_len, gso_size).Emit(header);
 }
 
 void PacketDevice::Decode(std::span<std::byte> raw, FrameReceiver& out) {
@@ -164,19 +155,11 @@ void PacketDevice::Decode(std::span<std::byte> raw, FrameReceiver& out) {
     return;
   }
   ++stats_.gso_superframes;
-  if (coalesce_ && frame.size() - 14 <= 65535 && frame.size() >= 14 + 20) {
-    // Whole, as GRO hands it on: a correct total length (a GSO frame's may be 0 or stale) and
-    // header checksum; the TCP checksum is partial and vouched for by the kernel.
-    const std::span<std::byte> ip = frame.subspan(14);
-    const size_t ihl = size_t{wire::Load8(ip, 0) & 0x0fu} * 4;
-    if ((wire::Load8(ip, 0) >> 4) == 4 && ihl >= 20 && ihl <= ip.size()) {
-      wire::Store16(ip, 2, static_cast<uint16_t>(ip.size()));
-      wire::Store16(ip, 10, 0);
-      wire::Store16(ip, 10, wire::InternetChecksum(ip.first(ihl)));
-      ++stats_.frames;
-      out.OnFrame(frame, FrameMeta{.checksum_trusted = true});
-      return;
-    }
+  if (coalesce_ && FixWholeSuperFrame(frame, 14)) {
+    // Whole, as GRO hands it on; the TCP checksum is partial and vouched for by the kernel.
+    ++stats_.frames;
+    out.OnFrame(frame, FrameMeta{.checksum_trusted = true});
+    return;
   }
   // Split as the receiving NIC's GSO would have. SegmentTcp computes every checksum itself, so
   // the partial one needs no completion first.

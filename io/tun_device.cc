@@ -11,8 +11,6 @@
 #include <cstring>
 
 #include "io/offload.h"
-#include "stack/wire/bytes.h"
-#include "stack/wire/checksum.h"
 
 namespace shake::io {
 
@@ -129,19 +127,13 @@ void TunDevice::Decode(std::span<std::byte> raw, FrameReceiver& out) {
   const std::span<std::byte> packet = raw.subspan(VnetHeader::kSize);
   const uint8_t gso = static_cast<uint8_t>(h.gso_type & ~VnetHeader::kGsoEcn);
   const bool trusted = (h.flags & (VnetHeader::kNeedsCsum | VnetHeader::kDataValid)) != 0;
-  if (gso == VnetHeader::kGsoNone || (coalesce_ && packet.size() <= 65535)) {
-    if (gso != VnetHeader::kGsoNone) {
-      ++stats_.gso_superframes;
-      // Whole, as GRO hands it on: the total length and header checksum made right.
-      const size_t ihl = size_t{wire::Load8(packet, 0) & 0x0fu} * 4;
-      if ((wire::Load8(packet, 0) >> 4) != 4 || ihl < 20 || ihl > packet.size()) {
-        ++stats_.dropped;
-        return;
-      }
-      wire::Store16(packet, 2, static_cast<uint16_t>(packet.size()));
-      wire::Store16(packet, 10, 0);
-      wire::Store16(packet, 10, wire::InternetChecksum(packet.first(ihl)));
-    }
+  const bool whole = gso != VnetHeader::kGsoNone && coalesce_ && packet.size() <= 65535;
+  if (whole && !FixWholeSuperFrame(packet, 0)) {
+    ++stats_.dropped;
+    return;
+  }
+  if (gso == VnetHeader::kGsoNone || whole) {
+    if (whole) ++stats_.gso_superframes;  // whole, as GRO hands it on
     if (h.flags & VnetHeader::kNeedsCsum) ++stats_.partial_checksums;
     ++stats_.frames;
     out.OnFrame(packet, FrameMeta{.checksum_trusted = trusted});
@@ -161,14 +153,7 @@ void TunDevice::EncodeHeader(std::span<std::byte> header) const {
 
 void TunDevice::EncodeGsoHeader(std::span<std::byte> header, size_t csum_start, size_t hdr_len,
                                 uint16_t gso_size) const {
-  VnetHeader h;
-  h.flags = VnetHeader::kNeedsCsum;
-  h.gso_type = VnetHeader::kGsoTcpv4;
-  h.hdr_len = static_cast<uint16_t>(hdr_len);
-  h.gso_size = gso_size;
-  h.csum_start = static_cast<uint16_t>(csum_start);
-  h.csum_offset = 16;
-  h.Emit(header);
+  VnetHeader::TcpGso(csum_start, hdr_len, gso_size).Emit(header);
 }
 
 }  // namespace shake::io
