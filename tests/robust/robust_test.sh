@@ -92,21 +92,7 @@ head -c $((size_mib << 20)) /dev/urandom >"$work/www/file"
 want=$(sha256sum <"$work/www/file" | cut -d' ' -f1)
 bytes=$((size_mib << 20))
 
-nginx_conf() {  # name listen workers
-  cat >"$work/$1.conf" <<CONF
-daemon on;
-worker_processes $3;
-pid $work/$1.pid;
-error_log $work/$1.error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;
-  uwsgi_temp_path $work; scgi_temp_path $work;
-  server { listen $2; root $work/www; }
-}
-CONF
-}
+. "$(dirname "$0")/../lib/nginx.sh"
 nginx_conf kernel 80 1
 ip netns exec "$nc" nginx -c "$work/kernel.conf" -p "$work" || { echo "robust_test: kernel nginx did not start"; exit 1; }
 

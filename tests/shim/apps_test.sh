@@ -80,21 +80,7 @@ head -c 1024 /dev/urandom >"$work/www/1K"
 want=$(sha256sum <"$work/www/16M" | cut -d' ' -f1)
 want64=$(sha256sum <"$work/www/64M" | cut -d' ' -f1)
 
-nginx_conf() {  # name listen workers
-  cat >"$work/$1.conf" <<CONF
-daemon on;
-worker_processes $3;
-pid $work/$1.pid;
-error_log $work/$1.error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;
-  uwsgi_temp_path $work; scgi_temp_path $work;
-  server { listen $2; root $work/www; }
-}
-CONF
-}
+. "$(dirname "$0")/../lib/nginx.sh"
 # The kernel-side server both modes fetch from.
 nginx_conf kernel 80 1
 in_ns nginx -c "$work/kernel.conf" -p "$work" || { echo "apps_test: kernel nginx did not start"; exit 1; }

@@ -113,21 +113,7 @@ if select.select([s], [], [], wait)[0]:
 print(r)
 PY
 
-nginx_conf() {  # port
-  cat >"$work/nginx.conf" <<CONF
-daemon on;
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/nginx.error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;
-  uwsgi_temp_path $work; scgi_temp_path $work;
-  server { listen $1; root $work/www; }
-}
-CONF
-}
+. "$(dirname "$0")/../lib/nginx.sh"
 
 # nginx's master (from its pid file) and its workers; pgrep by name would also find other
 # nginx processes on the machine, since the namespace shares the pid namespace.
@@ -138,7 +124,7 @@ nginx_pids() {
 
 start_apps() {  # device address
   local sh=("$shake" --device "$1" --addr "$2/24" --)
-  nginx_conf 8080
+  nginx_conf nginx 8080 2
   in_ns "${sh[@]}" nginx -c "$work/nginx.conf" -p "$work"
   mkdir -p "$work/redis"
   ip netns exec "$ns" "${sh[@]}" redis-server --port 6379 --bind 0.0.0.0 --dir "$work/redis" --save "" \
