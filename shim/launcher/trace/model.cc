@@ -730,7 +730,9 @@ std::vector<Connection> Build(const Sources& src, const BuildOptions& options,
       std::string note = "The ";
       note += side;
       note += " end is in TIME-WAIT at the end of the trace (for ";
-      note += Seconds(t_end - tw_since[s]);
+      // The log's clock and the capture's differ by microseconds: the state change can carry a
+      // time just after the last segment's, and the trace ends no earlier than it.
+      note += Seconds(std::max(t_end, tw_since[s]) - tw_since[s]);
       note += " by then); TIME-WAIT lasts 2*MSL: 60 s on Linux and libshake.";
       c.notes.push_back(note);
     }
