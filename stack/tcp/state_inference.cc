@@ -56,8 +56,8 @@ bool Inference::Synchronized(TcpState s) {
 }
 
 void Inference::Start(const SegView& first, bool peer_closed) {
-  End& x = end_[first.from];
-  End& y = end_[1 - first.from];
+  End& x = end(first.from);
+  End& y = end(1 - first.from);
   x = End{};
   y = End{};
   if (Has(first, f::kSyn) && !Has(first, f::kAck)) {
@@ -82,7 +82,7 @@ void Inference::Start(const SegView& first, bool peer_closed) {
 }
 
 bool Inference::Sent(const SegView& s) {
-  End& x = end_[s.from];
+  End& x = end(s.from);
   if (Has(s, f::kRst)) {
     // An abort carries SND.NXT (RFC 9293 3.10.7.4); from a synchronized end, any other number
     // is not that end's TCP speaking.
@@ -135,7 +135,7 @@ bool Inference::Sent(const SegView& s) {
 
 Outcome Inference::Received(const SegView& s) {
   Outcome o;
-  End& y = end_[1 - s.from];  // the receiver
+  End& y = end(1 - s.from);  // the receiver
   // First, RST (RFC 9293 3.10.7.3 for SYN-SENT, 3.10.7.4 with RFC 5961 3.2 otherwise).
   if (Has(s, f::kRst)) {
     switch (y.state) {

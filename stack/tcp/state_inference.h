@@ -18,6 +18,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 
 #include "stack/base/seqnum.h"
@@ -60,10 +61,10 @@ class Inference {
   bool Sent(const SegView& s);
   Outcome Received(const SegView& s);
 
-  TcpState state(int side) const { return end_[side].state; }
+  TcpState state(int side) const { return end(side).state; }
   // The receive point RCV.NXT of `side`, when known.
-  bool rcv_known(int side) const { return end_[side].rcv_known; }
-  SeqNum rcv_nxt(int side) const { return end_[side].rcv_nxt; }
+  bool rcv_known(int side) const { return end(side).rcv_known; }
+  SeqNum rcv_nxt(int side) const { return end(side).rcv_nxt; }
 
  private:
   struct End {
@@ -79,6 +80,8 @@ class Inference {
     bool fin_received = false;
   };
   static bool Synchronized(TcpState s);
+  End& end(int side) { return end_[static_cast<size_t>(side & 1)]; }
+  const End& end(int side) const { return end_[static_cast<size_t>(side & 1)]; }
   std::array<End, 2> end_;
 };
 
