@@ -44,6 +44,7 @@ TEST_P(TunEngine, AnswersKernelPing) {
   });
   ASSERT_TRUE(dev) << error;
   EXPECT_FALSE(dev->created());
+  ASSERT_TRUE(topo.WaitCarrier(ns, "tun0"));
   EchoHandler echo(LinkMode::kIp, kStackAddr);
   Engine engine(*dev, echo, EngineOptions{.use_io_uring = GetParam(), .quiet = true});
   EXPECT_EQ(engine.features().io_uring, GetParam()) << engine.features().Describe();

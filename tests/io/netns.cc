@@ -346,6 +346,12 @@ bool Topology::Exec(const std::string& ns, const std::string& cmd, std::string* 
   return true;
 }
 
+bool Topology::WaitCarrier(const std::string& ns, const std::string& dev) {
+  // The operational state leaves DOWN in the same link-watch step that activates the queue.
+  return Exec(ns, "for i in $(seq 60); do ip link show dev " + dev +
+                      " | grep -q 'state DOWN' || exit 0; sleep 0.05; done; exit 1");
+}
+
 Child& Topology::Spawn(const std::string& ns, const std::vector<std::string>& argv,
                        const std::string& log) {
   const std::string path = dir_ + "/" + log + ".log";

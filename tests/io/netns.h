@@ -69,6 +69,10 @@ class Topology {
             const std::string& if2);
   // A persistent TUN device in `ns`, owned by `uid` (-1: root), up.
   void Tun(const std::string& ns, const std::string& name, int uid = -1);
+  // Waits (up to 3 s) until the kernel has acted on a device's new carrier, as a TUN device gets
+  // one when an fd attaches: until its link watcher has run, the device's queue is the no-op
+  // one and whatever the kernel sends through it is dropped. Fails the test on timeout.
+  bool WaitCarrier(const std::string& ns, const std::string& dev);
   // Runs a shell command in the namespace; fails the test (and returns false) if it fails.
   bool Exec(const std::string& ns, const std::string& cmd, std::string* output = nullptr,
             int timeout_s = 60);
