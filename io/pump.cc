@@ -58,11 +58,31 @@ struct Pump::TxBatch {
   std::vector<std::byte> mem;
   size_t used = 0;
   std::vector<Frame> frames;
+  uint64_t flows = 0;  // FlowBucket of each frame, a bit each
   std::vector<mmsghdr> msgs;
   std::vector<iovec> iov;
 };
 
 namespace {
+// Which of 64 buckets a frame's flow falls in: a hash of an IPv4 packet's addresses, protocol
+// and (TCP, UDP) ports; other frames, ARP above all, share bucket 0.
+int FlowBucket(std::span<const std::byte> frame, size_t l2) {
+  if (frame.size() < l2 + 20) return 0;
+  const auto* ip = reinterpret_cast<const uint8_t*>(frame.data()) + l2;
+  if ((ip[0] >> 4) != 4) return 0;
+  const size_t ihl = size_t{ip[0] & 0x0fu} * 4;
+  uint64_t key = 0;
+  std::memcpy(&key, ip + 12, 8);  // source and destination address
+  key ^= uint64_t{ip[9]} << 56;   // protocol
+  if ((ip[9] == 6 || ip[9] == 17) && frame.size() >= l2 + ihl + 4) {
+    uint32_t ports = 0;
+    std::memcpy(&ports, ip + ihl, 4);
+    key ^= uint64_t{ports} * 0x9e3779b97f4a7c15ull;
+  }
+  key *= 0xbf58476d1ce4e5b9ull;
+  return static_cast<int>(key >> 58);
+}
+
 constexpr size_t kBatchBytes = size_t{512} << 10;  // room for several 64 KiB super-frames
 constexpr size_t kMaxSuper = 65535 - 14;          // IPv4 total length, Ethernet header aside
 }  // namespace
@@ -143,6 +163,7 @@ void Pump::Enqueue(std::span<const std::byte> frame) {
   if (frame.data() != at) std::memmove(at, frame.data(), frame.size());
   const std::span<std::byte> mine(at, frame.size());
   const size_t l2 = dev_.link() == LinkMode::kEthernet ? 14 : 0;
+  b.flows |= uint64_t{1} << FlowBucket(mine, l2);
   TxBatch::Frame f;
   f.off = b.used;
   f.len = frame.size();
@@ -196,6 +217,8 @@ Pump::TxBatch* Pump::Seal() {
   return b;
 }
 
+uint64_t Pump::Flows(const TxBatch* b) { return b != nullptr ? b->flows : 0; }
+
 size_t Pump::Send(TxBatch* b) {
   if (b == nullptr) return 0;
   const size_t hl = dev_.header_len();
@@ -245,6 +268,7 @@ size_t Pump::Send(TxBatch* b) {
   const size_t sent = count - dropped;
   b->frames.clear();
   b->used = 0;
+  b->flows = 0;
   std::lock_guard<std::mutex> hold(pool_mu_);
   stats_.tx_frames += sent;
   stats_.tx_dropped += dropped;

@@ -88,6 +88,9 @@ class Pump {
   struct TxBatch;
   TxBatch* Seal();
   size_t Send(TxBatch* batch);
+  // The flows a sealed batch carries, as a set of 64 hash buckets (a bit each; ARP and other
+  // non-IP frames are bucket 0): writes of batches with no bucket in common need no order.
+  static uint64_t Flows(const TxBatch* batch);
   // No sealed batch is waiting to be sent.
   bool idle() const { return in_flight_.load(std::memory_order_acquire) == 0; }
 

@@ -400,7 +400,6 @@ bool Backend::CreateStack(std::string* error) {
   snprintf(sh->pcap, sizeof sh->pcap, "%s", config_.pcap.c_str());
   snprintf(sh->trace, sizeof sh->trace, "%s", config_.trace.c_str());
   ArenaLock::InitMutex(&sh->keeper_alive);
-  ArenaLock::InitMutex(&sh->tx_mutex);
   sh->keeper_doorbell = NewDoorbell(*sh, -2);
   if (sh->pcap[0] != '\0') {
     std::string perr;

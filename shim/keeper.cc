@@ -328,11 +328,16 @@ void Keeper::Pass(Channel* c) {
   io::Pump* drained = c != nullptr && c->pump.get() != out ? c->pump.get() : nullptr;
   io::Pump::TxBatch* answers = drained != nullptr ? drained->Seal() : nullptr;
   io::Pump::TxBatch* batch = out != nullptr ? out->Seal() : nullptr;
-  if (answers != nullptr || batch != nullptr) LockTx(*sh_);
+  const bool writes = answers != nullptr || batch != nullptr;
+  TxTurn turn;
+  if (writes) turn.Take(*sh_, io::Pump::Flows(answers) | io::Pump::Flows(batch));
   lock_->unlock();
-  if (answers != nullptr) drained->Send(answers);
-  if (batch != nullptr) out->Send(batch);
-  if (answers != nullptr || batch != nullptr) UnlockTx(*sh_);
+  if (writes) {
+    turn.Await(*sh_);
+    if (answers != nullptr) drained->Send(answers);
+    if (batch != nullptr) out->Send(batch);
+    turn.End(*sh_);
+  }
   FlushRings(*sh_);
 }
 
@@ -381,7 +386,8 @@ int Keeper::Run() {
   int64_t next_sweep = started + kSweepNs;
   for (;;) {
     const int64_t now = io::MonotonicNow().nanos();
-    int64_t wake = sh_->deadline.load(std::memory_order_relaxed);
+    int64_t wake = std::min(sh_->deadline.load(std::memory_order_relaxed),
+                            sh_->rung_deadline.exchange(INT64_MAX, std::memory_order_relaxed));
     if (wake < INT64_MAX - kSlackNs) wake += kSlackNs;
     const bool busy = now - sh_->last_drain.load(std::memory_order_relaxed) < kBusyWindowNs;
     if (!conns_.empty() && busy) wake = std::min(wake, now + kBackstopNs);

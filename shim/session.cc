@@ -87,16 +87,22 @@ Session::~Session() {
   if (g_trace != nullptr) g_trace->Flush();
   sh.deadline.store(next.nanos(), std::memory_order_relaxed);
   if (next.nanos() + kKeeperSlackNs < sh.keeper_wake.load(std::memory_order_relaxed)) {
+    int64_t asked = sh.rung_deadline.load(std::memory_order_relaxed);
+    while (next.nanos() < asked &&
+           !sh.rung_deadline.compare_exchange_weak(asked, next.nanos(), std::memory_order_relaxed)) {
+    }
     QueueRing(sh, sh.keeper_doorbell);
   }
-  // The frames leave after the stack lock is released, in the order they were made (tx_mutex
-  // is taken before the release).
+  // The frames leave after the stack lock is released, in the order they were made (the
+  // ticket is taken before the release).
   io::Pump::TxBatch* batch = b_.pump_->Seal();
-  if (batch != nullptr) LockTx(sh);
+  TxTurn turn;
+  if (batch != nullptr) turn.Take(sh, io::Pump::Flows(batch));
   b_.lock_->unlock();
   if (batch != nullptr) {
+    turn.Await(sh);
     b_.pump_->Send(batch);
-    UnlockTx(sh);
+    turn.End(sh);
   }
   FlushRings(sh);
   b_.RunDeferred();

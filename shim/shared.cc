@@ -1,9 +1,16 @@
 #include "shim/shared.h"
 
 #include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
+#include <bit>
 #include <cstring>
 #include <new>
+
+#include "io/clock.h"
 
 namespace shake::shim {
 
@@ -107,11 +114,59 @@ bool AllocateTables(Shared& sh, std::pmr::memory_resource* mem) {
   return true;
 }
 
-void LockTx(Shared& sh) {
-  if (pthread_mutex_lock(&sh.tx_mutex) == EOWNERDEAD) pthread_mutex_consistent(&sh.tx_mutex);
+void TxTurn::Take(Shared& sh, uint64_t flows) {
+  ticket_ = sh.tx_next.fetch_add(1, std::memory_order_relaxed);
+  n_ = 0;
+  for (uint64_t rest = flows; rest != 0; rest &= rest - 1) {
+    uint32_t& last = sh.tx_last[std::countr_zero(rest)];
+    if (last != 0 && (n_ == 0 || after_[n_ - 1] != last)) after_[n_++] = last;
+    last = ticket_ + 1;
+  }
 }
 
-void UnlockTx(Shared& sh) { pthread_mutex_unlock(&sh.tx_mutex); }
+namespace {
+
+// True once ticket `t` (given as t + 1) has written, or is too old to wait for.
+bool Written(const Shared& sh, uint32_t t1) {
+  const uint32_t v = sh.tx_done[(t1 - 1) % Shared::kTxRing].load(std::memory_order_acquire);
+  return static_cast<int32_t>(v - t1) >= 0;
+}
+
+}  // namespace
+
+void TxTurn::Await(Shared& sh) const {
+  for (int i = 0; i < n_; ++i) {
+    const uint32_t t1 = after_[i];
+    // An earlier writer is usually inside one sendmmsg: a few microseconds.
+    for (int spin = 0; spin < 100 && !Written(sh, t1); ++spin) __builtin_ia32_pause();
+    auto& word = sh.tx_done[(t1 - 1) % Shared::kTxRing];
+    int64_t since = 0;
+    while (!Written(sh, t1)) {
+      const uint32_t seen = word.load(std::memory_order_acquire);
+      sh.tx_waiters.fetch_add(1, std::memory_order_seq_cst);
+      if (!Written(sh, t1)) {
+        timespec ts{0, 1'000'000};
+        syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT, seen, &ts, nullptr, 0);
+      }
+      sh.tx_waiters.fetch_sub(1, std::memory_order_seq_cst);
+      const int64_t now = io::MonotonicNow().nanos();
+      if (since == 0) {
+        since = now;
+      } else if (now - since > kTxStallNs) {
+        break;  // its writer died holding the ticket: passed over
+      }
+    }
+  }
+}
+
+void TxTurn::End(Shared& sh) const {
+  auto& word = sh.tx_done[ticket_ % Shared::kTxRing];
+  word.store(ticket_ + 1, std::memory_order_seq_cst);
+  if (sh.tx_waiters.load(std::memory_order_seq_cst) != 0) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, INT32_MAX, nullptr,
+            nullptr, 0);
+  }
+}
 
 uint32_t DeviceSleep(Shared& sh, int slot, bool own_channel) {
   const uint32_t mine = __atomic_fetch_add(&sh.procs[slot].device_sleepers, 1, __ATOMIC_ACQ_REL);

@@ -182,11 +182,18 @@ struct Shared {
   char pcap[256] = {};      // SHAKE_PCAP of the creator: every process appends to it
   char trace[256] = {};     // SHAKE_TRACE likewise
 
-  // Taken, still under the stack lock, by a section that has frames to write, and held while
-  // it writes them without the stack lock: frames leave in the order the stack made them, and
-  // the system call (with the peer's receive processing the kernel does inside it) does not
-  // hold up other processes' stack work. Robust, process-shared; always after the stack lock.
-  pthread_mutex_t tx_mutex;
+  // The TX order (TxTurn). A section that has frames to write takes a ticket while it still
+  // holds the stack lock, and writes them after releasing it, once the earlier batches that
+  // share a flow bucket with its own have left: each flow's frames leave in the order the stack
+  // made them, and neither the system call (with the peer's receive processing the kernel does
+  // inside it) nor the wait for an earlier writer holds up other processes' stack work, nor
+  // other flows' writes. (A mutex taken before the release did all of that: with nginx's two
+  // workers, half of a section's time under the stack lock went to waiting for it.)
+  static constexpr uint32_t kTxRing = 1024;
+  std::atomic<uint32_t> tx_next{0};          // the next ticket; under the stack lock
+  uint32_t tx_last[64] = {};                 // per flow bucket: its last writer's ticket + 1
+  std::atomic<uint32_t> tx_done[kTxRing] = {};  // ticket t's slot holds t + 1 once it wrote
+  std::atomic<uint32_t> tx_waiters{0};       // threads asleep on a tx_done word
   // Held by the keeper while it lives (robust): a trylock that succeeds means it has died.
   pthread_mutex_t keeper_alive;
   int32_t keeper_pid = 0;
@@ -196,6 +203,11 @@ struct Shared {
   // keeper's wake rings the keeper.
   std::atomic<int64_t> deadline{INT64_MAX};
   std::atomic<int64_t> keeper_wake{INT64_MAX};
+  // The earliest deadline a section rang the keeper for since it last looked. The keeper wakes
+  // for it even when the stack's deadline has moved later by then: a request arms a delayed
+  // ACK and the reply cancels it, request after request, and each would ring again if the
+  // keeper went back to its 50 ms backstop (1,100 rings a second under sockperf).
+  std::atomic<int64_t> rung_deadline{INT64_MAX};
   // Threads asleep with the device in their wait set: they will read frames as they come, so
   // the keeper need not.
   std::atomic<uint32_t> device_sleepers{0};
@@ -237,17 +249,41 @@ void FreeWaitNode(Shared& sh, uint32_t n);
 uint32_t NewEpoll(Shared& sh);        // index + 1, or 0
 uint32_t NewDoorbell(Shared& sh, int owner);  // index + 1, or 0
 
-// The TX order lock (tx_mutex), robust; TxOrder is it for io::Pump::SetOrderLock.
-void LockTx(Shared& sh);
-void UnlockTx(Shared& sh);
+// A batch's place in the TX order (Shared::tx_next). A writer that does not finish within
+// kTxStallNs is taken to have died between its ticket and its write, and is passed over (a
+// batch passed over so leaves late, out of order, which TCP survives); so is one more than
+// kTxRing tickets old.
+constexpr int64_t kTxStallNs = 50'000'000;
+class TxTurn {
+ public:
+  // Under the stack lock: a ticket after every earlier batch with a flow bucket of `flows`
+  // (io::Pump::Flows; ~0 for all of them).
+  void Take(Shared& sh, uint64_t flows);
+  // Without it: returns when those batches have left.
+  void Await(Shared& sh) const;
+  // This batch has left.
+  void End(Shared& sh) const;
+
+ private:
+  uint32_t ticket_ = 0;
+  int n_ = 0;
+  uint32_t after_[64] = {};  // tickets + 1 to wait for
+};
+
+// The TX order for io::Pump::SetOrderLock: a batch that fills inside a section, or a flush
+// under the stack lock, leaves after every earlier batch, while the section goes on.
 class TxOrder final : public io::EngineLock {
  public:
   explicit TxOrder(Shared& sh) : sh_(sh) {}
-  void lock() override { LockTx(sh_); }
-  void unlock() override { UnlockTx(sh_); }
+  void lock() override {
+    turn_.Take(sh_, ~uint64_t{0});
+    turn_.Await(sh_);
+  }
+  void unlock() override { turn_.End(sh_); }
 
  private:
   Shared& sh_;
+  TxTurn turn_;
 };
 
 // A thread of process `slot` is about to sleep with the device in its wait set, or has woken.

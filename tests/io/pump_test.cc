@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <bit>
 #include <vector>
 
 #include "io/offload.h"
@@ -170,6 +171,38 @@ void Put(FrameSink& sink, const std::vector<std::byte>& f) {
   ASSERT_GE(b.size(), f.size());
   std::copy(f.begin(), f.end(), b.begin());
   sink.Commit(f.size());
+}
+
+// The TX order among libshake's processes lets batches of different flows leave side by side:
+// a sealed batch names the flows of its frames, as hash buckets.
+TEST(Pump, ASealedBatchNamesTheFlowBucketsOfItsFrames) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  int size = 1 << 20;
+  setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  GsoPairDevice dev(sv[0]);
+  Pump pump(dev);
+  auto seal = [&](const std::vector<std::vector<std::byte>>& frames) {
+    for (const auto& f : frames) Put(pump.sink(Instant::FromNanos(1)), f);
+    Pump::TxBatch* b = pump.Seal();
+    const uint64_t flows = Pump::Flows(b);
+    pump.Send(b);
+    return flows;
+  };
+  EXPECT_EQ(Pump::Flows(nullptr), 0u);
+  const uint64_t one = seal({Segment(1000, 100, 0x10), Segment(1100, 100, 0x18)});
+  EXPECT_EQ(std::popcount(one), 1) << "two segments of one flow";
+  EXPECT_EQ(seal({Segment(5000, 10, 0x10)}), one) << "the same flow, in a later batch";
+  auto other = Segment(1000, 100, 0x10);
+  wire::Store16(std::span(other).subspan(34), 2, 40001);  // another destination port
+  const uint64_t two = seal({Segment(1000, 100, 0x10), other});
+  EXPECT_EQ(std::popcount(two), 2) << "two flows";
+  EXPECT_EQ(two & one, one);
+  std::vector<std::byte> arp(42);
+  wire::Store16(arp, 12, 0x0806);
+  EXPECT_EQ(seal({arp}), 1u) << "a frame that is not IPv4 is bucket 0";
+  close(sv[0]);
+  close(sv[1]);
 }
 
 TEST(Pump, ABurstOfSegmentsLeavesAsOneSuperFrameThatCutsBackIntoThem) {
