@@ -71,7 +71,7 @@ constexpr std::string_view DropName(Drop d) {
   X(tcp_retransmits) X(tcp_fast_retransmits) X(tcp_rto_expirations) X(tcp_active_opens)     \
   X(tcp_passive_opens) X(tcp_failed_attempts) X(tcp_resets_in) X(tcp_resets_out)            \
   X(tcp_challenge_acks) X(tcp_challenge_acks_limited) X(tcp_dup_acks_in)                    \
-  X(tcp_ooo_segments_in) X(tcp_zero_window_probes) X(tcp_keepalive_probes) X(tcp_timeouts)  \
+  X(tcp_ooo_segments_in) X(tcp_ooo_dropped) X(tcp_zero_window_probes) X(tcp_keepalive_probes) X(tcp_timeouts)  \
   X(tcp_time_wait_reused)                                                                   \
   /* RFC 8985 7.3: probes sent (PTO expirations); 7.4: a probe repaired a real loss */      \
   X(tcp_loss_probes) X(tcp_loss_probe_recoveries)                                           \

@@ -72,6 +72,7 @@ RecvBuffer::Accepted RecvBuffer::Insert(SeqNum seq, std::span<const std::byte> d
     }
     if (!touches) {
       result.duplicate = true;
+      result.no_range = true;
       return result;
     }
   }

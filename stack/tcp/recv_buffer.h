@@ -40,6 +40,7 @@ class RecvBuffer {
     size_t in_order = 0;       // bytes that advanced rcv_nxt
     bool out_of_order = false; // some bytes were stored past a hole
     bool duplicate = false;    // nothing new
+    bool no_range = false;     // new out-of-order bytes refused: all kMaxRanges ranges in use
   };
   // Stores the part of [seq, seq+len) that lies within [rcv_nxt, rcv_nxt + window_limit),
   // where window_limit counts from rcv_nxt. Returns what changed.

@@ -886,6 +886,9 @@ void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, Fram
     if (got.out_of_order || got.duplicate) {
       // RFC 5681 4.2: out-of-order data is acknowledged at once (with SACK blocks).
       host_.counters().tcp_ooo_segments_in += got.out_of_order ? 1 : 0;
+      // Linux's TCPOFODrop: out-of-order data the reassembly could not hold (here, when every
+      // range is in use), so an out-of-order hoard shows in the counters.
+      host_.counters().tcp_ooo_dropped += got.no_range ? 1 : 0;
       ack_now_ = true;
     }
     if (got.duplicate && sack_ok_ && h.seq < recv_.rcv_nxt()) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "stack/tcp/congestion.h"
+#include "stack/tcp/recv_buffer.h"
 #include "tests/stack/tcp_harness.h"
 
 namespace shake::testing {
@@ -140,6 +141,25 @@ TEST_F(TcpDataTest, OutOfOrderDataIsAckedAtOnceWithSackBlocks) {
   ASSERT_EQ(out[0].options.sack_count, 1);
   std::vector<std::byte> buf(4000);
   EXPECT_EQ(*h_.stack().Recv(conn_, buf), 1500u);
+}
+
+TEST_F(TcpDataTest, OutOfOrderHoardBeyondTheRangeTableIsDroppedAndCounted) {
+  // An out-of-order hoard: segments that each leave a hole before them. The reassembly keeps
+  // RecvBuffer::kMaxRanges ranges; the rest is dropped (still ACKed, with SACK) and counted as
+  // Linux's TCPOFODrop.
+  const size_t extra = 5;
+  for (size_t i = 0; i < RecvBuffer::kMaxRanges + extra; ++i) {
+    auto out = h_.Deliver(Peer(f::kAck, static_cast<uint32_t>(101 + 200 * i), 1, 100));
+    ASSERT_EQ(out.size(), 1u) << i;
+    EXPECT_EQ(out[0].ack, kPeerIsn + 1);
+  }
+  const Counters& c = h_.stack().counters();
+  EXPECT_EQ(c.tcp_ooo_segments_in, RecvBuffer::kMaxRanges);
+  EXPECT_EQ(c.tcp_ooo_dropped, extra);
+  // The kept ranges are intact: filling the first hole delivers it and the first range.
+  auto out = h_.Deliver(Peer(f::kAck, 1, 1, 100));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].ack, kPeerIsn + 201);
 }
 
 TEST_F(TcpDataTest, RetransmissionTimeoutBacksOff) {
