@@ -39,6 +39,7 @@ namespace shake {
   X(kNoConnection, "no_connection")                                              \
   X(kOutOfWindow, "out_of_window")                                               \
   X(kBadAck, "bad_ack")                                                          \
+  X(kAckUnsent, "ack_unsent_data")                                               \
   X(kPawsReject, "paws")                                                         \
   X(kRstIgnored, "rst_ignored")                                                  \
   X(kSynQueueFull, "syn_queue_full")                                             \

@@ -429,9 +429,10 @@ bool Tcb::ProcessAck(Instant now, const TcpHeader& h, size_t payload_len, FrameS
     // Fall through: the ACK may carry data and may acknowledge our FIN (simultaneous cases).
   }
 
-  // RFC 5961 5.2: acceptable when SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT.
+  // RFC 5961 5.2: acceptable when SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT. An ACK of data
+  // not yet sent (an optimistic ACK) has its own reason, as Linux's TCP_ACK_UNSENT_DATA.
   if (h.ack > snd_max_) {
-    host_.counters().CountDrop(Drop::kBadAck);
+    host_.counters().CountDrop(Drop::kAckUnsent);
     SendChallengeAck(now, out, /*rfc5961=*/true);
     return false;
   }

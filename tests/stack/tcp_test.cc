@@ -731,6 +731,28 @@ TEST_F(TcpTest, InWindowRstGetsRateLimitedChallengeAck) {
   Expect1(h_.Deliver(PeerSeg(f::kRst, 300, 0)), f::kAck, 1, 1);
 }
 
+TEST_F(TcpTest, AckOfUnsentDataIsDroppedAnsweredAndCounted) {
+  // RFC 9293 3.10.7.4 and RFC 5961 5.2: an ACK above SND.NXT (an optimistic ACK of data not yet
+  // sent) draws an ACK and the segment, its data included, is dropped; the send queue keeps
+  // every byte. Rate-limited as the other challenge ACKs.
+  PassiveOpen();
+  ASSERT_TRUE(stack().Send(conn_, Bytes("0123456789")).ok());
+  ASSERT_EQ(h_.Flush().size(), 1u);
+  Expect1(h_.Deliver(PeerSeg(f::kAck, 1, 1 + 10 + 5000, "data")), f::kAck, 11, 1);
+  EXPECT_TRUE(h_.Deliver(PeerSeg(f::kAck, 1, 1 + 10 + 1)).empty()) << "rate limited";
+  EXPECT_EQ(stack().counters().dropped(Drop::kAckUnsent), 2u);
+  EXPECT_EQ(stack().counters().dropped(Drop::kBadAck), 0u);
+  EXPECT_EQ(stack().counters().tcp_challenge_acks, 1u);
+  EXPECT_EQ(stack().counters().tcp_challenge_acks_limited, 1u);
+  auto info = stack().Info(conn_);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info.value().unsent_bytes, 10u);
+  EXPECT_EQ(info.value().readable_bytes, 0u);
+  // The real ACK still counts.
+  EXPECT_TRUE(h_.Deliver(PeerSeg(f::kAck, 1, 11)).empty());
+  EXPECT_EQ(stack().Info(conn_).value().unsent_bytes, 0u);
+}
+
 TEST_F(TcpTest, OutOfWindowRstIsIgnored) {
   PassiveOpen();
   EXPECT_TRUE(h_.Deliver(PeerSeg(f::kRst, 10'000'000, 0)).empty());
