@@ -39,6 +39,7 @@ shake=$(readlink -f "$1")
 attack=$(readlink -f "$2")
 flood=$(readlink -f "$3")
 profile=${PROFILE:-short}
+here=$(cd "$(dirname "$0")" && pwd)
 pid=$$
 nc="h10a-c-$pid" ns="h10a-s-$pid"
 kaddr=198.18.60.1 saddr=198.18.60.2
@@ -54,7 +55,7 @@ for p in ip nft nginx python3 sha256sum; do
 done
 py=$(readlink -f "$(command -v python3)")
 if [[ $profile == long ]]; then
-  xfer_mib=16 inject_s=20 inject_rate=2000 big_mib=16 hoard_segs=20000 zw_conns=2000 zw_s=30
+  xfer_mib=16 inject_s=20 inject_rate=2000 big_mib=16 hoard_segs=20000 zw_conns=1000 zw_s=30
   half_open=60000 half_rate=20000 attack_s=20
 else
   xfer_mib=4 inject_s=6 inject_rate=1500 big_mib=4 hoard_segs=4000 zw_conns=500 zw_s=12
@@ -189,7 +190,7 @@ grep -q 'sent=[1-9]' "$work/inj.out" || fail "attack.inject: nothing forged"
 [[ $((ch + chl)) -gt 0 ]] || fail "attack.inject: the challenge-ACK counters did not move"
 
 # --- the shake nginx for the other cases
-. "$(dirname "$0")/../lib/nginx.sh"
+. "$here/../lib/nginx.sh"
 nginx_conf shaked 8080 2
 ip netns exec "$ns" timeout 20 "${sh_s[@]}" nginx -c "$work/shaked.conf" -p "$work"
 up=0
@@ -232,29 +233,6 @@ row attack.optack "tcp_attack GET ${big_mib} MiB from shake nginx, window 64 KiB
   "${opt_fig}time optimistic/honest $(awk -v a="${secs_optimistic:-0}" -v b="${secs_honest:-1}" 'BEGIN{printf "%.2f", a/b}')" "${opt_lost:-$bbytes}"
 
 # --- the resource attacks: a legitimate client, a sampler of memory, and the attack
-cat >"$work/legit.py" <<'PY'
-import socket, sys, time
-host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-ok = tried = 0
-end = time.time() + seconds
-while time.time() < end and tried < 100000:
-    tried += 1
-    try:
-        s = socket.create_connection((host, port), timeout=3)
-        s.settimeout(3)
-        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        buf = b""
-        while True:
-            d = s.recv(65536)
-            if not d: break
-            buf += d
-        s.close()
-        if buf.startswith(b"HTTP/1.1 200") and buf.endswith(b"hello\n"): ok += 1
-    except OSError:
-        pass
-    time.sleep(0.01)
-print(f"{ok} {tried}")
-PY
 # pss_kib PIDS: the proportional set size of the server's processes, summed (shared arena pages
 # counted once across them)
 pss_kib() {
@@ -291,7 +269,7 @@ resource() {
   local apid=$!
   sleep 0.5
   local legit
-  legit=$(ip netns exec "$nc" timeout $((secs + 30)) "$py" "$work/legit.py" $saddr 8080 "$((secs - 1))")
+  legit=$(ip netns exec "$nc" timeout $((secs + 30)) "$py" "$here/legit_client.py" $saddr 8080 "$((secs - 1))")
   wait "$apid"; wait "$smp"
   ra=$(stat_json)
   read -r lok ltried <<<"${legit:-0 0}"

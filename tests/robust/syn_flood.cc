@@ -9,7 +9,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,33 +17,9 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace {
+#include "tests/robust/raw_util.h"
 
-double Now() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
-
-uint64_t g_rng = 0x9e3779b97f4a7c15ull;
-uint64_t Next() {  // xorshift64*
-  g_rng ^= g_rng >> 12;
-  g_rng ^= g_rng << 25;
-  g_rng ^= g_rng >> 27;
-  return g_rng * 0x2545f4914f6cdd1dull;
-}
-
-uint16_t Checksum(const uint8_t* p, size_t n, uint32_t sum = 0) {
-  for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
-  if (n & 1) sum += static_cast<uint32_t>(p[n - 1] << 8);
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(~sum);
-}
-
-void Put16(uint8_t* p, uint16_t v) { p[0] = static_cast<uint8_t>(v >> 8); p[1] = static_cast<uint8_t>(v); }
-void Put32(uint8_t* p, uint32_t v) { Put16(p, static_cast<uint16_t>(v >> 16)); Put16(p + 2, static_cast<uint16_t>(v)); }
-
-}  // namespace
+using namespace shake::robust;  // the tools' shared pieces (raw_util.h)
 
 int main(int argc, char** argv) {
   if (argc != 7) {
@@ -90,7 +65,7 @@ int main(int argc, char** argv) {
     pkt[9] = IPPROTO_TCP;
     Put32(pkt + 12, src);
     Put32(pkt + 16, ntohl(dst.s_addr));
-    Put16(pkt + 10, Checksum(pkt, 20));
+    Put16(pkt + 10, Fold(Sum(pkt, 20)));
     uint8_t* tcp = pkt + 20;
     Put16(tcp, static_cast<uint16_t>(1024 + Next() % 60000));
     Put16(tcp + 2, port);
@@ -102,9 +77,7 @@ int main(int argc, char** argv) {
     uint8_t pseudo[12];
     std::memcpy(pseudo, pkt + 12, 8);
     pseudo[8] = 0; pseudo[9] = IPPROTO_TCP; Put16(pseudo + 10, 24);
-    uint32_t psum = 0;
-    for (int i = 0; i < 12; i += 2) psum += static_cast<uint32_t>(pseudo[i] << 8 | pseudo[i + 1]);
-    Put16(tcp + 16, Checksum(tcp, 24, psum));
+    Put16(tcp + 16, Fold(Sum(tcp, 24, Sum(pseudo, 12))));
     if (sendto(fd, pkt, sizeof pkt, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) == sizeof pkt) {
       ++sent;
     } else {

@@ -30,7 +30,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,37 +41,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/robust/raw_util.h"
+
 namespace {
 
-double Now() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
+using namespace shake::robust;  // the tools' shared pieces (raw_util.h)
 
-uint64_t g_rng = 0x9e3779b97f4a7c15ull;
-uint64_t Next() {  // xorshift64*
-  g_rng ^= g_rng >> 12;
-  g_rng ^= g_rng << 25;
-  g_rng ^= g_rng >> 27;
-  return g_rng * 0x2545f4914f6cdd1dull;
-}
 uint32_t Rand32() { return static_cast<uint32_t>(Next() >> 16); }
-
-uint16_t Get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-uint32_t Get32(const uint8_t* p) { return static_cast<uint32_t>(Get16(p)) << 16 | Get16(p + 2); }
-void Put16(uint8_t* p, uint16_t v) { p[0] = static_cast<uint8_t>(v >> 8); p[1] = static_cast<uint8_t>(v); }
-void Put32(uint8_t* p, uint32_t v) { Put16(p, static_cast<uint16_t>(v >> 16)); Put16(p + 2, static_cast<uint16_t>(v)); }
-
-uint32_t Sum(const uint8_t* p, size_t n, uint32_t sum = 0) {
-  for (size_t i = 0; i + 1 < n; i += 2) sum += Get16(p + i);
-  if (n & 1) sum += static_cast<uint32_t>(p[n - 1] << 8);
-  return sum;
-}
-uint16_t Fold(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(~sum);
-}
 
 // Sequence comparison modulo 2^32 (RFC 9293 3.4).
 bool SeqLt(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) < 0; }
@@ -233,15 +208,23 @@ bool Connect(Raw& raw, Conn& c, uint32_t src, uint32_t dst, uint16_t dport, uint
   return true;
 }
 
+// argv[2..5]: SRC SPORT DST DPORT, the attacker's end first.
+struct Tuple {
+  uint32_t src, dst;
+  uint16_t sport, dport;
+};
+Tuple ParseTuple(char** argv) {
+  return {Addr(argv[2]), Addr(argv[4]), static_cast<uint16_t>(std::atoi(argv[3])),
+          static_cast<uint16_t>(std::atoi(argv[5]))};
+}
+
 std::string Get(const char* path) {
   return std::string("GET ") + path + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
 }
 
 int Inject(int argc, char** argv) {
   if (argc != 9) return 2;
-  const uint32_t src = Addr(argv[2]), dst = Addr(argv[4]);
-  const auto sport = static_cast<uint16_t>(std::atoi(argv[3]));
-  const auto dport = static_cast<uint16_t>(std::atoi(argv[5]));
+  const auto [src, dst, sport, dport] = ParseTuple(argv);
   const double seconds = std::atof(argv[6]), rate = std::atof(argv[7]);
   const uint64_t count = std::strtoull(argv[8], nullptr, 10);
   if (seconds <= 0 || seconds > 600 || rate <= 0 || count == 0) return 2;
@@ -306,9 +289,7 @@ int Inject(int argc, char** argv) {
 
 int OptAck(int argc, char** argv) {
   if (argc != 10) return 2;
-  const uint32_t src = Addr(argv[2]), dst = Addr(argv[4]);
-  const auto sport = static_cast<uint16_t>(std::atoi(argv[3]));
-  const auto dport = static_cast<uint16_t>(std::atoi(argv[5]));
+  const auto [src, dst, sport, dport] = ParseTuple(argv);
   const char* path = argv[6];
   const bool optimistic = std::strcmp(argv[7], "optimistic") == 0;
   if (!optimistic && std::strcmp(argv[7], "honest") != 0) return 2;
@@ -317,7 +298,6 @@ int OptAck(int argc, char** argv) {
   if (seconds <= 0 || seconds > 600) return 2;
   Raw raw;
   if (!raw.Open()) return 1;
-  g_rng ^= static_cast<uint64_t>(getpid()) << 20 ^ static_cast<uint64_t>(Now() * 1e6);
   Conn c;
   c.sport = sport;
   constexpr uint16_t kWin = 65535;
@@ -436,15 +416,12 @@ int OptAck(int argc, char** argv) {
 
 int Hoard(int argc, char** argv) {
   if (argc != 8) return 2;
-  const uint32_t src = Addr(argv[2]), dst = Addr(argv[4]);
-  const auto sport = static_cast<uint16_t>(std::atoi(argv[3]));
-  const auto dport = static_cast<uint16_t>(std::atoi(argv[5]));
+  const auto [src, dst, sport, dport] = ParseTuple(argv);
   const uint64_t segments = std::strtoull(argv[6], nullptr, 10);
   const double seconds = std::atof(argv[7]);
   if (segments == 0 || segments > 1000000 || seconds <= 0 || seconds > 600) return 2;
   Raw raw;
   if (!raw.Open()) return 1;
-  g_rng ^= static_cast<uint64_t>(getpid()) << 20 ^ static_cast<uint64_t>(Now() * 1e6);
   Conn c;
   c.sport = sport;
   // Window scaling, so that the server's receive window (1 MiB) admits about 500 of them.
@@ -486,16 +463,13 @@ int Hoard(int argc, char** argv) {
 
 int ZeroWin(int argc, char** argv) {
   if (argc != 9) return 2;
-  const uint32_t src = Addr(argv[2]), dst = Addr(argv[4]);
-  const auto sport0 = static_cast<uint16_t>(std::atoi(argv[3]));
-  const auto dport = static_cast<uint16_t>(std::atoi(argv[5]));
+  const auto [src, dst, sport0, dport] = ParseTuple(argv);
   const int n = std::atoi(argv[6]);
   const char* path = argv[7];
   const double seconds = std::atof(argv[8]);
   if (n <= 0 || n > 20000 || sport0 + n > 65535 || seconds <= 0 || seconds > 600) return 2;
   Raw raw;
   if (!raw.Open()) return 1;
-  g_rng ^= static_cast<uint64_t>(getpid()) << 20 ^ static_cast<uint64_t>(Now() * 1e6);
   std::vector<Conn> conns(static_cast<size_t>(n));
   const std::string req = Get(path);
   const double start = Now();
