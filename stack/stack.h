@@ -86,7 +86,10 @@ enum class EcnMode : uint8_t {
 };
 
 struct TcpConfig {
-  size_t send_buffer = 1 << 20;  // bytes, per connection; memory is used only as data is queued
+  // The most a connection's send buffer holds (Linux tcp_wmem[2]). Without SO_SNDBUF it starts
+  // at the initial window's worth and grows with cwnd (Tcb::ExpandSendBuffer, Linux's
+  // tcp_sndbuf_expand); SO_SNDBUF fixes it. Memory is used only as data is queued.
+  size_t send_buffer = 1 << 20;
   size_t recv_buffer = 1 << 20;
   bool sack = true;
   bool timestamps = true;

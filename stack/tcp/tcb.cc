@@ -2,6 +2,7 @@
 #include "stack/tcp/tcb_internal.h"
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 
 namespace shake {
@@ -31,13 +32,30 @@ size_t Tcb::recv_capacity() const {
   return options.recv_buffer != 0 ? options.recv_buffer : host_.tcp_config().recv_buffer;
 }
 size_t Tcb::send_capacity() const {
-  return options.send_buffer != 0 ? options.send_buffer : host_.tcp_config().send_buffer;
+  if (options.send_buffer != 0) return options.send_buffer;  // SO_SNDBUF: fixed, as on Linux
+  const size_t most = host_.tcp_config().send_buffer;
+  return snd_buf_ != 0 ? std::min(snd_buf_, most) : most;
+}
+
+void Tcb::ExpandSendBuffer() {
+  // Linux tcp_sndbuf_expand with its default factor 2 (CUBIC, Reno): room for twice the larger
+  // of the initial window (10 segments), cwnd and the reordering degree + 1, each segment
+  // counted as Linux charges it: the MSS with its header room and shared info (512 bytes)
+  // rounded up to a power of two, plus the sk_buff (256). For an MSS of 1448 that is 46,080
+  // bytes at first. A connection whose window stays shut (zero-window persist) keeps that
+  // much, not the whole send_buffer.
+  const size_t mss = std::max<size_t>(snd_mss_, 536);
+  const size_t per_segment = std::bit_ceil(mss + 512) + 256;
+  const size_t segments = std::max<size_t>(
+      {10, cwnd_ / mss, static_cast<size_t>(std::max(reordering_, 0)) + 1});
+  snd_buf_ = std::max(snd_buf_, 2 * segments * per_segment);
 }
 
 void Tcb::SetState(Instant now, TcpState s) {
   if (s == state_) return;
   const TcpState from = state_;
   state_ = s;
+  if (s == TcpState::kEstablished) ExpandSendBuffer();  // Linux tcp_init_buffer_space
   if (s == TcpState::kEstablished) {
     ever_connected_ = true;
     established_at_ = now;
@@ -665,6 +683,7 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
     // acknowledges cumulatively (data SACKed earlier was counted when it was SACKed).
     GrowWindow(now, ack_info_.delivered_bytes);
   }
+  ExpandSendBuffer();  // Linux tcp_new_space, after the ACK freed room and moved cwnd
 
   // RFC 6298 (5.2) and (5.3): stop the timer when all is acknowledged, restart it otherwise.
   if (snd_una_ == snd_max_) {

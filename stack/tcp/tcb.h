@@ -291,6 +291,9 @@ class Tcb {
   SeqNum data_end() const { return snd_una_ + static_cast<uint32_t>(send_q_.size()); }
   size_t recv_capacity() const;
   size_t send_capacity() const;
+  // Linux tcp_sndbuf_expand: without SO_SNDBUF, the send buffer grows with cwnd (from the
+  // initial window's worth at establishment) up to TcpConfig::send_buffer, and never shrinks.
+  void ExpandSendBuffer();
   uint32_t sacked_bytes() const;
   SeqNum highest_sacked() const;
   // The next unSACKed byte at or after `s`, and the end of that hole.
@@ -341,6 +344,8 @@ class Tcb {
   uint32_t ts_offset_ = 0;
   uint32_t ts_recent_ = 0;
   bool want_ws_ = true, want_sack_ = true, want_ts_ = true;
+
+  size_t snd_buf_ = 0;  // the autotuned send buffer (ExpandSendBuffer); zero before established
 
   // Congestion control (RFC 5681, RFC 6582, RFC 6675).
   uint32_t cwnd_ = 0;

@@ -162,6 +162,30 @@ TEST_F(TcpDataTest, OutOfOrderHoardBeyondTheRangeTableIsDroppedAndCounted) {
   EXPECT_EQ(out[0].ack, kPeerIsn + 201);
 }
 
+TEST_F(TcpDataTest, SendBufferStartsAtTheInitialWindowsWorthAndGrowsWithCwnd) {
+  // Linux tcp_sndbuf_expand: 2 * max(10, cwnd) segments of (bit_ceil(MSS + 512) + 256) bytes;
+  // MSS 1000 here, so 2 * 10 * 2304 = 46,080 until cwnd grows. A peer whose window stays shut
+  // (the zero-window persist attack) pins that much, not the configured 64 KiB.
+  EXPECT_TRUE(h_.Deliver(Peer(f::kAck, 1, 1, 0, /*window=*/0)).empty());
+  EXPECT_EQ(Send(1 << 20), 46080u);
+  EXPECT_EQ(h_.stack().Info(conn_).value().send_space, 0u);
+  h_.Advance(Duration::Seconds(5));  // zero-window probes: cwnd does not move
+  EXPECT_EQ(h_.stack().Info(conn_).value().send_space, 0u);
+  // The window opens and the initial window (10 segments) is acknowledged: slow start doubles
+  // cwnd, and the buffer grows to the configured send_buffer (64 KiB).
+  h_.Deliver(Peer(f::kAck, 1, 1, 0, 65535));
+  h_.Flush();
+  h_.Deliver(Peer(f::kAck, 1, 1 + 10000, 0, 65535));
+  EXPECT_EQ(Send(1 << 20), 65536u - (46080u - 10000u));
+}
+
+TEST_F(TcpDataTest, SoSndbufFixesTheSendBuffer) {
+  SocketOptions o = h_.stack().GetOptions(conn_).value();
+  o.send_buffer = 50000;
+  ASSERT_TRUE(h_.stack().SetOptions(conn_, o).ok());
+  EXPECT_EQ(Send(1 << 20), 50000u);
+}
+
 TEST_F(TcpDataTest, RetransmissionTimeoutBacksOff) {
   Send(100);
   auto out = h_.Flush();
