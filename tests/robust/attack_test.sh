@@ -244,10 +244,11 @@ pss_kib() {
   echo $t
 }
 # sampler SECONDS OUT: the largest Pss sum and stack memory_bytes, and the most SYN-RECEIVED
-# connections seen, every 0.5 s
+# connections seen, every 0.5 s until $work/stop exists
 sampler() {
   local end=$((SECONDS + $1)) maxp=0 maxm=0 maxsr=0 p j m sr
   while (( SECONDS < end )); do
+    [[ -e "$work/stop" ]] && break
     p=$(pss_kib "$server_pids"); (( p > maxp )) && maxp=$p
     j=$(stat_json)
     m=$(jget "$j" "s['memory_bytes']"); (( m > maxm )) && maxm=$m
@@ -256,23 +257,26 @@ sampler() {
   done
   echo "$maxp $maxm $maxsr" >"$2"
 }
-# resource NAME SECONDS CMD...: runs the attack CMD in the client namespace
+# resource NAME SECONDS CMD...: runs the attack CMD (at most SECONDS) in the client namespace
 # with the legitimate client and the sampler beside it; sets lok ltried peak_pss peak_mem
 # peak_sr base_pss base_mem and the stat JSON before (rb) and after (ra)
 resource() {
   local name=$1 secs=$2; shift 2
   rb=$(stat_json)
   base_pss=$(pss_kib "$server_pids") base_mem=$(jget "$rb" "s['memory_bytes']")
+  rm -f "$work/stop"
   sampler $((secs + 1)) "$work/$name.peak" &
   local smp=$!
   ip netns exec "$nc" timeout $((secs + 30)) "$@" >"$work/$name.out" 2>&1 &
   local apid=$!
   sleep 0.5
-  local legit
-  legit=$(ip netns exec "$nc" timeout $((secs + 30)) "$py" "$here/legit_client.py" $saddr 8080 "$((secs - 1))")
-  wait "$apid"; wait "$smp"
+  # the legitimate client runs while the attack does (at most SECONDS)
+  ip netns exec "$nc" timeout $((secs + 30)) "$py" "$here/legit_client.py" $saddr 8080 "$secs" \
+    "$work/stop" >"$work/$name.legit" &
+  local lpid=$!
+  wait "$apid"; touch "$work/stop"; wait "$lpid"; wait "$smp"
   ra=$(stat_json)
-  read -r lok ltried <<<"${legit:-0 0}"
+  read -r lok ltried <"$work/$name.legit" || { lok=0 ltried=0; }
   read -r peak_pss peak_mem peak_sr <"$work/$name.peak"
 }
 # Each legitimate request leaves a TIME-WAIT connection in the stack (nginx closes first): the
@@ -298,22 +302,26 @@ row attack.hoard "one connection: $hoard_segs out-of-order 1000-byte segments, e
 check_resource attack.hoard $hoard_cap $(( (hoard_cap >> 10) + 16384 ))
 [[ $ood -gt 0 && $ooi -le 32 ]] || fail "attack.hoard: out-of-order kept +$ooi (cap 32 ranges), dropped +$ood: the range cap did not hold"
 
-# attack.zerowin: cap: each connection's send buffer holds at most the stack's send_buffer
-# (1 MiB; the response is larger), with its TCB and buffer rounding (64 KiB)
+# attack.zerowin: cap: without SO_SNDBUF, a connection's send buffer starts at the initial
+# window's worth, 2 * 10 * (bit_ceil(MSS + 512) + 256) = 46,080 bytes for MSS 1460 (Linux's
+# tcp_sndbuf_expand), and grows only with cwnd, which a shut window keeps where it is; with its
+# TCB and buffer rounding, 61 KiB a connection. The Pss cap adds nginx's own buffers for a
+# response it reads from the file (output_buffers, 2 x 32 KiB by default) for each connection
 resource attack.zerowin "$zw_s" "$attack" zerowin $kaddr 41000 $saddr 8080 "$zw_conns" /big "$zw_s"
-zw_cap=$(( zw_conns * ((1 << 20) + (64 << 10)) + ltried * tw_allow ))
+zw_cap=$(( zw_conns * (46080 + (16 << 10)) + ltried * tw_allow ))
+zw_pss_cap=$(( (zw_cap >> 10) + zw_conns * 64 + 16384 ))
 zwp=$(( $(counter "$ra" tcp_zero_window_probes) - $(counter "$rb" tcp_zero_window_probes) ))
 row attack.zerowin "$zw_conns connections GET a ${big_mib} MiB file from shake nginx with a zero window and answer every probe with zero for ${zw_s} s" \
-  "$(cat "$work/attack.zerowin.out"); tcp_zero_window_probes +$zwp; $(mem_fig $zw_cap $(( (zw_cap >> 10) + 16384 )))" 0
-check_resource attack.zerowin $zw_cap $(( (zw_cap >> 10) + 16384 ))
+  "$(cat "$work/attack.zerowin.out"); tcp_zero_window_probes +$zwp; $(mem_fig $zw_cap $zw_pss_cap)" 0
+check_resource attack.zerowin $zw_cap $zw_pss_cap
 grep -q "opened=$zw_conns " "$work/attack.zerowin.out" || fail "attack.zerowin: not all $zw_conns connections opened"
 [[ $zwp -gt 0 ]] || fail "attack.zerowin: no zero-window probe counted"
 grep -q "data_bytes=0 " "$work/attack.zerowin.out" || fail "attack.zerowin: data sent into a zero window"
 
 # attack.halfopen: 60,000 spoofed SYNs; cap: the SYN queue is the listener's backlog (nginx's
 # 511), SYN cookies answer beyond it and keep no state
-half_s=$(( half_open / half_rate + 1 ))
-resource attack.halfopen $((half_s + 2)) "$flood" $saddr 8080 198.18.61.0 "$half_rate" "$half_s" "$half_open"
+half_s=$(( 2 * half_open / half_rate + 6 ))  # the generator stops at the count; time to spare on a loaded machine
+resource attack.halfopen "$half_s" "$flood" $saddr 8080 198.18.61.0 "$half_rate" "$half_s" "$half_open"
 half_cap=$(( 512 * 4096 + ltried * tw_allow ))  # at most backlog + 1 SYN-RECEIVED TCBs
 cs=$(( $(counter "$ra" tcp_syncookies_sent) - $(counter "$rb" tcp_syncookies_sent) ))
 po=$(( $(counter "$ra" tcp_passive_opens) - $(counter "$rb" tcp_passive_opens) ))

@@ -1,12 +1,13 @@
 # The legitimate client of the fault suite's resource cases: fresh-connection HTTP/1.1 GETs of
-# /index.html (whose body is "hello\n") for SECONDS, 10 ms apart, each with a 3 s timeout;
-# prints "OK TRIED".
-#   legit_client.py HOST PORT SECONDS
-import socket, sys, time
+# /index.html (whose body is "hello\n") for at most SECONDS, 10 ms apart, each with a 3 s
+# timeout, and only until the file STOP exists when it is given; prints "OK TRIED".
+#   legit_client.py HOST PORT SECONDS [STOP]
+import os, socket, sys, time
 host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+stop = sys.argv[4] if len(sys.argv) > 4 else None
 ok = tried = 0
 end = time.time() + seconds
-while time.time() < end and tried < 100000:
+while time.time() < end and tried < 100000 and not (stop and os.path.exists(stop)):
     tried += 1
     try:
         s = socket.create_connection((host, port), timeout=3)
