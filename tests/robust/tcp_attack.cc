@@ -433,7 +433,7 @@ int Hoard(int argc, char** argv) {
   std::memset(data, 'x', sizeof data);
   const double start = Now();
   uint64_t i = 0, acks = 0, resets = 0;
-  uint32_t max_sack_hint = 0;
+  uint32_t max_window_field = 0;
   // Spread the segments over the time given (at most 20,000 a second), answering nothing.
   const double rate = std::min(20000.0, static_cast<double>(segments) / (seconds * 0.5));
   while (Now() - start < seconds) {
@@ -442,7 +442,7 @@ int Hoard(int argc, char** argv) {
       if (s.sport != dport || s.dport != sport) continue;
       if (s.flags & flag::kRst) ++resets;
       else ++acks;
-      max_sack_hint = std::max<uint32_t>(max_sack_hint, s.window);
+      max_window_field = std::max<uint32_t>(max_window_field, s.window);
     }
     if (i < segments && static_cast<double>(i) < rate * (Now() - start)) {
       // Segment i covers [1000 + 2000 k, 2000 + 2000 k) past RCV.NXT, k = i mod 520: a hole
@@ -455,9 +455,10 @@ int Hoard(int argc, char** argv) {
     }
   }
   raw.Send(src, sport, dst, dport, c.snd_nxt, 0, flag::kRst, 0, nullptr, 0);
-  std::printf("hoard: segments=%llu acks_back=%llu resets_back=%llu seconds=%.1f max_window=%u\n",
+  std::printf("hoard: segments=%llu acks_back=%llu resets_back=%llu seconds=%.1f "
+              "window_field_max=%u (unscaled)\n",
               (unsigned long long)i, (unsigned long long)acks, (unsigned long long)resets,
-              Now() - start, max_sack_hint);
+              Now() - start, max_window_field);
   return 0;
 }
 
