@@ -1,7 +1,8 @@
-// tcp_attack: the raw-socket attacker of the fault suite's attack cases (tests/robust/attack_test.sh).
-// It speaks TCP itself through raw sockets (IP_HDRINCL to send; an IPPROTO_TCP raw socket sees
-// a copy of every segment the namespace's kernel receives), so the script must drop the RSTs
-// the kernel sends for connections it does not know (nftables on the attacker's source ports).
+// tcp_attack: the raw-socket attacker of the fault suite's attack cases
+// (tests/robust/attack_test.sh). It speaks TCP itself through raw sockets (IP_HDRINCL to send; an
+// IPPROTO_TCP raw socket sees a copy of every segment the namespace's kernel receives), so the
+// script must drop the RSTs the kernel sends for connections it does not know (nftables on the
+// attacker's source ports).
 //
 //   tcp_attack inject  SRC SPORT DST DPORT SECONDS RATE COUNT
 //       forges RST, SYN, data and ACK segments with the 4-tuple SRC:SPORT -> DST:DPORT of a live
@@ -195,7 +196,8 @@ bool Connect(Raw& raw, Conn& c, uint32_t src, uint32_t dst, uint16_t dport, uint
     const double end = Now() + 1.0;
     while (Now() < end && raw.Recv(&s, dst, src, end - Now())) {
       if (s.sport != dport || s.dport != c.sport) continue;
-      if ((s.flags & (flag::kSyn | flag::kAck)) == (flag::kSyn | flag::kAck) && s.ack == c.iss + 1) {
+      if ((s.flags & (flag::kSyn | flag::kAck)) == (flag::kSyn | flag::kAck) &&
+          s.ack == c.iss + 1) {
         c.snd_nxt = c.iss + 1;
         c.rcv_nxt = s.seq + 1;
         c.established = true;
@@ -265,25 +267,32 @@ int Inject(int argc, char** argv) {
     size_t len = 0;
     uint8_t flags = 0;
     switch (kind) {
-      case 0: flags = inwin || Next() % 2 ? flag::kRst : flag::kRst | flag::kAck; break;
-      case 1: flags = flag::kSyn; break;
+      case 0:
+        flags = inwin || Next() % 2 ? flag::kRst : flag::kRst | flag::kAck;
+        break;
+      case 1:
+        flags = flag::kSyn;
+        break;
       case 2:
         flags = flag::kAck | flag::kPsh;
         len = 1 + Next() % sizeof junk;
         for (size_t i = 0; i < len; ++i) junk[i] = static_cast<uint8_t>(Next());
         break;
-      default: flags = flag::kAck; break;
+      default:
+        flags = flag::kAck;
+        break;
     }
     raw.Send(src, sport, dst, dport, seq, ack, flags, static_cast<uint16_t>(Next()), junk, len);
     ++n[inwin][kind];
     ++done;
   }
-  std::printf("inject: blind rst=%llu syn=%llu data=%llu ack=%llu in-window rst=%llu syn=%llu "
-              "data=%llu ack=%llu sent=%llu failed=%llu seconds=%.1f\n",
-              (unsigned long long)n[0][0], (unsigned long long)n[0][1], (unsigned long long)n[0][2],
-              (unsigned long long)n[0][3], (unsigned long long)n[1][0], (unsigned long long)n[1][1],
-              (unsigned long long)n[1][2], (unsigned long long)n[1][3],
-              (unsigned long long)raw.sent, (unsigned long long)raw.failed, Now() - start);
+  std::printf(
+      "inject: blind rst=%llu syn=%llu data=%llu ack=%llu in-window rst=%llu syn=%llu "
+      "data=%llu ack=%llu sent=%llu failed=%llu seconds=%.1f\n",
+      (unsigned long long)n[0][0], (unsigned long long)n[0][1], (unsigned long long)n[0][2],
+      (unsigned long long)n[0][3], (unsigned long long)n[1][0], (unsigned long long)n[1][1],
+      (unsigned long long)n[1][2], (unsigned long long)n[1][3], (unsigned long long)raw.sent,
+      (unsigned long long)raw.failed, Now() - start);
   return 0;
 }
 
@@ -325,7 +334,9 @@ int OptAck(int argc, char** argv) {
     raw.Send(src, sport, dst, dport, c.snd_nxt, a, flag::kAck, kWin, nullptr, 0);
     ++opt_sent;
   };
-  auto ack = [&] { raw.Send(src, sport, dst, dport, c.snd_nxt, c.rcv_nxt, flag::kAck, kWin, nullptr, 0); };
+  auto ack = [&] {
+    raw.Send(src, sport, dst, dport, c.snd_nxt, c.rcv_nxt, flag::kAck, kWin, nullptr, 0);
+  };
   while (!c.fin && !c.reset && Now() - start < seconds) {
     Segment s;
     const bool got = raw.Recv(&s, dst, src, 0.002);
@@ -389,7 +400,8 @@ int OptAck(int argc, char** argv) {
   const double took = Now() - start;
   // Close politely: our FIN after theirs, or a reset when the run timed out.
   if (c.fin) {
-    raw.Send(src, sport, dst, dport, c.snd_nxt, c.rcv_nxt, flag::kFin | flag::kAck, kWin, nullptr, 0);
+    raw.Send(src, sport, dst, dport, c.snd_nxt, c.rcv_nxt, flag::kFin | flag::kAck, kWin, nullptr,
+             0);
   } else {
     raw.Send(src, sport, dst, dport, c.snd_nxt, 0, flag::kRst, 0, nullptr, 0);
   }
@@ -404,13 +416,17 @@ int OptAck(int argc, char** argv) {
   if (f == nullptr) return 1;
   if (body) std::fwrite(stream.data() + body, 1, stream.size() - body, f);
   std::fclose(f);
-  std::printf("optack: mode=%s end=%s stream=%zu body=%zu seconds=%.2f segments=%llu "
-              "pure_acks=%llu optimistic_acks=%llu answered_while_withheld=%llu "
-              "new_bytes_while_withheld=%llu\n",
-              optimistic ? "optimistic" : "honest", c.fin ? "fin" : c.reset ? "reset" : "timeout",
-              stream.size(), body ? stream.size() - body : 0, took, (unsigned long long)segments,
-              (unsigned long long)pure_acks, (unsigned long long)opt_sent,
-              (unsigned long long)answers, (unsigned long long)withheld_new);
+  std::printf(
+      "optack: mode=%s end=%s stream=%zu body=%zu seconds=%.2f segments=%llu "
+      "pure_acks=%llu optimistic_acks=%llu answered_while_withheld=%llu "
+      "new_bytes_while_withheld=%llu\n",
+      optimistic ? "optimistic" : "honest",
+      c.fin     ? "fin"
+      : c.reset ? "reset"
+                : "timeout",
+      stream.size(), body ? stream.size() - body : 0, took, (unsigned long long)segments,
+      (unsigned long long)pure_acks, (unsigned long long)opt_sent, (unsigned long long)answers,
+      (unsigned long long)withheld_new);
   return c.fin ? 0 : 1;
 }
 
@@ -440,8 +456,10 @@ int Hoard(int argc, char** argv) {
     Segment s;
     while (raw.Recv(&s, dst, src, 0)) {
       if (s.sport != dport || s.dport != sport) continue;
-      if (s.flags & flag::kRst) ++resets;
-      else ++acks;
+      if (s.flags & flag::kRst)
+        ++resets;
+      else
+        ++acks;
       max_window_field = std::max<uint32_t>(max_window_field, s.window);
     }
     if (i < segments && static_cast<double>(i) < rate * (Now() - start)) {
@@ -455,10 +473,11 @@ int Hoard(int argc, char** argv) {
     }
   }
   raw.Send(src, sport, dst, dport, c.snd_nxt, 0, flag::kRst, 0, nullptr, 0);
-  std::printf("hoard: segments=%llu acks_back=%llu resets_back=%llu seconds=%.1f "
-              "window_field_max=%u (unscaled)\n",
-              (unsigned long long)i, (unsigned long long)acks, (unsigned long long)resets,
-              Now() - start, max_window_field);
+  std::printf(
+      "hoard: segments=%llu acks_back=%llu resets_back=%llu seconds=%.1f "
+      "window_field_max=%u (unscaled)\n",
+      (unsigned long long)i, (unsigned long long)acks, (unsigned long long)resets, Now() - start,
+      max_window_field);
   return 0;
 }
 
@@ -511,11 +530,11 @@ int ZeroWin(int argc, char** argv) {
     if (!c.reset) ++alive;
     raw.Send(src, c.sport, dst, dport, c.snd_nxt, 0, flag::kRst, 0, nullptr, 0);
   }
-  std::printf("zerowin: opened=%d of %d in %.1f s, alive=%d, segments_back=%llu data_bytes=%llu "
-              "answered=%llu resets_back=%llu seconds=%.1f\n",
-              opened, n, opened_at, alive, (unsigned long long)probes,
-              (unsigned long long)data_bytes, (unsigned long long)answered,
-              (unsigned long long)resets, Now() - start);
+  std::printf(
+      "zerowin: opened=%d of %d in %.1f s, alive=%d, segments_back=%llu data_bytes=%llu "
+      "answered=%llu resets_back=%llu seconds=%.1f\n",
+      opened, n, opened_at, alive, (unsigned long long)probes, (unsigned long long)data_bytes,
+      (unsigned long long)answered, (unsigned long long)resets, Now() - start);
   return 0;
 }
 
@@ -534,10 +553,14 @@ int main(int argc, char** argv) {
   g_rng ^= static_cast<uint64_t>(getpid()) << 20 ^ static_cast<uint64_t>(Now() * 1e6);
   const std::string mode = argv[1];
   int rc = 2;
-  if (mode == "inject") rc = Inject(argc, argv);
-  else if (mode == "optack") rc = OptAck(argc, argv);
-  else if (mode == "hoard") rc = Hoard(argc, argv);
-  else if (mode == "zerowin") rc = ZeroWin(argc, argv);
+  if (mode == "inject")
+    rc = Inject(argc, argv);
+  else if (mode == "optack")
+    rc = OptAck(argc, argv);
+  else if (mode == "hoard")
+    rc = Hoard(argc, argv);
+  else if (mode == "zerowin")
+    rc = ZeroWin(argc, argv);
   if (rc == 2) std::fputs(usage, stderr);
   return rc;
 }
