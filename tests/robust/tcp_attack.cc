@@ -19,7 +19,7 @@
 //       second, so the two runs compare.
 //   tcp_attack hoard   SRC SPORT DST DPORT SEGMENTS SECONDS
 //       one connection that sends SEGMENTS out-of-order 1000-byte segments, each leaving a hole
-//       of 1000 bytes before it, the first one past a hole at RCV.NXT, over about 1 MiB of
+//       of 1000 bytes before it, the first one past a hole at RCV.NXT, spread over about 1 MiB of
 //       sequence space again and again (window scaling on), and keeps the holes unfilled.
 //   tcp_attack zerowin SRC SPORT0 DST DPORT N PATH SECONDS
 //       N connections from SPORT0.. that each GET PATH with a zero window and answer every probe
@@ -463,9 +463,10 @@ int Hoard(int argc, char** argv) {
       max_window_field = std::max<uint32_t>(max_window_field, s.window);
     }
     if (i < segments && static_cast<double>(i) < rate * (Now() - start)) {
-      // Segment i covers [1000 + 2000 k, 2000 + 2000 k) past RCV.NXT, k = i mod 520: a hole
-      // before each, over about a 1 MiB window, again and again.
-      const uint32_t seq = c.snd_nxt + 1000 + static_cast<uint32_t>(2000 * (i % 520));
+      // Segment i covers [1000 + 2000 k, 2000 + 2000 k) past RCV.NXT, k = 263 i mod 520: a
+      // hole before each, in an order that spreads the first ones over the whole 1 MiB
+      // window (so the ranges kept pin as much of the buffer as they can), again and again.
+      const uint32_t seq = c.snd_nxt + 1000 + static_cast<uint32_t>(2000 * ((263 * i) % 520));
       raw.Send(src, sport, dst, dport, seq, c.rcv_nxt, flag::kAck, 65535, data, sizeof data);
       ++i;
     } else {
