@@ -19,12 +19,14 @@ struct CommandItem {
   enum class Kind {
     kSysctl,       // key (dotted, "net.ipv4.tcp_sack") = value
     kNoOp,         // harmless here: a metrics flush, a qdisc, restoring saved sysctls
+    kOffload,      // `ethtool -K tun0 tso off gso off`: key "tso" or "gso", value "on"/"off"
     kHostGlobal,   // writes outside the namespace (/sys/module/...): never run by a test
     kUnknown,      // anything else
   };
   Kind kind = Kind::kUnknown;
-  std::string key;
+  std::string key;    // kSysctl: the dotted name; kOffload: the feature
   std::string value;
+  std::string device;  // kOffload: the interface
   std::string text;  // the command as written, for messages
 };
 

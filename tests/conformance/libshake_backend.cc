@@ -133,6 +133,13 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     bool any_sysctl = false;
     for (const CommandItem& item : ParseCommand(text, dir)) {
       if (item.kind == CommandItem::Kind::kNoOp) continue;
+      if (item.kind == CommandItem::Kind::kOffload) {
+        // The stack hands this backend one segment of at most one MSS per frame, as to a
+        // device without segmentation offload; the runner joins them as TSO would while tun0
+        // has it, and stops once the script turns TSO off. Any other device is not ours.
+        if (item.device != "tun0") return "unsupported: command '" + item.text + "'";
+        continue;
+      }
       any_sysctl = true;
       if (item.kind != CommandItem::Kind::kSysctl) return "unsupported: command '" + item.text + "'";
       const std::string err = ApplySysctl(item.key, item.value, notes);
@@ -262,11 +269,14 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
         return r.ok() ? Ok(static_cast<int64_t>(*r)) : Err(r.error());
       }
       case Op::kWrite: {
-        if ((c.flags & ~(MSG_MORE | MSG_EOR | MSG_DONTWAIT | MSG_NOSIGNAL)) != 0) return Err(ENOSYS);
+        if ((c.flags & ~(MSG_MORE | MSG_EOR | MSG_DONTWAIT | MSG_NOSIGNAL | MSG_ZEROCOPY)) != 0) {
+          return Err(ENOSYS);
+        }
         std::vector<std::byte> buf(c.len, std::byte{'x'});
         auto r = stack_ptr_->Send(Id(c), buf,
                                   shake::Stack::SendFlags{(c.flags & MSG_MORE) != 0,
-                                                          (c.flags & MSG_EOR) != 0});
+                                                          (c.flags & MSG_EOR) != 0,
+                                                          (c.flags & MSG_ZEROCOPY) != 0});
         return r.ok() ? Ok(static_cast<int64_t>(*r)) : Err(r.error());
       }
       case Op::kClose:
@@ -392,6 +402,13 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     r.info["tcpi_backoff"] = i.backoff;
     r.info["tcpi_advmss"] = i.advmss;
     r.info["tcpi_rcv_mss"] = i.rcv_mss;
+    // The chronographs, in microseconds (Linux counts jiffies and reports microseconds).
+    const int64_t busy = i.Chrono(1, now_).nanos() / 1000;
+    const int64_t rwnd = i.Chrono(2, now_).nanos() / 1000;
+    const int64_t sndbuf = i.Chrono(3, now_).nanos() / 1000;
+    r.info["tcpi_busy_time"] = busy + rwnd + sndbuf;
+    r.info["tcpi_rwnd_limited"] = rwnd;
+    r.info["tcpi_sndbuf_limited"] = sndbuf;
     r.info["tcpi_last_data_recv"] = i.last_data_received.nanos() <= 0 ? 0 : (now_ - i.last_data_received).nanos() / 1000000;
     return r;
   }
@@ -418,6 +435,7 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
           break;
         case SO_SNDBUF: o.send_buffer = static_cast<size_t>(v); break;
         case SO_RCVBUF: o.recv_buffer = static_cast<size_t>(v); break;
+        case SO_ZEROCOPY: o.zerocopy = v != 0; break;
         default: return Err(ENOPROTOOPT);
       }
     } else if (c.arg == IPPROTO_TCP) {
@@ -432,6 +450,15 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
         case TCP_MAXSEG: o.max_segment = static_cast<uint16_t>(v); break;
         case TCP_QUICKACK: o.quick_ack = v != 0; break;
         case TCP_SYNCNT: o.syn_count = static_cast<int>(v); break;
+        default: return Err(ENOPROTOOPT);
+      }
+    } else if (c.arg == IPPROTO_IP) {
+      switch (c.optname) {
+        case IP_TOS: o.tos = static_cast<uint8_t>(v & 0xfc); break;  // the ECN bits stay the stack's
+        case IP_MTU_DISCOVER:
+          if (v < IP_PMTUDISC_DONT || v > IP_PMTUDISC_OMIT) return Err(EINVAL);
+          o.pmtu_discovery = static_cast<shake::PmtuDiscovery>(v);
+          break;
         default: return Err(ENOPROTOOPT);
       }
     } else {
@@ -455,6 +482,11 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
         case SO_REUSEADDR: r.value = o.reuse_addr; break;
         case SO_REUSEPORT: r.value = o.reuse_port; break;
         case SO_KEEPALIVE: r.value = o.keepalive; break;
+        case SO_ZEROCOPY: r.value = o.zerocopy; break;
+        // As the shim (shim/sockopt.cc): Linux reports twice what was set, the bookkeeping
+        // overhead it reserves.
+        case SO_SNDBUF: r.value = static_cast<int64_t>(stack_ptr_->EffectiveOptions(Id(c)).value().send_buffer * 2); break;
+        case SO_RCVBUF: r.value = static_cast<int64_t>(stack_ptr_->EffectiveOptions(Id(c)).value().recv_buffer * 2); break;
         case SO_LINGER:
           r.value = o.linger;
           r.value2 = o.linger_time.nanos() / 1000000000;
@@ -480,6 +512,12 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
           }
           break;
         }
+        default: return Err(ENOPROTOOPT);
+      }
+    } else if (c.arg == IPPROTO_IP) {
+      switch (c.optname) {
+        case IP_TOS: r.value = o.tos; break;
+        case IP_MTU_DISCOVER: r.value = static_cast<int64_t>(o.pmtu_discovery); break;
         default: return Err(ENOPROTOOPT);
       }
     } else {
