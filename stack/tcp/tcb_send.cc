@@ -940,12 +940,26 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
   if (kind == RtoKind::kPersist) {
     if (!(data_end() > snd_max_) || snd_una_ < snd_max_) return;  // nothing waits, or the RTO runs
     if (snd_wnd_ != 0) {
-      // The window is open: the data was held back (Linux tcp_write_wakeup); send it.
-      probes_ = 0;
-      if (!WriteWakeup(now, out)) {
-        rto_kind_ = RtoKind::kPersist;
-        rto_deadline_ = now + rtt_.rto();
+      // The window is open: the data was held back (Linux tcp_write_wakeup); send it. If the
+      // device refuses it too (a full transmit queue, local congestion), Linux's probe timer
+      // keeps trying every TCP_RESOURCE_PROBE_INTERVAL without backing off, counting probes
+      // (tcpi_probes) and ending the connection once TCP_USER_TIMEOUT has passed since the
+      // first try (tcp_probe_timer, tcp_send_probe0).
+      if (probes_ == 0) first_retransmit_ = now;
+      if (probes_ >= c.data_retries ||
+          (options.user_timeout != Duration::Zero() && probes_ > 0 &&
+           now - first_retransmit_ >= options.user_timeout)) {
+        host_.counters().tcp_timeouts++;
+        Abort(now, &out, ETIMEDOUT);
+        return;
       }
+      if (WriteWakeup(now, out)) {
+        probes_ = 0;
+        return;
+      }
+      ++probes_;
+      rto_kind_ = RtoKind::kPersist;
+      rto_deadline_ = now + kResourceProbeInterval;
       return;
     }
     // Zero-window probe with backoff (RFC 9293 3.8.6.1; Linux tcp_probe_timer).

@@ -235,6 +235,25 @@ void ParseOne(const std::string& raw, const std::string& dir, int depth,
     out.insert(out.end(), items.begin(), items.end());
     return;
   }
+  if (prog == "tc" && w.size() >= 6 && w[1] == "qdisc" && w[3] == "dev" && w[5] == "root") {
+    // A root qdisc that holds no packet (pfifo limit 0) makes every transmission fail
+    // locally, as packetdrill's scripts use it to emulate a congested host; deleting the root
+    // qdisc restores the default.
+    const bool add = w[2] == "add" || w[2] == "replace";
+    if (add && w.size() == 9 && w[6] == "pfifo" && w[7] == "limit" && w[8] == "0") {
+      item.kind = CommandItem::Kind::kQdisc;
+      item.device = w[4];
+      item.value = "drop";
+    } else if ((w[2] == "delete" || w[2] == "del") && w.size() == 6) {
+      item.kind = CommandItem::Kind::kQdisc;
+      item.device = w[4];
+      item.value = "none";
+    }
+    if (item.kind == CommandItem::Kind::kQdisc) {
+      out.push_back(item);
+      return;
+    }
+  }
   if ((prog == "ip" && w.size() >= 2 && w[1] == "tcp_metrics") || prog == "tc" ||
       prog.rfind("/tmp/sysctl_restore_", 0) == 0) {
     item.kind = CommandItem::Kind::kNoOp;

@@ -35,7 +35,11 @@ constexpr int kMaxPollsPerWait = 100000;
 class CollectingSink : public shake::FrameSink {
  public:
   explicit CollectingSink(std::deque<std::vector<uint8_t>>* out) : out_(out) {}
+  // A device whose queue takes nothing (`tc qdisc ... pfifo limit 0`): every frame is
+  // refused, as a full transmit queue refuses it, and the stack sees the send fail.
+  void set_refuse_all(bool refuse) { refuse_all_ = refuse; }
   std::span<std::byte> Acquire(size_t max_len) override {
+    if (refuse_all_) return {};
     buf_.resize(max_len);
     return {buf_.data(), buf_.size()};
   }
@@ -48,6 +52,7 @@ class CollectingSink : public shake::FrameSink {
  private:
   std::deque<std::vector<uint8_t>>* out_;
   std::vector<std::byte> buf_;
+  bool refuse_all_ = false;
 };
 
 // The kernel defaults of a fresh network namespace (6.x) for the tunables the stack models,
@@ -115,7 +120,8 @@ CallResult From(shake::Result0 r) { return r.ok() ? Ok() : Err(r.error()); }
 
 class LibshakeBackend : public Backend, public shake::StackObserver {
  public:
-  explicit LibshakeBackend(const BackendOptions& options) : config_(MakeConfig()), sink_(&out_) {
+  explicit LibshakeBackend(const BackendOptions& options)
+      : config_(MakeConfig()), sink_(&out_), device_(options.packetdrill ? "tun0" : "shk0") {
     if (options.packetdrill) KernelDefaults(config_);
     Rebuild();
   }
@@ -133,11 +139,16 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     bool any_sysctl = false;
     for (const CommandItem& item : ParseCommand(text, dir)) {
       if (item.kind == CommandItem::Kind::kNoOp) continue;
+      if (item.kind == CommandItem::Kind::kQdisc) {
+        if (item.device != device_) return "unsupported: command '" + item.text + "'";
+        sink_.set_refuse_all(item.value == "drop");
+        continue;
+      }
       if (item.kind == CommandItem::Kind::kOffload) {
         // The stack hands this backend one segment of at most one MSS per frame, as to a
         // device without segmentation offload; the runner joins them as TSO would while tun0
         // has it, and stops once the script turns TSO off. Any other device is not ours.
-        if (item.device != "tun0") return "unsupported: command '" + item.text + "'";
+        if (item.device != device_) return "unsupported: command '" + item.text + "'";
         continue;
       }
       any_sysctl = true;
@@ -542,6 +553,8 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
   std::deque<std::vector<uint8_t>> out_;
   CollectingSink sink_;
   Instant now_ = kEpoch;
+  // The device's name as the Linux backend's namespace has it (its commands name it).
+  std::string device_;
   bool opened_ = false;
   std::map<int, std::map<shake::SocketId, EpollEntry>> epolls_;
   int next_epoll_ = 1 << 24;
