@@ -239,6 +239,7 @@ struct SocketInfo {
   uint32_t lost_segments = 0;     // marked lost and not SACKed (tcpi_lost)
   uint32_t retrans_segments = 0;  // retransmissions still in flight (tcpi_retrans)
   uint32_t reordering = 3;        // the reordering degree in segments (tcpi_reordering)
+  uint32_t reord_seen = 0;        // SACKs that showed reordering (tcpi_reord_seen)
   bool ecn_enabled = false;       // RFC 3168 ECN negotiated (tcpi_options' TCPI_OPT_ECN)
   int probes = 0;                 // unanswered zero-window or keepalive probes (tcpi_probes)
   int backoff = 0;                // RTO exponential backoff count (tcpi_backoff)

@@ -1164,6 +1164,7 @@ void Tcb::FillInfo(SocketInfo& info) const {
     info.unacked_segments = static_cast<uint32_t>((FlightSize() + mss - 1) / mss);
   }
   info.reordering = static_cast<uint32_t>(reordering_);
+  info.reord_seen = reord_seen_;
   info.probes = probes_;
   info.backoff = rtt_.backoff();
   // Linux clamps advmss to TCP_MAXSEG (tcp_sync_mss / tcp_advertise_mss).

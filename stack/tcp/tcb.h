@@ -516,6 +516,7 @@ class Tcb {
   uint32_t zc_lo_ = 0;    // the completed range not yet reported, while zc_pending_
   uint32_t zc_hi_ = 0;
   bool zc_pending_ = false;
+  uint32_t reord_seen_ = 0;  // tcpi_reord_seen
   uint8_t rx_ecn_ = 0;  // the ECN field of the segment being processed
   bool from_cookie_ = false;  // opened by OpenFromCookie: the SYN-ACK's send time is unknown
   bool abort_pending_ = false;

@@ -87,6 +87,7 @@ void Tcb::CheckReordering() {
   const SeqNum fack = highest_sacked();
   if (!(ack_info_.reord_low < fack)) return;
   rack_.reordering_seen = true;
+  ++reord_seen_;  // Linux counts each such ACK (tp->reord_seen)
   const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
   const auto metric = static_cast<uint32_t>(fack - ack_info_.reord_low);
   if (metric > static_cast<uint32_t>(reordering_) * mss) {

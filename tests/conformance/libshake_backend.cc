@@ -409,6 +409,7 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     r.info["tcpi_lost"] = i.lost_segments;
     r.info["tcpi_retrans"] = i.retrans_segments;
     r.info["tcpi_reordering"] = i.reordering;
+    r.info["tcpi_reord_seen"] = i.reord_seen;
     r.info["tcpi_probes"] = i.probes;
     r.info["tcpi_backoff"] = i.backoff;
     r.info["tcpi_advmss"] = i.advmss;
