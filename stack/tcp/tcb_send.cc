@@ -940,20 +940,21 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
                                 now - first_retransmit_ >= options.user_timeout;
   if (kind == RtoKind::kPersist) {
     if (!(data_end() > snd_max_) || snd_una_ < snd_max_) return;  // nothing waits, or the RTO runs
+    // Linux tcp_probe_timer: the probes end the connection after tcp_retries2 of them, or
+    // once TCP_USER_TIMEOUT has passed since the first (icsk_probes_tstamp).
+    if (probes_ == 0) first_retransmit_ = now;
+    if (probes_ >= c.data_retries ||
+        (options.user_timeout != Duration::Zero() && probes_ > 0 &&
+         now - first_retransmit_ >= options.user_timeout)) {
+      host_.counters().tcp_timeouts++;
+      Abort(now, &out, ETIMEDOUT);
+      return;
+    }
     if (snd_wnd_ != 0) {
       // The window is open: the data was held back (Linux tcp_write_wakeup); send it. If the
       // device refuses it too (a full transmit queue, local congestion), Linux's probe timer
       // keeps trying every TCP_RESOURCE_PROBE_INTERVAL without backing off, counting probes
-      // (tcpi_probes) and ending the connection once TCP_USER_TIMEOUT has passed since the
-      // first try (tcp_probe_timer, tcp_send_probe0).
-      if (probes_ == 0) first_retransmit_ = now;
-      if (probes_ >= c.data_retries ||
-          (options.user_timeout != Duration::Zero() && probes_ > 0 &&
-           now - first_retransmit_ >= options.user_timeout)) {
-        host_.counters().tcp_timeouts++;
-        Abort(now, &out, ETIMEDOUT);
-        return;
-      }
+      // (tcpi_probes; tcp_send_probe0).
       if (WriteWakeup(now, out)) {
         probes_ = 0;
         return;
@@ -964,14 +965,6 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
       return;
     }
     // Zero-window probe with backoff (RFC 9293 3.8.6.1; Linux tcp_probe_timer).
-    if (probes_ == 0) first_retransmit_ = now;
-    if (probes_ >= c.data_retries ||
-        (options.user_timeout != Duration::Zero() && probes_ > 0 &&
-         now - first_retransmit_ >= options.user_timeout)) {
-      host_.counters().tcp_timeouts++;
-      Abort(now, &out, ETIMEDOUT);
-      return;
-    }
     ++probes_;
     host_.counters().tcp_zero_window_probes++;
     SendProbe(now, out);
