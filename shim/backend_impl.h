@@ -167,6 +167,10 @@ class Backend final : public StackBackend {
   friend class Session;
   friend class Waiter;
 
+  // ---- data.cc -----------------------------------------------------------------------------
+  // recvmsg(MSG_ERRQUEUE): the MSG_ZEROCOPY completions the stack holds for the socket.
+  Outcome RecvErrQueue(FdEntry e, msghdr* msg);
+
   // ---- attach.cc ---------------------------------------------------------------------------
   // Joins (or creates) the stack of config_'s device, once. False when the stack cannot be
   // joined: the reason was logged once, and decision points pass the socket to the kernel

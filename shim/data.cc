@@ -11,7 +11,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <linux/errqueue.h>
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <cstring>
+#include <optional>
 
 #include "io/clock.h"
 #include "shim/backend_impl.h"
@@ -42,10 +47,45 @@ std::optional<Outcome> AfterSleep(const Backend& b, int w, int err, Instant dead
 
 }  // namespace
 
+// recvmsg(MSG_ERRQUEUE): the error queue of a stack socket holds MSG_ZEROCOPY completions
+// only (ICMP errors reach SO_ERROR, as without IP_RECVERR). One comes back as Linux sends it:
+// no data, MSG_ERRQUEUE in msg_flags, and an IP_RECVERR message whose sock_extended_err says
+// SO_EE_ORIGIN_ZEROCOPY, with the range of completed sends in ee_info..ee_data; the stack
+// always copies, hence SO_EE_CODE_ZEROCOPY_COPIED. Nothing queued: EAGAIN, never a wait.
+Outcome Backend::RecvErrQueue(FdEntry e, msghdr* msg) {
+  std::optional<ZerocopyDone> done;
+  {
+    Session s(*this);
+    if (s.sh().Rec(e.socket) == nullptr) return Fail(EBADF);
+    done = s.st().TakeZerocopyDone(e.socket);
+  }
+  if (!done) return Fail(EAGAIN);
+  sock_extended_err ee{};
+  ee.ee_errno = 0;
+  ee.ee_origin = SO_EE_ORIGIN_ZEROCOPY;
+  ee.ee_code = SO_EE_CODE_ZEROCOPY_COPIED;
+  ee.ee_info = done->lo;
+  ee.ee_data = done->hi;
+  msg->msg_namelen = 0;
+  msg->msg_flags = MSG_ERRQUEUE;
+  if (msg->msg_control == nullptr || msg->msg_controllen < CMSG_SPACE(sizeof ee)) {
+    msg->msg_flags |= MSG_CTRUNC;
+    msg->msg_controllen = 0;
+    return Outcome::Done(0);
+  }
+  cmsghdr* c = CMSG_FIRSTHDR(msg);
+  c->cmsg_level = SOL_IP;
+  c->cmsg_type = IP_RECVERR;
+  c->cmsg_len = CMSG_LEN(sizeof ee);
+  std::memcpy(CMSG_DATA(c), &ee, sizeof ee);
+  msg->msg_controllen = CMSG_SPACE(sizeof ee);
+  return Outcome::Done(0);
+}
+
 Outcome Backend::Recv(FdEntry e, int, msghdr* msg, int flags) {
   if (e.kind == FdKind::kListener) return Fail(ENOTCONN);
   if (flags & MSG_OOB) return Fail(EINVAL);
-  if (flags & MSG_ERRQUEUE) return Fail(EAGAIN);
+  if (flags & MSG_ERRQUEUE) return RecvErrQueue(e, msg);
   const bool peek = (flags & MSG_PEEK) != 0;
   const bool waitall = (flags & MSG_WAITALL) && !peek;
   const size_t want = Total(msg);
@@ -123,6 +163,9 @@ Outcome Backend::Send(FdEntry e, int, const msghdr* msg, int flags) {
   Instant deadline = Instant::Never();
   bool first = true;
   size_t total = 0;
+  // MSG_ZEROCOPY: one completion number per call, as Linux gives each sendmsg one (the stack
+  // numbers the first piece that queues bytes).
+  bool zc_numbered = false;
   for (;;) {
     int err = 0;
     {
@@ -146,12 +189,15 @@ Outcome Backend::Send(FdEntry e, int, const msghdr* msg, int flags) {
         n -= skip;
         skip = 0;
         const bool last = i + 1 == msg->msg_iovlen;
-        const Result<size_t> put =
-            s.st().Send(e.socket, {base, n}, (flags & MSG_MORE) != 0 || !last);
+        const Result<size_t> put = s.st().Send(
+            e.socket, {base, n},
+            Stack::SendFlags{(flags & MSG_MORE) != 0 || !last, false,
+                             (flags & MSG_ZEROCOPY) != 0 && !zc_numbered});
         if (!put.ok()) {
           err = put.error();
           break;
         }
+        if (*put > 0) zc_numbered = true;
         total += *put;
         if (*put < n) {
           err = EAGAIN;

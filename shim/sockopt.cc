@@ -179,6 +179,7 @@ Outcome Backend::GetSockOpt(FdEntry e, int fd, int level, int name, void* v, soc
       case SO_REUSEADDR: return PutInt(v, l, o.reuse_addr);
       case SO_REUSEPORT: return PutInt(v, l, o.reuse_port);
       case SO_KEEPALIVE: return PutInt(v, l, o.keepalive);
+      case SO_ZEROCOPY: return PutInt(v, l, o.zerocopy);
       // Linux reports twice what was asked (the bookkeeping overhead it reserves).
       case SO_SNDBUF: return PutInt(v, l, static_cast<int>(std::min<size_t>(o.send_buffer * 2, INT_MAX)));
       case SO_RCVBUF: return PutInt(v, l, static_cast<int>(std::min<size_t>(o.recv_buffer * 2, INT_MAX)));
@@ -245,7 +246,14 @@ Outcome Backend::GetSockOpt(FdEntry e, int fd, int level, int name, void* v, soc
       default: return Fail(ENOPROTOOPT);
     }
   }
-  if (level == IPPROTO_IP) return PutInt(v, l, name == IP_TTL ? 64 : 0);
+  if (level == IPPROTO_IP) {
+    switch (name) {
+      case IP_TTL: return PutInt(v, l, 64);
+      case IP_TOS: return PutInt(v, l, o.tos);
+      case IP_MTU_DISCOVER: return PutInt(v, l, static_cast<int>(o.pmtu_discovery));
+      default: return PutInt(v, l, 0);
+    }
+  }
   return Fail(ENOPROTOOPT);
 }
 
@@ -266,6 +274,16 @@ Outcome Backend::SetSockOpt(FdEntry e, int fd, int level, int name, const void* 
   } else if (level == SOL_SOCKET || level == IPPROTO_TCP) {
     if (l < sizeof(int)) return Fail(EINVAL);
     std::memcpy(&iv, v, sizeof iv);
+  } else if (level == IPPROTO_IP && (name == IP_TOS || name == IP_MTU_DISCOVER)) {
+    // Linux do_ip_setsockopt: an int, or a single byte when optlen is shorter.
+    if (l >= sizeof(int)) {
+      std::memcpy(&iv, v, sizeof iv);
+    } else if (l >= 1) {
+      iv = *static_cast<const unsigned char*>(v);
+    }
+    if (name == IP_MTU_DISCOVER && (iv < IP_PMTUDISC_DONT || iv > IP_PMTUDISC_OMIT)) {
+      return Fail(EINVAL);
+    }
   }
   Session s(*this);
   SocketRec* r = s.sh().Rec(e.socket);
@@ -285,6 +303,9 @@ Outcome Backend::SetSockOpt(FdEntry e, int fd, int level, int name, const void* 
       case SO_REUSEADDR: o.reuse_addr = iv != 0; break;
       case SO_REUSEPORT: o.reuse_port = iv != 0; break;
       case SO_KEEPALIVE: o.keepalive = iv != 0; break;
+      // MSG_ZEROCOPY sends are then numbered and their completions come on the error queue
+      // (data.cc, RecvErrQueue).
+      case SO_ZEROCOPY: o.zerocopy = iv != 0; break;
       // Linux's clamps (net.core.[rw]mem_max aside): at least 2304 and 1152 bytes.
       case SO_SNDBUF: o.send_buffer = static_cast<size_t>(std::clamp(iv, 2304, 1 << 26)); break;
       case SO_RCVBUF: o.recv_buffer = static_cast<size_t>(std::clamp(iv, 1152, 1 << 26)); break;
@@ -329,6 +350,10 @@ Outcome Backend::SetSockOpt(FdEntry e, int fd, int level, int name, const void* 
       case TCP_LINGER2: o.linger2 = Duration::Seconds(iv); break;
       default: return Outcome::Done(0);
     }
+  } else if (level == IPPROTO_IP && name == IP_TOS) {
+    o.tos = static_cast<uint8_t>(iv & 0xfc);  // Linux keeps a TCP socket's ECN bits its own
+  } else if (level == IPPROTO_IP && name == IP_MTU_DISCOVER) {
+    o.pmtu_discovery = static_cast<PmtuDiscovery>(iv);
   } else {
     return Outcome::Done(0);
   }

@@ -307,9 +307,9 @@ struct Stack::Impl final : TcpHost {
   // Sends an IPv4 packet whose payload `fill` writes (it returns the payload length).
   template <typename Fill>
   bool SendIp(Instant now, Ipv4Addr dst, uint8_t protocol, size_t max_payload, Fill&& fill,
-              FrameSink& out, uint8_t tos = 0);
+              FrameSink& out, uint8_t tos = 0, bool dont_fragment = true);
   bool WriteIpFrame(std::span<std::byte> frame_ip, Ipv4Addr dst, uint8_t protocol,
-                    size_t payload_len, uint8_t tos = 0);
+                    size_t payload_len, uint8_t tos = 0, bool dont_fragment = true);
 
   void SendArp(uint16_t op, MacAddr target_mac, Ipv4Addr target_ip, FrameSink& out,
                MacAddr eth_dst);
@@ -343,7 +343,8 @@ struct Stack::Impl final : TcpHost {
                  size_t payload_len, FrameSink& out);
   bool SendTcpRaw(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
                   const ByteQueue* data, size_t offset, size_t len, FrameSink& out,
-                  bool retransmit = false, bool challenge_ack = false, uint8_t tos = 0);
+                  bool retransmit = false, bool challenge_ack = false, uint8_t tos = 0,
+                  bool dont_fragment = true);
 
   // ---- ports ----
   bool PortTaken(uint16_t port) const {
@@ -372,12 +373,12 @@ struct Stack::Impl final : TcpHost {
 // ---- output ---------------------------------------------------------------------------------
 
 bool Stack::Impl::WriteIpFrame(std::span<std::byte> ip_frame, Ipv4Addr dst, uint8_t protocol,
-                               size_t payload_len, uint8_t tos) {
+                               size_t payload_len, uint8_t tos, bool dont_fragment) {
   wire::Ipv4Header ip;
   ip.tos = tos;
   ip.total_len = static_cast<uint16_t>(wire::kIpv4MinHeaderLen + payload_len);
   ip.ident = ip_ident++;
-  ip.dont_fragment = true;
+  ip.dont_fragment = dont_fragment;
   ip.ttl = 64;
   ip.protocol = protocol;
   ip.src = config.addr;
@@ -389,7 +390,7 @@ bool Stack::Impl::WriteIpFrame(std::span<std::byte> ip_frame, Ipv4Addr dst, uint
 
 template <typename Fill>
 bool Stack::Impl::SendIp(Instant now, Ipv4Addr dst, uint8_t protocol, size_t max_payload,
-                         Fill&& fill, FrameSink& out, uint8_t tos) {
+                         Fill&& fill, FrameSink& out, uint8_t tos, bool dont_fragment) {
   const size_t ip_len = wire::kIpv4MinHeaderLen + max_payload;
   if (config.link == LinkMode::kIp) {
     std::span<std::byte> buf = out.Acquire(ip_len);
@@ -398,7 +399,7 @@ bool Stack::Impl::SendIp(Instant now, Ipv4Addr dst, uint8_t protocol, size_t max
       return false;
     }
     const size_t n = fill(buf.subspan(wire::kIpv4MinHeaderLen));
-    WriteIpFrame(buf, dst, protocol, n, tos);
+    WriteIpFrame(buf, dst, protocol, n, tos, dont_fragment);
     out.Commit(wire::kIpv4MinHeaderLen + n);
     stats.frames_out++;
     return true;
@@ -419,7 +420,7 @@ bool Stack::Impl::SendIp(Instant now, Ipv4Addr dst, uint8_t protocol, size_t max
   auto write = [&](std::span<std::byte> buf, MacAddr mac) {
     wire::EmitEthernet(buf, {mac, config.mac, wire::kEtherTypeIpv4});
     const size_t len = fill(buf.subspan(wire::kEthernetHeaderLen + wire::kIpv4MinHeaderLen));
-    WriteIpFrame(buf.subspan(wire::kEthernetHeaderLen), dst, protocol, len, tos);
+    WriteIpFrame(buf.subspan(wire::kEthernetHeaderLen), dst, protocol, len, tos, dont_fragment);
     return wire::kEthernetHeaderLen + wire::kIpv4MinHeaderLen + len;
   };
   if (n.resolved) {
@@ -475,7 +476,8 @@ void Stack::Impl::SendArp(uint16_t op, MacAddr target_mac, Ipv4Addr target_ip, F
 
 bool Stack::Impl::SendTcpRaw(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
                              const ByteQueue* data, size_t offset, size_t len, FrameSink& out,
-                             bool retransmit, bool challenge_ack, uint8_t tos) {
+                             bool retransmit, bool challenge_ack, uint8_t tos,
+                             bool dont_fragment) {
   const size_t hlen = wire::TcpHeaderLen(h.options);
   const bool ok = SendIp(
       now, tuple.remote.addr, wire::kProtoTcp, hlen + len,
@@ -485,7 +487,7 @@ bool Stack::Impl::SendTcpRaw(Instant now, const FourTuple& tuple, const wire::Tc
         wire::FillTcpChecksum(seg.first(hlen + len), tuple.local.addr, tuple.remote.addr);
         return hlen + len;
       },
-      out, tos);
+      out, tos, dont_fragment);
   if (ok) {
     stats.tcp_segments_out++;
     TraceSegment(TraceEvent::Kind::kSegmentOut, now, tuple, h, len, retransmit, challenge_ack);
@@ -496,7 +498,8 @@ bool Stack::Impl::SendTcpRaw(Instant now, const FourTuple& tuple, const wire::Tc
 bool Stack::Impl::Transmit(Instant now, Tcb& tcb, const wire::TcpHeader& h, size_t payload_offset,
                            size_t payload_len, bool retransmit, FrameSink& out) {
   return SendTcpRaw(now, tcb.tuple, h, &tcb.send_queue(), payload_offset, payload_len, out,
-                    retransmit, tcb.sending_challenge_ack(), tcb.sending_ecn());
+                    retransmit, tcb.sending_challenge_ack(), tcb.sending_tos(),
+                    tcb.sending_dont_fragment());
 }
 
 void Stack::Impl::SendReset(Instant now, const FourTuple& tuple, const wire::TcpHeader& h,
@@ -881,7 +884,12 @@ void Stack::Impl::SendCookieSynAck(Instant now, Tcb& listener, const FourTuple& 
   }
   listener.syn_queue_overflowed = true;
   listener.last_syn_queue_overflow = now;
-  if (SendTcpRaw(now, tuple, r, nullptr, 0, 0, out)) stats.tcp_syncookies_sent++;
+  // The listener's IP_TOS and IP_MTU_DISCOVER, as its SYN-ACKs carry them (a SYN-ACK is never
+  // ECN-capable, RFC 3168 6.1.1).
+  if (SendTcpRaw(now, tuple, r, nullptr, 0, 0, out, false, false,
+                 static_cast<uint8_t>(lo.tos & 0xfc), SendsDontFragment(lo.pmtu_discovery))) {
+    stats.tcp_syncookies_sent++;
+  }
 }
 
 bool Stack::Impl::CookieAck(Instant now, Tcb& listener, const FourTuple& tuple,
@@ -1130,7 +1138,15 @@ Result<size_t> Stack::Send(SocketId id, std::span<const std::byte> data, SendFla
   if (st != TcpState::kEstablished && st != TcpState::kCloseWait) return Error(EPIPE);
   if (data.empty()) return size_t{0};
   const size_t n = t->Write(data, flags.more, flags.eor);
-  if (n == 0) return Error(EAGAIN);
+  if (n == 0) {
+    if (t->chrono_due()) s.MarkDirty(*t);  // the next output notes the sndbuf-limited time
+    return Error(EAGAIN);
+  }
+  // Linux numbers a MSG_ZEROCOPY send only when it has bytes (tcp_sendmsg_locked).
+  if (flags.zerocopy && t->options.zerocopy) {
+    t->ZerocopySent();
+    s.ReadinessChanged(*t);
+  }
   s.MarkDirty(*t);
   return n;
 }
@@ -1269,6 +1285,14 @@ Result<SocketInfo> Stack::Info(SocketId id) const {
 int Stack::TakeError(SocketId id) {
   Tcb* t = impl_->Lookup(id);
   return t == nullptr ? EBADF : t->TakeError();
+}
+
+std::optional<ZerocopyDone> Stack::TakeZerocopyDone(SocketId id) {
+  Tcb* t = impl_->Lookup(id);
+  if (t == nullptr) return std::nullopt;
+  std::optional<ZerocopyDone> d = t->TakeZerocopyDone();
+  if (d) impl_->ReadinessChanged(*t);
+  return d;
 }
 
 uint32_t Stack::Readiness(SocketId id) const {

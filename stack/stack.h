@@ -158,7 +158,20 @@ inline constexpr uint32_t kHangup = 1u << 3;      // both directions are shut (P
 inline constexpr uint32_t kReadHangup = 1u << 4;  // the peer sent FIN (POLLRDHUP)
 }  // namespace ready
 
-// Per-socket options, mirroring the SOL_SOCKET and IPPROTO_TCP options the shim supports.
+// IP_MTU_DISCOVER's modes, numbered as Linux's IP_PMTUDISC_* values, with what they mean for a
+// TCP socket there (ip_dont_fragment, tcp_v4_mtu_reduced): DF goes out in kWant (the default,
+// net.ipv4.ip_no_pmtu_disc=0) and kDo only; an ICMP "fragmentation needed" lowers the MSS in
+// every mode but kDont, kInterface and kOmit.
+enum class PmtuDiscovery : uint8_t { kDont = 0, kWant = 1, kDo = 2, kProbe = 3, kInterface = 4, kOmit = 5 };
+inline bool SendsDontFragment(PmtuDiscovery m) {
+  return m == PmtuDiscovery::kWant || m == PmtuDiscovery::kDo;
+}
+inline bool AcceptsPathMtu(PmtuDiscovery m) {
+  return m != PmtuDiscovery::kDont && m != PmtuDiscovery::kInterface && m != PmtuDiscovery::kOmit;
+}
+
+// Per-socket options, mirroring the SOL_SOCKET, IPPROTO_TCP and IPPROTO_IP options the shim
+// supports.
 struct SocketOptions {
   bool no_delay = false;       // TCP_NODELAY
   bool cork = false;           // TCP_CORK
@@ -178,6 +191,19 @@ struct SocketOptions {
   int syn_count = 0;           // TCP_SYNCNT; zero means the stack's default
   Duration linger2;            // TCP_LINGER2: orphan FIN-WAIT-2 lifetime; zero means the stack's
                                // default, negative means reset at once
+  uint8_t tos = 0;             // IP_TOS: the DSCP bits of every segment; the two ECN bits stay
+                               // the stack's (RFC 3168), as Linux keeps them on TCP sockets
+  PmtuDiscovery pmtu_discovery = PmtuDiscovery::kWant;  // IP_MTU_DISCOVER
+  bool zerocopy = false;       // SO_ZEROCOPY: MSG_ZEROCOPY sends are numbered and notified
+};
+
+// A completion of MSG_ZEROCOPY sends (Linux's SO_EE_ORIGIN_ZEROCOPY notification): the sends
+// numbered `lo` through `hi` (counted from 0 per socket) are done with the caller's buffers.
+// The stack copies every send into its own queue, so each is complete when the call returns,
+// as Linux reports with SO_EE_CODE_ZEROCOPY_COPIED when it had to copy.
+struct ZerocopyDone {
+  uint32_t lo = 0;
+  uint32_t hi = 0;
 };
 
 // What getsockname/getpeername/SO_ERROR/FIONREAD/SIOCOUTQ/TCP_INFO need.
@@ -216,12 +242,26 @@ struct SocketInfo {
   uint32_t lost_segments = 0;     // marked lost and not SACKed (tcpi_lost)
   uint32_t retrans_segments = 0;  // retransmissions still in flight (tcpi_retrans)
   uint32_t reordering = 3;        // the reordering degree in segments (tcpi_reordering)
+  uint32_t reord_seen = 0;        // SACKs that showed reordering (tcpi_reord_seen)
   bool ecn_enabled = false;       // RFC 3168 ECN negotiated (tcpi_options' TCPI_OPT_ECN)
   int probes = 0;                 // unanswered zero-window or keepalive probes (tcpi_probes)
   int backoff = 0;                // RTO exponential backoff count (tcpi_backoff)
   uint16_t advmss = 0;            // the MSS we advertised (tcpi_advmss)
   uint16_t rcv_mss = 0;           // estimate of the peer's segment size (tcpi_rcv_mss)
   Instant last_data_received;     // when data last arrived (tcpi_last_data_recv)
+  // Linux's TCP_INFO chronographs (tcp_chrono_start/stop): how long the connection had data
+  // to send (kind 1, busy), and of that how long the peer's window (2, tcpi_rwnd_limited) or
+  // the send buffer (3, tcpi_sndbuf_limited) held it back. One runs at a time, the highest
+  // kind that applies; `chrono` holds the finished periods, and the running one, of kind
+  // `chrono_running` (0: none), began at `chrono_since`. tcpi_busy_time is the sum of all.
+  std::array<Duration, 3> chrono{};
+  uint8_t chrono_running = 0;
+  Instant chrono_since;
+  Duration Chrono(int kind, Instant now) const {
+    Duration d = chrono[static_cast<size_t>(kind - 1)];
+    if (chrono_running == kind) d = d + (now - chrono_since);
+    return d;
+  }
 };
 
 // One connection event, for `shake trace` and tests. Only delivered when an observer is set.
@@ -290,6 +330,10 @@ class Stack {
   struct SendFlags {
     bool more = false;
     bool eor = false;
+    // MSG_ZEROCOPY: on a socket with SO_ZEROCOPY set, a send that queues bytes gets the next
+    // number and its completion waits in TakeZerocopyDone (readiness then has kError, as
+    // Linux's error queue raises POLLERR). Without SO_ZEROCOPY the flag changes nothing.
+    bool zerocopy = false;
   };
   Result<size_t> Send(SocketId s, std::span<const std::byte> data, SendFlags flags);
   // Reads up to buf.size() bytes; 0 at end of stream; EAGAIN when nothing is there yet.
@@ -310,6 +354,9 @@ class Stack {
   Result<SocketInfo> Info(SocketId s) const;
   // SO_ERROR: returns and clears the pending error.
   int TakeError(SocketId s);
+  // recvmsg(MSG_ERRQUEUE) for MSG_ZEROCOPY: the completed sends not yet reported, coalesced
+  // into one range as Linux coalesces consecutive ones; nullopt when there are none.
+  std::optional<ZerocopyDone> TakeZerocopyDone(SocketId s);
   uint32_t Readiness(SocketId s) const;
 
   void SetObserver(StackObserver* observer);

@@ -630,6 +630,13 @@ void Tcb::NewAck(Instant now, const TcpHeader& h, SeqNum ack) {
   retries_ = 0;
   probes_ = 0;
   rtt_.ResetBackoff();
+  // Linux tcp_clean_rtx_queue: nothing left in flight stops the busy chronograph (or leaves
+  // the one running if data still waits); tcp_check_space: room again in the send buffer, as
+  // poll's POLLOUT defines it, stops the sndbuf one.
+  if (!(snd_una_ < snd_max_)) ChronoStop(now, kChronoBusy);
+  if (chrono_type_ == kChronoSndbuf && SendSpace() > 0 && SendSpace() >= send_q_.size() / 2) {
+    ChronoStop(now, kChronoSndbuf);
+  }
   // Drop SACK blocks now below SND.UNA.
   size_t keep = 0;
   for (size_t i = 0; i < scoreboard_len_; ++i) {
@@ -997,6 +1004,10 @@ size_t Tcb::SendSpace() const {
 
 size_t Tcb::Write(std::span<const std::byte> data, bool more, bool eor) {
   const size_t n = std::min(data.size(), SendSpace());
+  // Linux tcp_add_write_queue_tail: data entering an empty unsent queue starts the busy
+  // chronograph; a write that must wait for room (sk_stream_wait_memory) the sndbuf one.
+  if (n != 0 && !(data_end() > snd_max_)) chrono_busy_due_ = true;
+  if (n < data.size()) chrono_sndbuf_due_ = true;
   send_q_.Append(data.first(n));
   // MSG_EOR: the record ends here if all of it was queued (Linux marks the skb then); no
   // segment will carry bytes of both sides of the boundary.
@@ -1087,9 +1098,15 @@ void Tcb::Fail(Instant now, int error) {
 
 void Tcb::IcmpError(Instant now, int error, bool hard, uint16_t next_hop_mtu) {
   if (next_hop_mtu != 0) {
-    // RFC 1191 path MTU discovery; 552 is Linux's floor (min_pmtu), 68 RFC 791's.
+    // RFC 1191 path MTU discovery; 552 is Linux's floor (min_pmtu), 68 RFC 791's. As on
+    // Linux, the path's MTU is learnt whatever IP_MTU_DISCOVER says (the route keeps it and
+    // tcp_current_mss follows it from the next segment on).
     const uint16_t mtu = std::max<uint16_t>(next_hop_mtu, 552);
     ClampMss(static_cast<uint16_t>(mtu - 40));
+    // Linux tcp_v4_mtu_reduced: only a socket that discovers the path MTU resends at once
+    // (tcp_simple_retransmit); with IP_PMTUDISC_DONT (or INTERFACE, OMIT) the retransmission
+    // timer recovers what was lost.
+    if (!AcceptsPathMtu(options.pmtu_discovery)) return;
     if (snd_una_ < snd_max_) {
       snd_nxt_ = snd_una_;  // resend what the smaller path dropped
     }
@@ -1123,7 +1140,7 @@ uint32_t Tcb::Readiness() const {
       mask |= ready::kWritable;
     }
   }
-  if (error_ != 0) mask |= ready::kError;
+  if (error_ != 0 || zc_pending_) mask |= ready::kError;  // Linux: sk_err or the error queue
   return mask;
 }
 
@@ -1170,6 +1187,7 @@ void Tcb::FillInfo(SocketInfo& info) const {
     info.unacked_segments = static_cast<uint32_t>((FlightSize() + mss - 1) / mss);
   }
   info.reordering = static_cast<uint32_t>(reordering_);
+  info.reord_seen = reord_seen_;
   info.probes = probes_;
   info.backoff = rtt_.backoff();
   // Linux clamps advmss to TCP_MAXSEG (tcp_sync_mss / tcp_advertise_mss).
@@ -1177,6 +1195,25 @@ void Tcb::FillInfo(SocketInfo& info) const {
   info.rcv_mss = rcv_mss_;
   // Linux starts tcpi_last_data_recv at the handshake (icsk_ack.lrcvtime).
   info.last_data_received = last_data_received_ > established_at_ ? last_data_received_ : established_at_;
+  info.chrono = chrono_stat_;
+  info.chrono_running = chrono_type_;
+  info.chrono_since = chrono_start_;
+}
+
+void Tcb::ChronoSet(Instant now, uint8_t kind) {
+  if (chrono_type_ != kChronoNone) chrono_stat_[chrono_type_ - 1u] += now - chrono_start_;
+  chrono_start_ = now;
+  chrono_type_ = kind;
+}
+
+void Tcb::ChronoStop(Instant now, uint8_t kind) {
+  // Linux tcp_chrono_stop: with nothing queued at all every chronograph stops; otherwise only
+  // the running one's condition ended, and busy resumes.
+  if (send_q_.size() == 0) {
+    ChronoSet(now, kChronoNone);
+  } else if (kind == chrono_type_) {
+    ChronoSet(now, kChronoBusy);
+  }
 }
 
 }  // namespace shake

@@ -186,6 +186,20 @@ class Tcb {
     return e;
   }
   int pending_error() const { return error_; }
+  // A write the send buffer turned (partly) away waits for the next output to note it.
+  bool chrono_due() const { return chrono_busy_due_ || chrono_sndbuf_due_; }
+  // MSG_ZEROCOPY bookkeeping (Stack::SendFlags::zerocopy): numbers a completed send and keeps
+  // the range not yet reported.
+  void ZerocopySent() {
+    if (!zc_pending_) zc_lo_ = zc_next_;
+    zc_hi_ = zc_next_++;
+    zc_pending_ = true;
+  }
+  std::optional<ZerocopyDone> TakeZerocopyDone() {
+    if (!zc_pending_) return std::nullopt;
+    zc_pending_ = false;
+    return ZerocopyDone{zc_lo_, zc_hi_};
+  }
   size_t readable() const { return recv_.readable(); }
   bool fin_received() const { return fin_received_; }
   bool read_shut() const { return read_shut_; }
@@ -205,6 +219,10 @@ class Tcb {
   bool sending_challenge_ack() const { return sending_challenge_ack_; }
   // The IP ECN codepoint for the segment being transmitted (RFC 3168: ECT(0) on new data).
   uint8_t sending_ecn() const { return tx_ecn_; }
+  // The IP header's TOS byte for it: IP_TOS's DSCP bits and that codepoint.
+  uint8_t sending_tos() const { return static_cast<uint8_t>((options.tos & 0xfc) | tx_ecn_); }
+  // Whether it goes out with DF (IP_MTU_DISCOVER; Linux ip_dont_fragment).
+  bool sending_dont_fragment() const { return SendsDontFragment(options.pmtu_discovery); }
   bool ecn_ok() const { return ecn_ok_; }
 
  private:
@@ -239,6 +257,13 @@ class Tcb {
   void EcnReceive(const wire::TcpHeader& h, uint8_t ecn);
   // Records cwnd use after sending (Linux tcp_cwnd_validate), for GrowWindow.
   void ValidateCwnd(bool cwnd_limited);
+  // TCP_INFO's chronographs, as Linux's tcp_chrono_start/stop (SocketInfo::chrono).
+  enum : uint8_t { kChronoNone = 0, kChronoBusy = 1, kChronoRwnd = 2, kChronoSndbuf = 3 };
+  void ChronoSet(Instant now, uint8_t kind);
+  void ChronoStart(Instant now, uint8_t kind) {
+    if (kind > chrono_type_) ChronoSet(now, kind);
+  }
+  void ChronoStop(Instant now, uint8_t kind);
   // A loss was detected: ssthresh from the congestion controller (RFC 5681 / RFC 9438).
   uint32_t CongestionEvent(bool timeout);
   // Newly acknowledged bytes outside recovery grow cwnd (RFC 5681 3.1, RFC 9438 4).
@@ -473,6 +498,13 @@ class Tcb {
   bool send_syn_ = false;  // a SYN or SYN-ACK is due
   bool more_hold_ = false;  // MSG_MORE: the pending output holds a partial segment
   bool push_once_ = false;  // TCP_NAGLE_PUSH: the next output holds nothing back
+  std::array<Duration, 3> chrono_stat_{};  // finished periods of each chronograph kind
+  Instant chrono_start_;
+  uint8_t chrono_type_ = kChronoNone;
+  // Set by Write (which has no clock) for the next SendData: data came into an empty unsent
+  // queue (busy starts), or the send buffer turned a write away (sndbuf-limited starts).
+  bool chrono_busy_due_ = false;
+  bool chrono_sndbuf_due_ = false;
   bool sending_challenge_ack_ = false;
   // RFC 3168 ECN (Linux ecn_flags): negotiated; our SYN asked for it; we owe the peer ECE
   // until its CWR (a CE mark arrived); CWR goes on our next new data (we reduced cwnd); in
@@ -485,6 +517,11 @@ class Tcb {
   bool cwr_ = false;
   SeqNum cwr_high_;
   uint8_t tx_ecn_ = 0;
+  uint32_t zc_next_ = 0;  // the number the next MSG_ZEROCOPY send gets
+  uint32_t zc_lo_ = 0;    // the completed range not yet reported, while zc_pending_
+  uint32_t zc_hi_ = 0;
+  bool zc_pending_ = false;
+  uint32_t reord_seen_ = 0;  // tcpi_reord_seen
   uint8_t rx_ecn_ = 0;  // the ECN field of the segment being processed
   bool from_cookie_ = false;  // opened by OpenFromCookie: the SYN-ACK's send time is unknown
   bool abort_pending_ = false;

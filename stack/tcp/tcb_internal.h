@@ -21,6 +21,9 @@ inline constexpr Duration kMinReoWnd = Duration::Millis(1);
 // Linux's TCP_TIMEOUT_MIN: the slack its timers add so that jitter cannot fire them early (the
 // tail loss probe's allowance with several segments in flight, the RACK reordering timer).
 inline constexpr Duration kTimerSlack = Duration::Millis(2);
+// Linux's TCP_RESOURCE_PROBE_INTERVAL: how often the probe timer retries data that the device
+// refused (local congestion), without backoff.
+inline constexpr Duration kResourceProbeInterval = Duration::Millis(500);
 
 inline bool IsSynchronized(TcpState s) {
   return s != TcpState::kClosed && s != TcpState::kListen && s != TcpState::kSynSent &&

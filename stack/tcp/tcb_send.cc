@@ -87,6 +87,7 @@ void Tcb::CheckReordering() {
   const SeqNum fack = highest_sacked();
   if (!(ack_info_.reord_low < fack)) return;
   rack_.reordering_seen = true;
+  ++reord_seen_;  // Linux counts each such ACK (tp->reord_seen)
   const uint32_t mss = snd_mss_ == 0 ? 1 : snd_mss_;
   const auto metric = static_cast<uint32_t>(fack - ack_info_.reord_low);
   if (metric > static_cast<uint32_t>(reordering_) * mss) {
@@ -603,6 +604,16 @@ bool Tcb::SendSackRecovery(Instant now, FrameSink& out) {
 
 bool Tcb::SendData(Instant now, FrameSink& out) {
   bool sent = false;
+  if (chrono_busy_due_) {
+    chrono_busy_due_ = false;
+    if (data_end() > snd_max_) ChronoStart(now, kChronoBusy);
+  }
+  if (chrono_sndbuf_due_) {
+    chrono_sndbuf_due_ = false;
+    ChronoStart(now, kChronoSndbuf);
+  }
+  const bool had_unsent = data_end() > snd_max_;
+  bool rwnd_limited = false;
   if (in_recovery_ && sack_ok_) {
     sent = SendSackRecovery(now, out);
     if (sent) ArmRetransmit(now);
@@ -668,6 +679,20 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
           e = end;
         }
       }
+      // Linux tcp_snd_wnd_test: new data goes out only when its next segment (a full MSS, or
+      // all there is up to the end of the data or record) fits in the peer's window; a window
+      // too small for it is not filled with a smaller piece (RFC 9293 3.8.6.2.1, the sender's
+      // silly window avoidance; the persist timer probes it). Counted as rwnd-limited when
+      // cwnd would have let the segment out.
+      if (!(s < snd_max_)) {
+        const size_t want = std::min<size_t>(static_cast<size_t>(SeqMin(e, RecordEnd(s)) - s), snd_mss_);
+        const uint64_t cwnd_room = std::min<uint64_t>(cwnd_whole + credit, 0xffffffffu);
+        if (static_cast<uint64_t>(s - snd_una_) < cwnd_room &&
+            s + static_cast<uint32_t>(want) > snd_una_ + snd_wnd_) {
+          rwnd_limited = true;
+          break;
+        }
+      }
       if (!(s < wnd_end)) {
         cwnd_limited = cwnd_ <= snd_wnd_;
         break;
@@ -715,6 +740,12 @@ bool Tcb::SendData(Instant now, FrameSink& out) {
     break;
   }
   if (sent || cwnd_limited) ValidateCwnd(cwnd_limited || FlightSize() >= cwnd_);
+  // Linux tcp_write_xmit, with data waiting: the peer's window held it back, or no longer.
+  if (rwnd_limited) {
+    ChronoStart(now, kChronoRwnd);
+  } else if (had_unsent) {
+    ChronoStop(now, kChronoRwnd);
+  }
   // RFC 8985 7.2: sending new data (re)starts the probe timer.
   if (snd_max_ != max_before) ScheduleLossProbe(now);
   // Persist: data waits with nothing in flight, because the window is shut (RFC 9293
@@ -909,16 +940,8 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
                                 now - first_retransmit_ >= options.user_timeout;
   if (kind == RtoKind::kPersist) {
     if (!(data_end() > snd_max_) || snd_una_ < snd_max_) return;  // nothing waits, or the RTO runs
-    if (snd_wnd_ != 0) {
-      // The window is open: the data was held back (Linux tcp_write_wakeup); send it.
-      probes_ = 0;
-      if (!WriteWakeup(now, out)) {
-        rto_kind_ = RtoKind::kPersist;
-        rto_deadline_ = now + rtt_.rto();
-      }
-      return;
-    }
-    // Zero-window probe with backoff (RFC 9293 3.8.6.1; Linux tcp_probe_timer).
+    // Linux tcp_probe_timer: the probes end the connection after tcp_retries2 of them, or
+    // once TCP_USER_TIMEOUT has passed since the first (icsk_probes_tstamp).
     if (probes_ == 0) first_retransmit_ = now;
     if (probes_ >= c.data_retries ||
         (options.user_timeout != Duration::Zero() && probes_ > 0 &&
@@ -927,6 +950,21 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
       Abort(now, &out, ETIMEDOUT);
       return;
     }
+    if (snd_wnd_ != 0) {
+      // The window is open: the data was held back (Linux tcp_write_wakeup); send it. If the
+      // device refuses it too (a full transmit queue, local congestion), Linux's probe timer
+      // keeps trying every TCP_RESOURCE_PROBE_INTERVAL without backing off, counting probes
+      // (tcpi_probes; tcp_send_probe0).
+      if (WriteWakeup(now, out)) {
+        probes_ = 0;
+        return;
+      }
+      ++probes_;
+      rto_kind_ = RtoKind::kPersist;
+      rto_deadline_ = now + kResourceProbeInterval;
+      return;
+    }
+    // Zero-window probe with backoff (RFC 9293 3.8.6.1; Linux tcp_probe_timer).
     ++probes_;
     host_.counters().tcp_zero_window_probes++;
     SendProbe(now, out);

@@ -213,6 +213,47 @@ void ParseOne(const std::string& raw, const std::string& dir, int depth,
     for (size_t i = 1; i < w.size(); ++i) push_kv(w[i], true);
     return;
   }
+  if (prog == "ethtool" && w.size() >= 5 && (w.size() - 3) % 2 == 0 &&
+      (w[1] == "-K" || w[1] == "--offload" || w[1] == "--features")) {
+    // ethtool -K DEV FEATURE on|off ...: one item per segmentation offload named; any other
+    // feature, or a value other than on/off, leaves the whole command unknown.
+    std::vector<CommandItem> items;
+    for (size_t i = 3; i + 1 < w.size(); i += 2) {
+      const bool tso = w[i] == "tso" || w[i] == "tcp-segmentation-offload";
+      const bool gso = w[i] == "gso" || w[i] == "generic-segmentation-offload";
+      if ((!tso && !gso) || (w[i + 1] != "on" && w[i + 1] != "off")) {
+        out.push_back(item);
+        return;
+      }
+      CommandItem o = item;
+      o.kind = CommandItem::Kind::kOffload;
+      o.device = w[2];
+      o.key = tso ? "tso" : "gso";
+      o.value = w[i + 1];
+      items.push_back(o);
+    }
+    out.insert(out.end(), items.begin(), items.end());
+    return;
+  }
+  if (prog == "tc" && w.size() >= 6 && w[1] == "qdisc" && w[3] == "dev" && w[5] == "root") {
+    // A root qdisc that holds no packet (pfifo limit 0) makes every transmission fail
+    // locally, as packetdrill's scripts use it to emulate a congested host; deleting the root
+    // qdisc restores the default.
+    const bool add = w[2] == "add" || w[2] == "replace";
+    if (add && w.size() == 9 && w[6] == "pfifo" && w[7] == "limit" && w[8] == "0") {
+      item.kind = CommandItem::Kind::kQdisc;
+      item.device = w[4];
+      item.value = "drop";
+    } else if ((w[2] == "delete" || w[2] == "del") && w.size() == 6) {
+      item.kind = CommandItem::Kind::kQdisc;
+      item.device = w[4];
+      item.value = "none";
+    }
+    if (item.kind == CommandItem::Kind::kQdisc) {
+      out.push_back(item);
+      return;
+    }
+  }
   if ((prog == "ip" && w.size() >= 2 && w[1] == "tcp_metrics") || prog == "tc" ||
       prog.rfind("/tmp/sysctl_restore_", 0) == 0) {
     item.kind = CommandItem::Kind::kNoOp;

@@ -18,13 +18,17 @@ namespace conformance {
 struct CommandItem {
   enum class Kind {
     kSysctl,       // key (dotted, "net.ipv4.tcp_sack") = value
-    kNoOp,         // harmless here: a metrics flush, a qdisc, restoring saved sysctls
+    kNoOp,         // harmless here: a metrics flush, another qdisc, restoring saved sysctls
+    kOffload,      // `ethtool -K tun0 tso off gso off`: key "tso" or "gso", value "on"/"off"
+    kQdisc,        // `tc qdisc add|replace dev tun0 root pfifo limit 0` (value "drop": the
+                   // device takes no packet) or `tc qdisc delete dev tun0 root` ("none")
     kHostGlobal,   // writes outside the namespace (/sys/module/...): never run by a test
     kUnknown,      // anything else
   };
   Kind kind = Kind::kUnknown;
-  std::string key;
+  std::string key;    // kSysctl: the dotted name; kOffload: the feature
   std::string value;
+  std::string device;  // kOffload: the interface
   std::string text;  // the command as written, for messages
 };
 

@@ -35,7 +35,11 @@ constexpr int kMaxPollsPerWait = 100000;
 class CollectingSink : public shake::FrameSink {
  public:
   explicit CollectingSink(std::deque<std::vector<uint8_t>>* out) : out_(out) {}
+  // A device whose queue takes nothing (`tc qdisc ... pfifo limit 0`): every frame is
+  // refused, as a full transmit queue refuses it, and the stack sees the send fail.
+  void set_refuse_all(bool refuse) { refuse_all_ = refuse; }
   std::span<std::byte> Acquire(size_t max_len) override {
+    if (refuse_all_) return {};
     buf_.resize(max_len);
     return {buf_.data(), buf_.size()};
   }
@@ -48,6 +52,7 @@ class CollectingSink : public shake::FrameSink {
  private:
   std::deque<std::vector<uint8_t>>* out_;
   std::vector<std::byte> buf_;
+  bool refuse_all_ = false;
 };
 
 // The kernel defaults of a fresh network namespace (6.x) for the tunables the stack models,
@@ -115,7 +120,8 @@ CallResult From(shake::Result0 r) { return r.ok() ? Ok() : Err(r.error()); }
 
 class LibshakeBackend : public Backend, public shake::StackObserver {
  public:
-  explicit LibshakeBackend(const BackendOptions& options) : config_(MakeConfig()), sink_(&out_) {
+  explicit LibshakeBackend(const BackendOptions& options)
+      : config_(MakeConfig()), sink_(&out_), device_(options.packetdrill ? "tun0" : "shk0") {
     if (options.packetdrill) KernelDefaults(config_);
     Rebuild();
   }
@@ -133,6 +139,18 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     bool any_sysctl = false;
     for (const CommandItem& item : ParseCommand(text, dir)) {
       if (item.kind == CommandItem::Kind::kNoOp) continue;
+      if (item.kind == CommandItem::Kind::kQdisc) {
+        if (item.device != device_) return "unsupported: command '" + item.text + "'";
+        sink_.set_refuse_all(item.value == "drop");
+        continue;
+      }
+      if (item.kind == CommandItem::Kind::kOffload) {
+        // The stack hands this backend one segment of at most one MSS per frame, as to a
+        // device without segmentation offload; the runner joins them as TSO would while tun0
+        // has it, and stops once the script turns TSO off. Any other device is not ours.
+        if (item.device != device_) return "unsupported: command '" + item.text + "'";
+        continue;
+      }
       any_sysctl = true;
       if (item.kind != CommandItem::Kind::kSysctl) return "unsupported: command '" + item.text + "'";
       const std::string err = ApplySysctl(item.key, item.value, notes);
@@ -262,11 +280,14 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
         return r.ok() ? Ok(static_cast<int64_t>(*r)) : Err(r.error());
       }
       case Op::kWrite: {
-        if ((c.flags & ~(MSG_MORE | MSG_EOR | MSG_DONTWAIT | MSG_NOSIGNAL)) != 0) return Err(ENOSYS);
+        if ((c.flags & ~(MSG_MORE | MSG_EOR | MSG_DONTWAIT | MSG_NOSIGNAL | MSG_ZEROCOPY)) != 0) {
+          return Err(ENOSYS);
+        }
         std::vector<std::byte> buf(c.len, std::byte{'x'});
         auto r = stack_ptr_->Send(Id(c), buf,
                                   shake::Stack::SendFlags{(c.flags & MSG_MORE) != 0,
-                                                          (c.flags & MSG_EOR) != 0});
+                                                          (c.flags & MSG_EOR) != 0,
+                                                          (c.flags & MSG_ZEROCOPY) != 0});
         return r.ok() ? Ok(static_cast<int64_t>(*r)) : Err(r.error());
       }
       case Op::kClose:
@@ -388,10 +409,18 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
     r.info["tcpi_lost"] = i.lost_segments;
     r.info["tcpi_retrans"] = i.retrans_segments;
     r.info["tcpi_reordering"] = i.reordering;
+    r.info["tcpi_reord_seen"] = i.reord_seen;
     r.info["tcpi_probes"] = i.probes;
     r.info["tcpi_backoff"] = i.backoff;
     r.info["tcpi_advmss"] = i.advmss;
     r.info["tcpi_rcv_mss"] = i.rcv_mss;
+    // The chronographs, in microseconds (Linux counts jiffies and reports microseconds).
+    const int64_t busy = i.Chrono(1, now_).nanos() / 1000;
+    const int64_t rwnd = i.Chrono(2, now_).nanos() / 1000;
+    const int64_t sndbuf = i.Chrono(3, now_).nanos() / 1000;
+    r.info["tcpi_busy_time"] = busy + rwnd + sndbuf;
+    r.info["tcpi_rwnd_limited"] = rwnd;
+    r.info["tcpi_sndbuf_limited"] = sndbuf;
     r.info["tcpi_last_data_recv"] = i.last_data_received.nanos() <= 0 ? 0 : (now_ - i.last_data_received).nanos() / 1000000;
     return r;
   }
@@ -418,6 +447,7 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
           break;
         case SO_SNDBUF: o.send_buffer = static_cast<size_t>(v); break;
         case SO_RCVBUF: o.recv_buffer = static_cast<size_t>(v); break;
+        case SO_ZEROCOPY: o.zerocopy = v != 0; break;
         default: return Err(ENOPROTOOPT);
       }
     } else if (c.arg == IPPROTO_TCP) {
@@ -432,6 +462,15 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
         case TCP_MAXSEG: o.max_segment = static_cast<uint16_t>(v); break;
         case TCP_QUICKACK: o.quick_ack = v != 0; break;
         case TCP_SYNCNT: o.syn_count = static_cast<int>(v); break;
+        default: return Err(ENOPROTOOPT);
+      }
+    } else if (c.arg == IPPROTO_IP) {
+      switch (c.optname) {
+        case IP_TOS: o.tos = static_cast<uint8_t>(v & 0xfc); break;  // the ECN bits stay the stack's
+        case IP_MTU_DISCOVER:
+          if (v < IP_PMTUDISC_DONT || v > IP_PMTUDISC_OMIT) return Err(EINVAL);
+          o.pmtu_discovery = static_cast<shake::PmtuDiscovery>(v);
+          break;
         default: return Err(ENOPROTOOPT);
       }
     } else {
@@ -455,6 +494,11 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
         case SO_REUSEADDR: r.value = o.reuse_addr; break;
         case SO_REUSEPORT: r.value = o.reuse_port; break;
         case SO_KEEPALIVE: r.value = o.keepalive; break;
+        case SO_ZEROCOPY: r.value = o.zerocopy; break;
+        // As the shim (shim/sockopt.cc): Linux reports twice what was set, the bookkeeping
+        // overhead it reserves.
+        case SO_SNDBUF: r.value = static_cast<int64_t>(stack_ptr_->EffectiveOptions(Id(c)).value().send_buffer * 2); break;
+        case SO_RCVBUF: r.value = static_cast<int64_t>(stack_ptr_->EffectiveOptions(Id(c)).value().recv_buffer * 2); break;
         case SO_LINGER:
           r.value = o.linger;
           r.value2 = o.linger_time.nanos() / 1000000000;
@@ -482,6 +526,12 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
         }
         default: return Err(ENOPROTOOPT);
       }
+    } else if (c.arg == IPPROTO_IP) {
+      switch (c.optname) {
+        case IP_TOS: r.value = o.tos; break;
+        case IP_MTU_DISCOVER: r.value = static_cast<int64_t>(o.pmtu_discovery); break;
+        default: return Err(ENOPROTOOPT);
+      }
     } else {
       return Err(ENOPROTOOPT);
     }
@@ -504,6 +554,8 @@ class LibshakeBackend : public Backend, public shake::StackObserver {
   std::deque<std::vector<uint8_t>> out_;
   CollectingSink sink_;
   Instant now_ = kEpoch;
+  // The device's name as the Linux backend's namespace has it (its commands name it).
+  std::string device_;
   bool opened_ = false;
   std::map<int, std::map<shake::SocketId, EpollEntry>> epolls_;
   int next_epoll_ = 1 << 24;

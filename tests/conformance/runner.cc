@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "tests/conformance/commands.h"
 #include "tests/conformance/pycode.h"
 
 namespace conformance {
@@ -321,6 +322,12 @@ class Runner {
     for (const std::string& n : notes) Log(NowUs(), "(note: " + n + ")");
     if (err.rfind("unsupported: ", 0) == 0) Unsupported(err.substr(13));
     if (!err.empty()) Fail("command failed: " + err);
+    // `ethtool -K tun0 tso off`: the device now gets segments of one MSS (the kernel cuts
+    // them itself, GSO or not), so outbound segments are no longer joined as TSO would send
+    // them (MergeSegments).
+    for (const CommandItem& item : ParseCommand(cmd.text, dir.empty() ? "." : dir)) {
+      if (item.kind == CommandItem::Kind::kOffload && item.key == "tso") tso_ = item.value == "on";
+    }
   }
 
   // `%{ }%`: assertions over the socket under test's TCP_INFO.
@@ -464,6 +471,7 @@ class Runner {
     }
     if (p.ecn) s += "[" + EcnName(*p.ecn) + "] ";
     if (p.ecn_ect01) s += "[ect01] ";
+    if (p.tos) s += "[tos " + std::to_string(*p.tos) + "] ";
     if (p.remote_port) s += "[port " + std::to_string(*p.remote_port) + "] ";
     s += FlagsString(p.flags) + " " + std::to_string(p.seq) + ":" +
          std::to_string(p.seq + p.len) + "(" + std::to_string(p.len) + ")";
@@ -484,7 +492,8 @@ class Runner {
     if (t.src_addr != kLocalAddr || t.dst_addr != kRemoteAddr) {
       s += "{" + AddrString(t.src_addr) + " -> " + AddrString(t.dst_addr) + "} ";
     }
-    if ((t.tos & 3) != 0) s += "[" + EcnName(t.tos) + "] ";
+    if ((t.tos & 0xfc) != 0) s += "[tos " + std::to_string(t.tos) + "] ";
+    else if ((t.tos & 3) != 0) s += "[" + EcnName(t.tos) + "] ";
     const bool rel = f != nullptr && f->sut_isn.has_value() && (t.flags & tcpflag::kSyn) == 0;
     const uint32_t base = rel ? *f->sut_isn : (t.flags & tcpflag::kSyn) ? t.seq : 0;
     s += FlagsString(t.flags) + " " + std::to_string(t.seq - base) + ":" +
@@ -632,7 +641,7 @@ class Runner {
     t.seq = f.remote_isn() + p.seq;
     t.payload_len = p.len;
     t.window = static_cast<uint16_t>(p.win.value_or(65535));
-    t.tos = p.ecn.value_or(0);
+    t.tos = p.tos ? *p.tos : p.ecn.value_or(0);
     t.urgent = p.urg.value_or(0);
     if (p.ecn_ect01) Fail("[ect01] is only for outbound packets");
     auto need_isn = [&]() -> uint32_t {
@@ -697,7 +706,7 @@ class Runner {
     }
     TcpPacket t = *got;
     const int64_t at = last_read_us_;
-    if (opt_.packetdrill) MergeSegments(t, p.len);
+    if (opt_.packetdrill && tso_) MergeSegments(t, p.len);
     Flow& f = FlowFor(p);
     if (f.local_port == 0 && t.dst_port == f.remote_port) f.local_port = t.src_port;
     // A new active open on the same peer port (a second socket) comes from a new local port.
@@ -728,6 +737,7 @@ class Runner {
     if (p.win && t.window != *p.win) mismatch("window");
     if (p.ecn && (t.tos & 3) != *p.ecn) mismatch("ECN codepoint");
     if (p.ecn_ect01 && ((t.tos & 3) == 0 || (t.tos & 3) == 3)) mismatch("ECN codepoint");
+    if (p.tos && t.tos != *p.tos) mismatch("TOS byte");
     if (p.urg && t.urgent != *p.urg) mismatch("urgent pointer");
     // packetdrill checks the options of every outbound packet: none written means none sent.
     if ((p.options_given || opt_.packetdrill) && !p.options_any) {
@@ -1266,6 +1276,7 @@ class Runner {
   // Packets read ahead (by MergeSegments, or while packetdrill scripts wait), with send times.
   std::deque<std::pair<std::vector<uint8_t>, int64_t>> queued_;
   int64_t last_read_us_ = 0;
+  bool tso_ = true;  // the device has TCP segmentation offload (packetdrill's tun0 does)
   std::optional<PendingCall> pending_;
   int socket_under_test_ = -1;
   std::map<std::string, int64_t> py_globals_;

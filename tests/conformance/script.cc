@@ -371,9 +371,11 @@ PacketSpec ParsePacket(Cursor& c) {
       p.ecn = static_cast<uint8_t>(w == "noecn" ? 0 : w == "ect1" ? 1 : w == "ect0" ? 2 : 3);
     } else if (w == "ect01") {
       p.ecn_ect01 = true;
+    } else if (w == "tos") {
+      p.tos = static_cast<uint8_t>(c.Number(0xff));
     } else {
       c.Fail("unsupported packet annotation '[" + w + "]' (known: port N, noecn, ect0, ect1, "
-             "ect01, ce)");
+             "ect01, ce, tos N)");
     }
     c.Expect("]");
   }

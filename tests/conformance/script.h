@@ -71,6 +71,8 @@ struct PacketSpec {
   // `[ect0]`, `[ect1]`, `[ce]`, `[noecn]` (IP ECN codepoint, 0..3), `[ect01]` (either ECT).
   std::optional<uint8_t> ecn;
   bool ecn_ect01 = false;
+  // `[tos 0x10]`: the whole IP TOS byte (DSCP and ECN), as packetdrill writes it.
+  std::optional<uint8_t> tos;
   std::optional<uint16_t> urg;  // `urg N`: the urgent pointer
   // `< icmp TYPE [CODE] [mtu N]` (the TCP fields above are then unused).
   bool icmp = false;
