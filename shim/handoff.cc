@@ -34,6 +34,7 @@
 #include <cstring>
 
 #include "shim/backend_impl.h"
+#include "shim/bridge.h"
 #include "shim/guard.h"
 #include "shim/keeper_link.h"
 #include "shim/log.h"
@@ -68,8 +69,8 @@ bool Backend::BuildHandoffLocked(int to, int conn) {
   if (getrandom(&token, sizeof token, 0) != sizeof token) return false;
   token |= 1;
   uint32_t n = 0;
-  Fds()->ForEach(0, ~0u, [&](int, FdEntry e) {
-    if (e.kind == FdKind::kStack || e.kind == FdKind::kListener) ++n;
+  Fds()->ForEach(0, ~0u, [&](int fd, FdEntry e) {
+    if ((e.kind == FdKind::kStack || e.kind == FdKind::kListener) && !SwappedNow(fd)) ++n;
   });
   HandoffFd* fds = nullptr;
   if (n != 0) {
@@ -83,6 +84,7 @@ bool Backend::BuildHandoffLocked(int to, int conn) {
   uint32_t k = 0;
   Fds()->ForEach(0, ~0u, [&](int fd, FdEntry e) {
     if ((e.kind != FdKind::kStack && e.kind != FdKind::kListener) || k == n) return;
+    if (SwappedNow(fd)) return;  // a bridge now: a kernel socket in the new image
     const int fl = real::fcntl(fd, F_GETFD, 0);
     if (sh_->Rec(e.socket) == nullptr || fl < 0) return;
     HandoffFd h;
