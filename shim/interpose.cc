@@ -25,6 +25,7 @@
 #include "shim/guard.h"
 #include "shim/real.h"
 #include "shim/runtime.h"
+#include "shim/signals.h"
 
 using shake::shim::CurrentBackend;
 using shake::shim::FdEntry;
@@ -957,6 +958,28 @@ int pclose(FILE* f) {
   }
   return r;
 }
+
+// ---- Signals -------------------------------------------------------------------------------
+
+// sigaction: the program's handlers go in behind a trampoline that notes which signal ended a
+// blocking call's wait, so that it restarts as the kernel's would (shim/signals.cc).
+int sigaction(int sig, const struct sigaction* act, struct sigaction* old) noexcept {
+  return shake::shim::Sigaction(sig, act, old);
+}
+
+// glibc's signal (BSD semantics: SA_RESTART, the signal blocked in its handler) calls its
+// internal sigaction, which interposition does not reach; it is rebuilt on the one above.
+sighandler_t signal(int sig, sighandler_t handler) noexcept {
+  struct sigaction a {}, o {};
+  a.sa_handler = handler;
+  sigemptyset(&a.sa_mask);
+  if (sigaddset(&a.sa_mask, sig) < 0) return SIG_ERR;
+  a.sa_flags = SA_RESTART;
+  if (sigaction(sig, &a, &o) != 0) return SIG_ERR;
+  return o.sa_handler;
+}
+
+sighandler_t bsd_signal(int sig, sighandler_t handler) noexcept { return signal(sig, handler); }
 
 // ---- glibc's fortified (_FORTIFY_SOURCE) entry points --------------------------------------
 

@@ -112,13 +112,25 @@ int main(int argc, char** argv) {
   }
 
   if (mode == "accept-signal") {
-    // A blocking accept while SIGUSR1 arrives (the script sends ARGS[4] of them), with the
-    // handler installed with SA_RESTART ("restart") or without ("interrupt").
-    const bool restart = argc > 4 && strcmp(argv[4], "restart") == 0;
+    // A blocking accept while SIGUSR1 arrives (the script sends them), its handler installed
+    // with SA_RESTART ("restart"), without ("interrupt"), or by signal() (BSD semantics:
+    // SA_RESTART) beside a SIGTERM handler without SA_RESTART ("mixed").
+    const std::string how = argc > 4 ? argv[4] : "";
     struct sigaction sa {};
     sa.sa_handler = OnSignal;
-    sa.sa_flags = restart ? SA_RESTART : 0;
-    sigaction(SIGUSR1, &sa, nullptr);
+    sa.sa_flags = how == "restart" ? SA_RESTART : 0;
+    if (how == "mixed") {
+      sigaction(SIGTERM, &sa, nullptr);
+      if (signal(SIGUSR1, OnSignal) == SIG_ERR) Die("signal");
+      struct sigaction back {};
+      sigaction(SIGUSR1, nullptr, &back);  // the program sees its own handler
+      if (back.sa_handler != OnSignal || !(back.sa_flags & SA_RESTART)) {
+        fprintf(stderr, "holes_probe: sigaction does not report the handler installed\n");
+        return 3;
+      }
+    } else {
+      sigaction(SIGUSR1, &sa, nullptr);
+    }
     const int l = Listen(addr, port);
     const int c = accept(l, nullptr, nullptr);
     if (c < 0) {

@@ -11,15 +11,17 @@
 #   popen         popen() child reads and answers on the inherited socket, the caller after it
 #   spawn         posix_spawn, file actions adddup2 onto 0 and 1, a preloaded child
 #   spawn-noenv   ... a child without the preload (empty environment)
-#   accept-restart a blocking accept on 0.0.0.0 with SIGUSR1 x3 (SA_RESTART): the accept
-#                 restarts and takes the connection; without SA_RESTART it fails with EINTR,
-#                 as the kernel's (the same probe run without shake is the reference)
+#   accept-signal a blocking accept on 0.0.0.0 with SIGUSR1 x3 (SA_RESTART): the accept
+#                 restarts and takes the connection; also when SIGUSR1's handler comes from
+#                 signal() and another handler lacks SA_RESTART; without SA_RESTART it fails
+#                 with EINTR, as the kernel's (the same probe run without shake is the reference)
 #   sockbuf       SO_SNDBUF/SO_RCVBUF set before connect (the decision): getsockopt after it
 #                 gives what the kernel gives for the same calls
-#   nginx-kill    (TUN) master + 2 workers under shake, 8 concurrent 4 MiB downloads, SIGKILL of
-#                 one worker: the master starts a new one, the downloads the killed worker did
-#                 not serve complete byte-exact, the others end (reset or short) within the
-#                 timeout, and nginx serves afterwards
+#   nginx-kill    (TUN) master + 2 workers under shake, 6 to 20 concurrent 4 MiB downloads
+#                 (slow readers, until both workers serve two or more; X-Pid names the worker), SIGKILL
+#                 of one worker: the master starts a new one, the other worker's downloads
+#                 complete byte-exact, the killed worker's end early (reset or closed) within
+#                 the timeout, and nginx serves afterwards
 #
 #   holes_test.sh SHAKE_LAUNCHER HOLES_PROBE
 #
@@ -151,7 +153,7 @@ cases() {  # tag device addr
 # it fails with EINTR; the kernel (the same probe without shake) is the reference for both.
 accept_signal() {  # tag device addr
   local t=$1 d=$2 a=$3 how port pp got
-  for how in restart interrupt; do
+  for how in restart mixed interrupt; do
     for leg in kernel shake; do
       port=$((9000 + RANDOM % 900))
       local pre=()
@@ -165,7 +167,7 @@ accept_signal() {  # tag device addr
       for _ in 1 2 3; do sleep 0.15; kill -USR1 $pp; done
       sleep 0.2
       local target=$a; [[ $leg == kernel ]] && target=127.0.0.1
-      [[ $how == restart ]] && in_ns timeout 5 "$py" "$work/client.py" $target $port eof >/dev/null 2>&1
+      [[ $how != interrupt ]] && in_ns timeout 5 "$py" "$work/client.py" $target $port eof >/dev/null 2>&1
       for _ in $(seq 50); do kill -0 $pp 2>/dev/null || break; sleep 0.1; done
       kill -9 $pp 2>/dev/null
       wait $pp
@@ -175,6 +177,9 @@ accept_signal() {  # tag device addr
     done
     if [[ $how == restart ]]; then
       check "$t: blocking accept on 0.0.0.0, 3 signals with SA_RESTART: restarts and accepts (kernel: same)" \
+        test "$res_shake" = "accepted after 3 signals" -a "$res_kernel" = "$res_shake"
+    elif [[ $how == mixed ]]; then
+      check "$t: ... handler by signal() beside a SIGTERM handler without SA_RESTART: restarts (kernel: same)" \
         test "$res_shake" = "accepted after 3 signals" -a "$res_kernel" = "$res_shake"
     else
       check "$t: blocking accept on 0.0.0.0, a signal without SA_RESTART: EINTR, as the kernel" \
@@ -211,8 +216,12 @@ nginx_kill() {  # tag device addr
   . "$(dirname "$0")/../lib/nginx.sh"
   nginx_conf nginx 8080 2
   # Each response names the worker that serves it.
-  sed -i 's|server { listen 8080;|server { listen 8080; add_header X-Pid $pid;|' "$work/nginx.conf"
-  # Slow enough to be mid-transfer when the kill comes: each client reads at ~2 MiB/s.
+  sed -i -e 's|server { listen 8080;|server { listen 8080; add_header X-Pid $pid;|' \
+    -e 's|worker_connections 1024;|worker_connections 16; accept_mutex on; accept_mutex_delay 20ms;|' \
+    "$work/nginx.conf"
+  # With 16 connections a worker stops accepting when about 12 are busy (nginx's
+  # ngx_accept_disabled), so the other one takes the next downloads: both serve some.
+  # Slow readers (16 KiB per 20 ms), so that the downloads are mid-transfer at the kill.
   in_ns "$shake" --device "$d" --addr "$a/25" -- nginx -c "$work/nginx.conf" -p "$work"
   local m; for _ in $(seq 50); do m=$(cat "$work/nginx.pid" 2>/dev/null) && break; sleep 0.1; done
   sleep 0.5
@@ -238,12 +247,18 @@ except socket.timeout: r = "hang"
 body = data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b""
 open(out, "w").write("%s %d %s\n" % (r, len(body), hashlib.sha256(body).hexdigest()))
 PY
-  local i pids=()
-  for i in $(seq 8); do
+  # Downloads one at a time (each names its worker as its headers arrive) until both workers
+  # serve at least two and 6 run, at most 20.
+  local i n=0 pids=() seen
+  for i in $(seq 20); do
     in_ns timeout 40 "$py" "$work/dl.py" "$a" "$work/dl.$i" &
-    pids+=($!)
+    pids+=($!); n=$i
+    for _ in $(seq 40); do [[ -s "$work/dl.$i.pid" ]] && break; sleep 0.05; done
+    # The fewest downloads either worker serves (0 while only one serves any).
+    seen=$(cat "$work"/dl.*.pid 2>/dev/null | sort | uniq -c | awk 'NR == 1 || $1 < m {m = $1} END {print (NR < 2) ? 0 : m}')
+    [[ $seen -ge 2 && $i -ge 6 ]] && break
   done
-  sleep 1
+  sleep 0.5
   # The victim: the worker serving the first download (its X-Pid).
   local victim; victim=$(cat "$work/dl.1.pid" 2>/dev/null)
   [[ -n "$victim" ]] && kill -9 "$victim"
@@ -251,13 +266,18 @@ PY
   local want; want=$(sha256sum <"$work/www/big" | cut -d' ' -f1)
   # Downloads of the killed worker must end (reset, or closed short); the other worker's must
   # be whole and byte-exact; none may hang.
-  local mine_cut=0 mine_other=0 theirs_full=0 theirs_other=0 line w
-  for i in $(seq 8); do
+  local mine_cut=0 mine_whole=0 mine_other=0 away=0 theirs_full=0 theirs_other=0 line w
+  for i in $(seq $n); do
     line=$(cat "$work/dl.$i" 2>/dev/null || echo "missing 0 x")
     w=$(cat "$work/dl.$i.pid" 2>/dev/null)
     read -r how len sum <<<"$line"
-    if [[ $w == "$victim" ]]; then
+    if [[ -z $w && $how != hang && $how != missing && $len -eq 0 ]]; then
+      away=$((away + 1))  # closed before any header: nginx had no connection left for it
+    elif [[ $w == "$victim" ]]; then
+      # Ended early (reset, or closed short), or whole if the rest was sent before the kill
+      # (the kernel too sends what a killed process left in the send buffer).
       if [[ ($how == reset || $how == eof) && $len -lt $((4 << 20)) ]]; then mine_cut=$((mine_cut + 1))
+      elif [[ $how == eof && $len -eq $((4 << 20)) && $sum == "$want" ]]; then mine_whole=$((mine_whole + 1))
       else mine_other=$((mine_other + 1)); echo "$me:   killed worker's download $i: $line"; fi
     else
       if [[ $how == eof && $len -eq $((4 << 20)) && $sum == "$want" ]]; then theirs_full=$((theirs_full + 1))
@@ -267,7 +287,8 @@ PY
   sleep 0.5
   local after; after=$(pgrep -P "$m" | sort -n | tr '\n' ' ')
   local hello; hello=$(in_ns curl -sS -m 5 "http://$a:8080/index.html")
-  echo "$me:   nginx-kill: workers before [$before] killed $victim after [$after]; killed worker's downloads: $mine_cut ended early, $mine_other otherwise; other worker's: $theirs_full whole and byte-exact, $theirs_other otherwise"
+  echo "$me:   nginx-kill: $n downloads, per worker: $(cat "$work"/dl.*.pid | sort | uniq -c | tr -s ' \n' ' ')"
+  echo "$me:   nginx-kill: workers before [$before] killed $victim after [$after]; killed worker's downloads: $mine_cut ended early, $mine_whole whole (sent before the kill), $mine_other otherwise; other worker's: $theirs_full whole and byte-exact, $theirs_other otherwise; $away turned away by a full worker (closed before headers)"
   check "$t: nginx worker SIGKILL mid-transfer: master restarts it, its downloads end (no hang), the other worker's are byte-exact" \
     bash -c "[[ -n '$victim' && $mine_cut -ge 1 && $mine_other -eq 0 && $theirs_full -ge 1 && $theirs_other -eq 0 ]] &&
       [[ \$(echo $after | wc -w) -eq 2 ]] && ! echo ' $after ' | grep -q ' $victim ' && [[ '$hello' == hello ]]"
