@@ -296,8 +296,12 @@ bool ConvertAll(Backend& b, const std::vector<int>& fds) {
   }
   real::close(done);
   for (size_t i = 0; i < one.size(); ++i) CarryStatusFlags(one[i], a[i]);
-  for (const int fd : fds) {
-    const int end = EndFor(one, a, fd);
+  // The ends first: the loop below empties the table entries EndFor looks at.
+  std::vector<int> ends;
+  for (const int fd : fds) ends.push_back(EndFor(one, a, fd));
+  for (size_t i = 0; i < fds.size(); ++i) {
+    const int fd = fds[i];
+    const int end = ends[i];
     const int fl = real::fcntl(fd, F_GETFD, 0);
     if (real::dup3(end, fd, (fl >= 0 && (fl & FD_CLOEXEC)) ? O_CLOEXEC : 0) < 0) continue;
     const FdEntry e = Fds()->Take(fd);

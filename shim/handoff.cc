@@ -21,10 +21,12 @@
 // does, opens a keeper connection claimed for that slot, and records the hand-off there;
 // SpawnDone closes our copies and writes the child's pid.
 //
-// Not covered: posix_spawn with file actions (nothing is handed over: the child sees its stack
-// fds as bare placeholders); system() and popen() (glibc spawns through internal calls that no
-// preload library sees); epoll instances carried across exec (the new image does not know their
-// stack registrations).
+// Not handed off: the stack sockets at 0..2 (the new image's stdio reaches them through libc's
+// internal calls), every connection when the new image does not load libshake, and the stack
+// sockets of posix_spawn with file actions, system() and popen() (glibc spawns through internal
+// calls, and file actions renumber fds): those reach the new image as bridges (bridge.cc).
+// Listeners are handed off only to a preloaded image. Epoll instances carried across exec are
+// not (the new image does not know their stack registrations).
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/random.h>

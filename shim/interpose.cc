@@ -110,8 +110,9 @@ void DuplicateFd(int oldfd, int newfd) {
   }
 }
 
-// A stack socket made fd 0, 1 or 2 meets stdin, stdout and stderr, which glibc's stdio reads
-// and writes through its internal calls: it becomes a bridge (bridge.h).
+// A stack socket made fd 0, 1 or 2 (by dup2 or dup3, or by an accept or connect while that
+// number was free) meets stdin, stdout and stderr, which glibc's stdio reads and writes through
+// its internal calls: it becomes a bridge (bridge.h).
 void BridgeIfStdio(int fd) {
   FdEntry e;
   if (fd <= 2 && StackFor(fd, e) != nullptr && e.kind == FdKind::kStack) {
@@ -181,7 +182,10 @@ int listen(int fd, int backlog) noexcept {
 
 int connect(int fd, const sockaddr* addr, socklen_t len) {
   if (StackBackend* b = Decider()) {
-    if (Outcome o = b->Connect(fd, addr, len); o.handled) return As<int>(o);
+    if (Outcome o = b->Connect(fd, addr, len); o.handled) {
+      if (o.value == 0) BridgeIfStdio(fd);
+      return As<int>(o);
+    }
   }
   return real::connect(fd, addr, len);
 }
@@ -189,7 +193,10 @@ int connect(int fd, const sockaddr* addr, socklen_t len) {
 int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
   FdEntry e;
   if (StackBackend* b = StackFor(fd, e)) {
-    if (Outcome o = b->Accept(e, fd, addr, len, flags); o.handled) return As<int>(o);
+    if (Outcome o = b->Accept(e, fd, addr, len, flags); o.handled) {
+      BridgeIfStdio(As<int>(o));
+      return As<int>(o);
+    }
   }
   return real::accept4(fd, addr, len, flags);
 }
@@ -197,7 +204,10 @@ int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
 int accept(int fd, sockaddr* addr, socklen_t* len) {
   FdEntry e;
   if (StackBackend* b = StackFor(fd, e)) {
-    if (Outcome o = b->Accept(e, fd, addr, len, 0); o.handled) return As<int>(o);
+    if (Outcome o = b->Accept(e, fd, addr, len, 0); o.handled) {
+      BridgeIfStdio(As<int>(o));
+      return As<int>(o);
+    }
   }
   return real::accept(fd, addr, len);
 }

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,7 +57,12 @@ int AcceptOne(int l) {
 int StdioChild() {
   char line[256];
   if (fgets(line, sizeof line, stdin) == nullptr) {
-    fprintf(stderr, "holes_probe: child: fgets: EOF or error\n");
+    const int err = errno;
+    char what[128] = "?";
+    const ssize_t n = readlink("/proc/self/fd/0", what, sizeof what - 1);
+    if (n > 0) what[n] = '\0';
+    fprintf(stderr, "holes_probe: child: fgets: %s (%s), stdin is %s\n",
+            feof(stdin) ? "EOF" : "error", feof(stdin) ? "-" : strerror(err), what);
     return 1;
   }
   line[strcspn(line, "\n")] = '\0';
@@ -147,6 +153,14 @@ int main(int argc, char** argv) {
   }
 
   const int l = Listen(addr, port);
+  if (mode == "accept-on-stdout") {
+    // stdout closed, so the accepted connection takes fd 1; then printf.
+    close(1);
+    const int c1 = AcceptOne(l);
+    printf("accepted-on:%d\n", c1);
+    fflush(stdout);
+    return 0;
+  }
   const int c = AcceptOne(l);
 
   if (mode == "fdopen") {
@@ -169,10 +183,22 @@ int main(int argc, char** argv) {
   }
 
   if (mode == "dup2-stdout") {
-    // The socket made stdout in this process, then printf.
-    if (dup2(c, 1) < 0) Die("dup2");
+    // The socket made stdin and stdout in this process, then fgets and printf. All three fds
+    // must be one kernel socket (one bridge), as dup2 of one socket gives.
+    if (dup2(c, 0) < 0 || dup2(c, 1) < 0) Die("dup2");
+    struct stat s0 {}, s1 {}, sc {};
+    fstat(0, &s0);
+    fstat(1, &s1);
+    fstat(c, &sc);
+    if (s0.st_ino != s1.st_ino || s0.st_ino != sc.st_ino || !S_ISSOCK(s0.st_mode)) {
+      fprintf(stderr, "holes_probe: fds 0, 1 and %d are not one socket\n", c);
+      return 3;
+    }
     close(c);
-    printf("stdout:hello\n");
+    char line[256];
+    if (fgets(line, sizeof line, stdin) == nullptr) Die("fgets");
+    line[strcspn(line, "\n")] = '\0';
+    printf("stdout:%s\n", line);
     fflush(stdout);
     return 0;
   }

@@ -3,7 +3,9 @@
 # silently broken sockets"), in TUN and AF_PACKET modes. Each case is a server under shake
 # (tests/shim/holes_probe.cc) and a kernel-side client that checks the bytes it gets back:
 #   fdopen        fdopen(fd, "r+"), fgets, fprintf, fflush, then write() on fileno: the replies
-#   dup2-stdout   dup2(sock, 1) in the process itself, then printf
+#   dup2-stdout   dup2(sock, 0) and dup2(sock, 1) in the process itself (0, 1 and sock must be
+#                 one kernel socket), then fgets and printf
+#   accept-on-stdout  stdout closed, accept returns fd 1, then printf
 #   inetd-c       accept, fork, dup2 onto 0 and 1, exec a C child using fgets and printf
 #   inetd-py      ... exec python3 reading sys.stdin and printing
 #   inetd-noenv   ... exec the C child through env -i (no preload in the new image)
@@ -138,7 +140,8 @@ run_case() {  # tag device addr mode expect probe-args -- client-steps
 cases() {  # tag device addr
   local t=$1 d=$2 a=$3
   run_case "$t" "$d" "$a" fdopen "'fdopen:one\nwrite:two\n'" -- send:one lines:1 send:two eof
-  run_case "$t" "$d" "$a" dup2-stdout "'stdout:hello\n'" -- eof
+  run_case "$t" "$d" "$a" dup2-stdout "'stdout:hello\n'" -- send:hello eof
+  run_case "$t" "$d" "$a" accept-on-stdout "'accepted-on:1\n'" -- eof
   run_case "$t" "$d" "$a" inetd "'child:c-line\n'" "$probe" stdio-child -- send:c-line eof
   run_case "$t" "$d" "$a" inetd "'py:py-line\n'" "$py" -c \
     "import sys; print('py:' + sys.stdin.readline().strip())" -- send:py-line eof
