@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -179,6 +180,27 @@ int main(int argc, char** argv) {
     snprintf(out, sizeof out, "write:%s\n", line);
     if (write(fileno(f), out, strlen(out)) < 0) Die("write");
     fclose(f);
+    return 0;
+  }
+
+  if (mode == "fdopen-emfile") {
+    // No fd number left (RLIMIT_NOFILE at the lowest free one): the bridge cannot be made, so
+    // fdopen must fail with EMFILE (the kernel's errno for a process out of fds) and the socket
+    // stay usable; the reply goes out with write().
+    const int probe_fd = dup(c);
+    close(probe_fd);
+    struct rlimit rl {};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = static_cast<rlim_t>(probe_fd);
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) Die("setrlimit");
+    errno = 0;
+    FILE* f = fdopen(c, "r+");
+    const int err = errno;
+    char out[128];
+    snprintf(out, sizeof out, "fdopen:%s:%s\n", f == nullptr ? "null" : "file",
+             err == EMFILE ? "EMFILE" : strerror(err));
+    if (write(c, out, strlen(out)) < 0) Die("write");
+    close(c);
     return 0;
   }
 

@@ -3,6 +3,8 @@
 # silently broken sockets"), in TUN and AF_PACKET modes. Each case is a server under shake
 # (tests/shim/holes_probe.cc) and a kernel-side client that checks the bytes it gets back:
 #   fdopen        fdopen(fd, "r+"), fgets, fprintf, fflush, then write() on fileno: the replies
+#   fdopen-emfile no fd left for the bridge (RLIMIT_NOFILE): fdopen fails with EMFILE and one
+#                 line on stderr, and the socket still works (the reply goes out with write)
 #   dup2-stdout   dup2(sock, 0) and dup2(sock, 1) in the process itself (0, 1 and sock must be
 #                 one kernel socket), then fgets and printf
 #   accept-on-stdout  stdout closed, accept returns fd 1, then printf
@@ -140,6 +142,9 @@ run_case() {  # tag device addr mode expect probe-args -- client-steps
 cases() {  # tag device addr
   local t=$1 d=$2 a=$3
   run_case "$t" "$d" "$a" fdopen "'fdopen:one\nwrite:two\n'" -- send:one lines:1 send:two eof
+  run_case "$t" "$d" "$a" fdopen-emfile "'fdopen:null:EMFILE\n'" -- eof
+  check "$t: fdopen-emfile: one line on stderr says why" \
+    test "$(grep -c 'libshake.*cannot bridge' "$work/fdopen-emfile.err")" -eq 1
   run_case "$t" "$d" "$a" dup2-stdout "'stdout:hello\n'" -- send:hello eof
   run_case "$t" "$d" "$a" accept-on-stdout "'accepted-on:1\n'" -- eof
   run_case "$t" "$d" "$a" inetd "'child:c-line\n'" "$probe" stdio-child -- send:c-line eof
@@ -167,7 +172,7 @@ accept_signal() {  # tag device addr
         >"$work/acc-$leg.out" 2>"$work/acc-$leg.err" &
       pp=$!
       for _ in $(seq 100); do grep -q listening "$work/acc-$leg.err" 2>/dev/null && break; sleep 0.05; done
-      for _ in 1 2 3; do sleep 0.15; kill -USR1 $pp; done
+      for _ in 1 2 3; do sleep 0.15; kill -USR1 $pp 2>/dev/null; done
       sleep 0.2
       local target=$a; [[ $leg == kernel ]] && target=127.0.0.1
       [[ $how != interrupt ]] && in_ns timeout 5 "$py" "$work/client.py" $target $port eof >/dev/null 2>&1
@@ -197,17 +202,18 @@ sockbuf() {  # tag device addr peer
   in_ns timeout 10 "$py" -c "
 import socket
 l = socket.create_server(('0.0.0.0', $port)); l.settimeout(8)
+print('ready', flush=True)
 for _ in range(2):
     c, _ = l.accept(); print(c.recv(100).decode().strip(), flush=True); c.close()" >"$work/sockbuf.srv" &
   local sp=$!
-  sleep 0.3
+  for _ in $(seq 100); do grep -q ready "$work/sockbuf.srv" 2>/dev/null && break; sleep 0.05; done
   local k s
   k=$(in_ns timeout 5 "$probe" sockbuf 127.0.0.1 $port)
   s=$(in_ns timeout 5 "$shake" --device "$d" --addr "$a/25" -- "$probe" sockbuf "$peer" $port)
   wait $sp
-  echo "$me:   sockbuf: kernel $k, shake $s; the server read: $(tr '\n' ';' <"$work/sockbuf.srv")"
+  echo "$me:   sockbuf: kernel $k, shake $s; the server read: $(sed 1d "$work/sockbuf.srv" | tr '\n' ';')"
   check "$t: SO_SNDBUF 65536 / SO_RCVBUF 8192 before connect: getsockopt as the kernel's ($k)" \
-    test -n "$k" -a "$k" = "$s" -a "$(sed -n 2p "$work/sockbuf.srv")" = "$s"
+    test -n "$k" -a "$k" = "$s" -a "$(sed -n 3p "$work/sockbuf.srv")" = "$s"
 }
 
 # SIGKILL of one nginx worker in the middle of downloads.
