@@ -16,8 +16,10 @@
 // without hang-up) becomes a shutdown of the stack socket; the peer's FIN becomes EOF for the
 // holders; an error of the stack socket (a reset) closes the kernel end.
 //
-// What the holders see is a kernel stream socket: AF_UNIX for getsockname and getpeername,
-// without TCP's socket options. Bytes cost one more copy through the kernel each way.
+// What the holders see is a kernel stream socket. In a process with libshake its fd is a
+// kBridge entry: getsockname, getpeername and the socket options answer for the stack socket
+// (an exec'd image that loads libshake takes the entries over); in one without, it is an
+// AF_UNIX socket. Bytes cost one more copy through the kernel each way.
 #include "shim/bridge.h"
 
 #include <errno.h>
@@ -305,7 +307,8 @@ bool ConvertAll(Backend& b, const std::vector<int>& fds) {
     const int fl = real::fcntl(fd, F_GETFD, 0);
     if (real::dup3(end, fd, (fl >= 0 && (fl & FD_CLOEXEC)) ? O_CLOEXEC : 0) < 0) continue;
     const FdEntry e = Fds()->Take(fd);
-    b.Release(e, fd);
+    b.Release(e, fd);  // the pump holds the socket now
+    Fds()->Set(fd, FdEntry{FdKind::kBridge, e.socket});
   }
   for (const int k : a) real::close(k);
   return true;

@@ -47,6 +47,14 @@ namespace shake::shim {
 
 bool Backend::CanHandOff() const { return attached() && lib_at_base_; }
 
+namespace {
+// The entries the new image takes over: stack sockets, and bridges (for getpeername and the
+// socket options of the stack socket behind them).
+bool Handed(FdKind k) {
+  return k == FdKind::kStack || k == FdKind::kListener || k == FdKind::kBridge;
+}
+}  // namespace
+
 void Backend::CloseTemps() {
   for (int i = 0; i < ntemps_; ++i) {
     Fds()->Take(temps_[i]);
@@ -72,7 +80,7 @@ bool Backend::BuildHandoffLocked(int to, int conn) {
   token |= 1;
   uint32_t n = 0;
   Fds()->ForEach(0, ~0u, [&](int fd, FdEntry e) {
-    if ((e.kind == FdKind::kStack || e.kind == FdKind::kListener) && !SwappedNow(fd)) ++n;
+    if (Handed(e.kind) && !SwappedNow(fd)) ++n;
   });
   HandoffFd* fds = nullptr;
   if (n != 0) {
@@ -85,7 +93,7 @@ bool Backend::BuildHandoffLocked(int to, int conn) {
   }
   uint32_t k = 0;
   Fds()->ForEach(0, ~0u, [&](int fd, FdEntry e) {
-    if ((e.kind != FdKind::kStack && e.kind != FdKind::kListener) || k == n) return;
+    if (!Handed(e.kind) || k == n) return;
     if (SwappedNow(fd)) return;  // a bridge now: a kernel socket in the new image
     const int fl = real::fcntl(fd, F_GETFD, 0);
     if (sh_->Rec(e.socket) == nullptr || fl < 0) return;
@@ -234,7 +242,7 @@ bool Backend::AdoptHandoff(const char* entry) {
     const HandoffFd& h = ho.fds[j];
     if (h.fd < 0 || sh_->Rec(h.socket) == nullptr) continue;
     if (h.cloexec) {  // the kernel closed it at exec
-      DropRefLocked(s, IndexOf(h.socket), slot_);
+      if (h.kind != FdKind::kBridge) DropRefLocked(s, IndexOf(h.socket), slot_);
     } else {
       Fds()->Set(h.fd, FdEntry{h.kind, h.socket});
     }

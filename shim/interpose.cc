@@ -60,6 +60,18 @@ StackBackend* TrackerOf(int fd, FdEntry& e) {
   return CurrentBackend();
 }
 
+// For a bridge (bridge.h): the backend, with `e` made the entry of the stack socket behind it,
+// whose address and options the fd answers with. Null for any other fd.
+StackBackend* BridgeOf(int fd, FdEntry& e) {
+  if (shake::shim::InsideShim()) return nullptr;
+  shake::shim::FdTable* t = shake::shim::Fds();
+  if (t == nullptr || !t->any()) return nullptr;
+  e = t->Get(fd);
+  if (e.kind != FdKind::kBridge) return nullptr;
+  e.kind = FdKind::kStack;
+  return CurrentBackend();
+}
+
 // True for libshake's own fds, which the program must not close from under it.
 bool IsHidden(int fd) {
   if (shake::shim::InsideShim()) return false;
@@ -417,6 +429,10 @@ int getsockopt(int fd, int level, int name, void* value, socklen_t* len) noexcep
   if (StackBackend* b = StackFor(fd, e)) {
     if (Outcome o = b->GetSockOpt(e, fd, level, name, value, len); o.handled) return As<int>(o);
   }
+  if (StackBackend* b = BridgeOf(fd, e)) {
+    Outcome o = b->GetSockOpt(e, -1, level, name, value, len);
+    if (o.handled && !(o.value < 0 && errno == EBADF)) return As<int>(o);
+  }
   return real::getsockopt(fd, level, name, value, len);
 }
 
@@ -424,6 +440,14 @@ int setsockopt(int fd, int level, int name, const void* value, socklen_t len) no
   FdEntry e;
   if (StackBackend* b = StackFor(fd, e)) {
     if (Outcome o = b->SetSockOpt(e, fd, level, name, value, len); o.handled) return As<int>(o);
+  }
+  if (StackBackend* b = BridgeOf(fd, e)) {
+    // Timeouts act where the program blocks: on the kernel end too.
+    if (level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO)) {
+      if (real::setsockopt(fd, level, name, value, len) != 0) return -1;
+    }
+    Outcome o = b->SetSockOpt(e, -1, level, name, value, len);
+    if (o.handled && !(o.value < 0 && errno == EBADF)) return As<int>(o);
   }
   int r = real::setsockopt(fd, level, name, value, len);
   if (r == 0) {
@@ -437,6 +461,10 @@ int getsockname(int fd, sockaddr* addr, socklen_t* len) noexcept {
   if (StackBackend* b = StackFor(fd, e)) {
     if (Outcome o = b->GetSockName(e, fd, addr, len); o.handled) return As<int>(o);
   }
+  if (StackBackend* b = BridgeOf(fd, e)) {
+    Outcome o = b->GetSockName(e, -1, addr, len);
+    if (o.handled && !(o.value < 0 && errno == EBADF)) return As<int>(o);
+  }
   return real::getsockname(fd, addr, len);
 }
 
@@ -444,6 +472,14 @@ int getpeername(int fd, sockaddr* addr, socklen_t* len) noexcept {
   FdEntry e;
   if (StackBackend* b = StackFor(fd, e)) {
     if (Outcome o = b->GetPeerName(e, fd, addr, len); o.handled) return As<int>(o);
+  }
+  if (StackBackend* b = BridgeOf(fd, e)) {
+    Outcome o = b->GetPeerName(e, -1, addr, len);
+    if (o.handled && !(o.value < 0 && errno == EBADF)) return As<int>(o);
+    if (o.handled) {  // the connection behind the bridge has ended
+      errno = ENOTCONN;
+      return -1;
+    }
   }
   return real::getpeername(fd, addr, len);
 }

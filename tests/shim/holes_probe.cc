@@ -220,7 +220,14 @@ int main(int argc, char** argv) {
     char line[256];
     if (fgets(line, sizeof line, stdin) == nullptr) Die("fgets");
     line[strcspn(line, "\n")] = '\0';
-    printf("stdout:%s\n", line);
+    // Its address is the TCP peer's, not an AF_UNIX socketpair's.
+    sockaddr_in peer{};
+    socklen_t pl = sizeof peer;
+    char ip[INET_ADDRSTRLEN] = "?";
+    if (getpeername(1, reinterpret_cast<sockaddr*>(&peer), &pl) == 0 && peer.sin_family == AF_INET) {
+      inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
+    }
+    printf("stdout:%s:%s\n", line, ip);
     fflush(stdout);
     return 0;
   }

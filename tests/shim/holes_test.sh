@@ -6,10 +6,11 @@
 #   fdopen-emfile no fd left for the bridge (RLIMIT_NOFILE): fdopen fails with EMFILE and one
 #                 line on stderr, and the socket still works (the reply goes out with write)
 #   dup2-stdout   dup2(sock, 0) and dup2(sock, 1) in the process itself (0, 1 and sock must be
-#                 one kernel socket), then fgets and printf
+#                 one kernel socket), then fgets, printf, and getpeername(1): the TCP peer
 #   accept-on-stdout  stdout closed, accept returns fd 1, then printf
 #   inetd-c       accept, fork, dup2 onto 0 and 1, exec a C child using fgets and printf
-#   inetd-py      ... exec python3 reading sys.stdin and printing
+#   inetd-py      ... exec python3 reading sys.stdin and printing, with the peer's address from
+#                 socket.socket(fileno=0).getpeername() (the bridge answers for the stack socket)
 #   inetd-noenv   ... exec the C child through env -i (no preload in the new image)
 #   system        system("read line <&N; echo ... >&N"), then the caller writes: in that order
 #   popen         popen() child reads and answers on the inherited socket, the caller after it
@@ -140,16 +141,19 @@ run_case() {  # tag device addr mode expect probe-args -- client-steps
 }
 
 cases() {  # tag device addr
-  local t=$1 d=$2 a=$3
+  local t=$1 d=$2 a=$3 peer=${3%.*}.$((${3##*.} - 1))  # the kernel side: one below
   run_case "$t" "$d" "$a" fdopen "'fdopen:one\nwrite:two\n'" -- send:one lines:1 send:two eof
   run_case "$t" "$d" "$a" fdopen-emfile "'fdopen:null:EMFILE\n'" -- eof
   check "$t: fdopen-emfile: one line on stderr says why" \
     test "$(grep -c 'libshake.*cannot bridge' "$work/fdopen-emfile.err")" -eq 1
-  run_case "$t" "$d" "$a" dup2-stdout "'stdout:hello\n'" -- send:hello eof
+  run_case "$t" "$d" "$a" dup2-stdout "'stdout:hello:$peer\n'" -- send:hello eof
   run_case "$t" "$d" "$a" accept-on-stdout "'accepted-on:1\n'" -- eof
   run_case "$t" "$d" "$a" inetd "'child:c-line\n'" "$probe" stdio-child -- send:c-line eof
-  run_case "$t" "$d" "$a" inetd "'py:py-line\n'" "$py" -c \
-    "import sys; print('py:' + sys.stdin.readline().strip())" -- send:py-line eof
+  # socket.socket(fileno=0) asks SO_DOMAIN, SO_TYPE and SO_PROTOCOL, then getpeername.
+  run_case "$t" "$d" "$a" inetd "'py:py-line:$peer\n'" "$py" -c "
+import socket, sys
+s = socket.socket(fileno=0); p = s.getpeername()[0]; s.detach()
+print('py:' + sys.stdin.readline().strip() + ':' + p)" -- send:py-line eof
   run_case "$t" "$d" "$a" inetd "'child:noenv\n'" env -i "$probe" stdio-child -- send:noenv eof
   run_case "$t" "$d" "$a" system "'system:sys-line\nafter-system\n'" -- send:sys-line eof
   run_case "$t" "$d" "$a" popen "'popen:pop-line\nparent-read:pop-line\n'" -- send:pop-line eof
