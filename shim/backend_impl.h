@@ -165,6 +165,8 @@ class Backend final : public StackBackend {
   // The end of a helper process forked by libshake (a bridge's pump): releases its references
   // as an exit would, without the program's exit handlers.
   void EndForkedHelper();
+  // True when `n` process slots are free (a bridge's two forks take two).
+  bool FreeSlots(uint32_t n);
   Shared& sh() { return *sh_; }
   Stack& stack() { return *stack_; }
   int slot() const { return slot_; }

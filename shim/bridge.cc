@@ -52,6 +52,16 @@ bool Backend::Bridgeable(FdEntry e) {
 
 void Backend::EndForkedHelper() { AtExit(); }
 
+bool Backend::FreeSlots(uint32_t n) {
+  if (!attached()) return false;
+  Session s(*this);
+  uint32_t free = 0;
+  for (uint32_t p = 0; p < s.sh().limits.procs && free < n; ++p) {
+    if (s.sh().procs[p].pid == 0) ++free;
+  }
+  return free >= n;
+}
+
 namespace {
 
 constexpr size_t kChunk = 64 * 1024;
@@ -204,6 +214,11 @@ bool Move(Pair& p) {
 // for fds[i] (close-on-exec), and *done the read end of a pipe that reaches EOF when the pump
 // has ended.
 bool MakeBridge(const std::vector<int>& fds, std::vector<int>* a, int* done) {
+  // The pump is a process of the stack like any other: its forks need slots of their own.
+  if (g_backend == nullptr || !g_backend->FreeSlots(2)) {
+    errno = EAGAIN;  // fork's errno at a process limit
+    return false;
+  }
   std::vector<Pair> pairs(fds.size());
   a->assign(fds.size(), -1);
   int dp[2] = {-1, -1};
@@ -292,8 +307,8 @@ bool ConvertAll(Backend& b, const std::vector<int>& fds) {
   std::vector<int> a;
   int done = -1;
   if (!MakeBridge(one, &a, &done)) {
-    Log(LogLevel::kError, "cannot bridge a stack socket for code libshake does not see: %s",
-        strerror(errno));
+    Log(LogLevel::kError, "cannot bridge a stack socket for code libshake does not see: %s%s",
+        strerror(errno), errno == EAGAIN ? " (SHAKE_MAX_PROCS processes share the stack)" : "");
     return false;
   }
   real::close(done);
@@ -366,8 +381,8 @@ SpawnSwap::SpawnSwap(Scope scope, const std::vector<int>& extra) {
   const std::vector<int> one = OnePerSocket(fds);
   std::vector<int> a;
   if (!MakeBridge(one, &a, &done_)) {
-    Log(LogLevel::kError, "cannot bridge a stack socket for a child libshake does not see: %s",
-        strerror(errno));
+    Log(LogLevel::kError, "cannot bridge a stack socket for a child libshake does not see: %s%s",
+        strerror(errno), errno == EAGAIN ? " (SHAKE_MAX_PROCS processes share the stack)" : "");
     return;
   }
   for (size_t i = 0; i < one.size(); ++i) CarryStatusFlags(one[i], a[i]);

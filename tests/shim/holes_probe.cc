@@ -183,22 +183,25 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  if (mode == "fdopen-emfile") {
-    // No fd number left (RLIMIT_NOFILE at the lowest free one): the bridge cannot be made, so
-    // fdopen must fail with EMFILE (the kernel's errno for a process out of fds) and the socket
-    // stay usable; the reply goes out with write().
-    const int probe_fd = dup(c);
-    close(probe_fd);
-    struct rlimit rl {};
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = static_cast<rlim_t>(probe_fd);
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) Die("setrlimit");
+  if (mode == "fdopen-refused") {
+    // The bridge cannot be made, so fdopen must fail with the kernel's errno for the shortage
+    // and the socket stay usable (the reply goes out with write()). ARGS: "emfile": no fd
+    // number left (RLIMIT_NOFILE at the lowest free one); "noslot": run with SHAKE_MAX_PROCS=2,
+    // no process slots for the pump (EAGAIN, as fork at a process limit).
+    if (argc > 4 && strcmp(argv[4], "emfile") == 0) {
+      const int probe_fd = dup(c);
+      close(probe_fd);
+      struct rlimit rl {};
+      getrlimit(RLIMIT_NOFILE, &rl);
+      rl.rlim_cur = static_cast<rlim_t>(probe_fd);
+      if (setrlimit(RLIMIT_NOFILE, &rl) != 0) Die("setrlimit");
+    }
     errno = 0;
     FILE* f = fdopen(c, "r+");
     const int err = errno;
     char out[128];
     snprintf(out, sizeof out, "fdopen:%s:%s\n", f == nullptr ? "null" : "file",
-             err == EMFILE ? "EMFILE" : strerror(err));
+             err == EMFILE ? "EMFILE" : err == EAGAIN ? "EAGAIN" : strerror(err));
     if (write(c, out, strlen(out)) < 0) Die("write");
     close(c);
     return 0;

@@ -3,8 +3,9 @@
 # silently broken sockets"), in TUN and AF_PACKET modes. Each case is a server under shake
 # (tests/shim/holes_probe.cc) and a kernel-side client that checks the bytes it gets back:
 #   fdopen        fdopen(fd, "r+"), fgets, fprintf, fflush, then write() on fileno: the replies
-#   fdopen-emfile no fd left for the bridge (RLIMIT_NOFILE): fdopen fails with EMFILE and one
-#                 line on stderr, and the socket still works (the reply goes out with write)
+#   fdopen-refused no fd left for the bridge (RLIMIT_NOFILE): fdopen fails with EMFILE, and
+#                 with SHAKE_MAX_PROCS=2 (no process slots for the pump) with EAGAIN, each after
+#                 one line on stderr; the socket still works (the reply goes out with write)
 #   dup2-stdout   dup2(sock, 0) and dup2(sock, 1) in the process itself (0, 1 and sock must be
 #                 one kernel socket), then fgets, printf, and getpeername(1): the TCP peer
 #   accept-on-stdout  stdout closed, accept returns fd 1, then printf
@@ -31,8 +32,9 @@
 #   holes_test.sh SHAKE_LAUNCHER HOLES_PROBE
 #
 # Topology (198.18.68.0/24 only; removed on exit, also on failure): ns shkholes-PID with TUN
-# hol0 (kernel 198.18.68.1/25, stack .2) and veth ha <-> hb (kernel 198.18.68.129/25 on hb, stack
-# .130 on ha, which has no kernel address). Skips (77) without root or a program; fails instead
+# hol0 (kernel 198.18.68.1/26, stack .2), TUN hol1 (kernel .65/26, stack .66; a stack of its own
+# for the SHAKE_MAX_PROCS case) and veth ha <-> hb (kernel 198.18.68.129/26 on hb, stack .130 on
+# ha, which has no kernel address). Skips (77) without root or a program; fails instead
 # when CI=true.
 set -uo pipefail
 shake=$(readlink -f "$1")
@@ -67,10 +69,13 @@ set -e
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 ip -n "$ns" tuntap add dev hol0 mode tun
-ip -n "$ns" addr add 198.18.68.1/25 dev hol0
+ip -n "$ns" addr add 198.18.68.1/26 dev hol0
 ip -n "$ns" link set hol0 up
+ip -n "$ns" tuntap add dev hol1 mode tun
+ip -n "$ns" addr add 198.18.68.65/26 dev hol1
+ip -n "$ns" link set hol1 up
 ip -n "$ns" link add ha type veth peer name hb
-ip -n "$ns" addr add 198.18.68.129/25 dev hb
+ip -n "$ns" addr add 198.18.68.129/26 dev hb
 ip -n "$ns" link set ha up
 ip -n "$ns" link set hb up
 set +e
@@ -127,7 +132,7 @@ run_case() {  # tag device addr mode expect probe-args -- client-steps
   shift
   csteps=("$@")
   local port=$((7000 + RANDOM % 2000))
-  ip netns exec "$ns" timeout 20 "$shake" --device "$dev" --addr "$a/25" -- \
+  ip netns exec "$ns" timeout 20 "$shake" --device "$dev" --addr "$a/26" -- \
     "$probe" "$mode" "$a" $port "${pargs[@]}" >"$work/$mode.out" 2>"$work/$mode.err" &
   local pp=$!
   local got
@@ -140,12 +145,21 @@ run_case() {  # tag device addr mode expect probe-args -- client-steps
   check "$tag: $mode: client got $want, probe exit 0" test "$got" = "$want" -a $rc -eq 0
 }
 
+# No process slot for a bridge's pump: SHAKE_MAX_PROCS is the stack's, fixed when it is made,
+# so this runs on a device (hol1) whose stack nothing else uses.
+no_slot() {  # tag device addr
+  local t=$1 d=$2 a=$3
+  SHAKE_MAX_PROCS=2 run_case "$t" "$d" "$a" fdopen-refused "'fdopen:null:EAGAIN\n'" noslot -- eof
+  check "$t: fdopen-refused (no process slot): one line on stderr says why" \
+    test "$(grep -c 'libshake.*cannot bridge.*SHAKE_MAX_PROCS' "$work/fdopen-refused.err")" -eq 1
+}
+
 cases() {  # tag device addr
   local t=$1 d=$2 a=$3 peer=${3%.*}.$((${3##*.} - 1))  # the kernel side: one below
   run_case "$t" "$d" "$a" fdopen "'fdopen:one\nwrite:two\n'" -- send:one lines:1 send:two eof
-  run_case "$t" "$d" "$a" fdopen-emfile "'fdopen:null:EMFILE\n'" -- eof
-  check "$t: fdopen-emfile: one line on stderr says why" \
-    test "$(grep -c 'libshake.*cannot bridge' "$work/fdopen-emfile.err")" -eq 1
+  run_case "$t" "$d" "$a" fdopen-refused "'fdopen:null:EMFILE\n'" emfile -- eof
+  check "$t: fdopen-refused (no fd): one line on stderr says why" \
+    test "$(grep -c 'libshake.*cannot bridge.*Too many open files' "$work/fdopen-refused.err")" -eq 1
   run_case "$t" "$d" "$a" dup2-stdout "'stdout:hello:$peer\n'" -- send:hello eof
   run_case "$t" "$d" "$a" accept-on-stdout "'accepted-on:1\n'" -- eof
   run_case "$t" "$d" "$a" inetd "'child:c-line\n'" "$probe" stdio-child -- send:c-line eof
@@ -169,7 +183,7 @@ accept_signal() {  # tag device addr
     for leg in kernel shake; do
       port=$((9000 + RANDOM % 900))
       local pre=()
-      [[ $leg == shake ]] && pre=("$shake" --device "$d" --addr "$a/25" --)
+      [[ $leg == shake ]] && pre=("$shake" --device "$d" --addr "$a/26" --)
       local bind=0.0.0.0
       # Not under timeout: $! must be the probe (ip netns exec and shake exec it).
       ip netns exec "$ns" "${pre[@]}" "$probe" accept-signal $bind $port $how \
@@ -213,7 +227,7 @@ for _ in range(2):
   for _ in $(seq 100); do grep -q ready "$work/sockbuf.srv" 2>/dev/null && break; sleep 0.05; done
   local k s
   k=$(in_ns timeout 5 "$probe" sockbuf 127.0.0.1 $port)
-  s=$(in_ns timeout 5 "$shake" --device "$d" --addr "$a/25" -- "$probe" sockbuf "$peer" $port)
+  s=$(in_ns timeout 5 "$shake" --device "$d" --addr "$a/26" -- "$probe" sockbuf "$peer" $port)
   wait $sp
   echo "$me:   sockbuf: kernel $k, shake $s; the server read: $(sed 1d "$work/sockbuf.srv" | tr '\n' ';')"
   check "$t: SO_SNDBUF 65536 / SO_RCVBUF 8192 before connect: getsockopt as the kernel's ($k)" \
@@ -235,7 +249,7 @@ nginx_kill() {  # tag device addr
   # With 16 connections a worker stops accepting when about 12 are busy (nginx's
   # ngx_accept_disabled), so the other one takes the next downloads: both serve some.
   # Slow readers (16 KiB per 20 ms), so that the downloads are mid-transfer at the kill.
-  in_ns "$shake" --device "$d" --addr "$a/25" -- nginx -c "$work/nginx.conf" -p "$work"
+  in_ns "$shake" --device "$d" --addr "$a/26" -- nginx -c "$work/nginx.conf" -p "$work"
   local m; for _ in $(seq 50); do m=$(cat "$work/nginx.pid" 2>/dev/null) && break; sleep 0.1; done
   sleep 0.5
   local before; before=$(pgrep -P "$m" | sort -n | tr '\n' ' ')
@@ -312,6 +326,7 @@ PY
 [[ -n "${HOLES_ONLY:-}" ]] && { $HOLES_ONLY; echo "$me: $failures failure(s)"; exit $failures; }
 cases tun tun:hol0 198.18.68.2
 accept_signal tun tun:hol0 198.18.68.2
+no_slot tun tun:hol1 198.18.68.66
 sockbuf tun tun:hol0 198.18.68.2 198.18.68.1
 nginx_kill tun tun:hol0 198.18.68.2
 cases packet packet:ha 198.18.68.130
