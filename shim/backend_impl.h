@@ -159,6 +159,14 @@ class Backend final : public StackBackend {
   bool attached() const { return attached_.load(std::memory_order_acquire); }
   // True when a blocking call interrupted by a signal should restart (SA_RESTART).
   bool RestartAfterSignal() const;
+  // ---- bridge.cc ---------------------------------------------------------------------------
+  // True for a stack socket a bridge can carry (a connection, not a listener).
+  bool Bridgeable(FdEntry e);
+  // The end of a helper process forked by libshake (a bridge's pump): releases its references
+  // as an exit would, without the program's exit handlers.
+  void EndForkedHelper();
+  // True when `n` process slots are free (a bridge's two forks take two).
+  bool FreeSlots(uint32_t n);
   Shared& sh() { return *sh_; }
   Stack& stack() { return *stack_; }
   int slot() const { return slot_; }

@@ -32,6 +32,9 @@ enum class FdKind : uint8_t {
   kHidden = 3,    // libshake's own fd (the device, a doorbell, the keeper connection): the
                   // program's close() of it is a no-op; its other calls see a kernel fd
   kEpoll = 4,     // an epoll instance that watches stack sockets; `socket` is its EpollRec + 1
+  kBridge = 5,    // a kernel socketpair end that a pump moves to and from stack socket `socket`
+                  // (bridge.h): data calls go to the kernel; getsockname, getpeername and the
+                  // socket options answer for the stack socket. Holds no reference to it
 };
 
 struct FdEntry {

@@ -21,10 +21,12 @@
 // does, opens a keeper connection claimed for that slot, and records the hand-off there;
 // SpawnDone closes our copies and writes the child's pid.
 //
-// Not covered: posix_spawn with file actions (nothing is handed over: the child sees its stack
-// fds as bare placeholders); system() and popen() (glibc spawns through internal calls that no
-// preload library sees); epoll instances carried across exec (the new image does not know their
-// stack registrations).
+// Not handed off: the stack sockets at 0..2 (the new image's stdio reaches them through libc's
+// internal calls), every connection when the new image does not load libshake, and the stack
+// sockets of posix_spawn with file actions, system() and popen() (glibc spawns through internal
+// calls, and file actions renumber fds): those reach the new image as bridges (bridge.cc).
+// Listeners are handed off only to a preloaded image. Epoll instances carried across exec are
+// not (the new image does not know their stack registrations).
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/random.h>
@@ -34,6 +36,7 @@
 #include <cstring>
 
 #include "shim/backend_impl.h"
+#include "shim/bridge.h"
 #include "shim/guard.h"
 #include "shim/keeper_link.h"
 #include "shim/log.h"
@@ -43,6 +46,14 @@
 namespace shake::shim {
 
 bool Backend::CanHandOff() const { return attached() && lib_at_base_; }
+
+namespace {
+// The entries the new image takes over: stack sockets, and bridges (for getpeername and the
+// socket options of the stack socket behind them).
+bool Handed(FdKind k) {
+  return k == FdKind::kStack || k == FdKind::kListener || k == FdKind::kBridge;
+}
+}  // namespace
 
 void Backend::CloseTemps() {
   for (int i = 0; i < ntemps_; ++i) {
@@ -68,8 +79,8 @@ bool Backend::BuildHandoffLocked(int to, int conn) {
   if (getrandom(&token, sizeof token, 0) != sizeof token) return false;
   token |= 1;
   uint32_t n = 0;
-  Fds()->ForEach(0, ~0u, [&](int, FdEntry e) {
-    if (e.kind == FdKind::kStack || e.kind == FdKind::kListener) ++n;
+  Fds()->ForEach(0, ~0u, [&](int fd, FdEntry e) {
+    if (Handed(e.kind) && !SwappedNow(fd)) ++n;
   });
   HandoffFd* fds = nullptr;
   if (n != 0) {
@@ -82,7 +93,8 @@ bool Backend::BuildHandoffLocked(int to, int conn) {
   }
   uint32_t k = 0;
   Fds()->ForEach(0, ~0u, [&](int fd, FdEntry e) {
-    if ((e.kind != FdKind::kStack && e.kind != FdKind::kListener) || k == n) return;
+    if (!Handed(e.kind) || k == n) return;
+    if (SwappedNow(fd)) return;  // a bridge now: a kernel socket in the new image
     const int fl = real::fcntl(fd, F_GETFD, 0);
     if (sh_->Rec(e.socket) == nullptr || fl < 0) return;
     HandoffFd h;
@@ -230,7 +242,7 @@ bool Backend::AdoptHandoff(const char* entry) {
     const HandoffFd& h = ho.fds[j];
     if (h.fd < 0 || sh_->Rec(h.socket) == nullptr) continue;
     if (h.cloexec) {  // the kernel closed it at exec
-      DropRefLocked(s, IndexOf(h.socket), slot_);
+      if (h.kind != FdKind::kBridge) DropRefLocked(s, IndexOf(h.socket), slot_);
     } else {
       Fds()->Set(h.fd, FdEntry{h.kind, h.socket});
     }

@@ -15,13 +15,17 @@
 #include <unistd.h>
 
 #include <alloca.h>
+#include <mutex>
+#include <vector>
 #include <cstdarg>
 #include <cstring>
 
 #include "shim/backend.h"
+#include "shim/bridge.h"
 #include "shim/guard.h"
 #include "shim/real.h"
 #include "shim/runtime.h"
+#include "shim/signals.h"
 
 using shake::shim::CurrentBackend;
 using shake::shim::FdEntry;
@@ -53,6 +57,18 @@ StackBackend* TrackerOf(int fd, FdEntry& e) {
   if (t == nullptr || !t->any()) return nullptr;
   e = t->Get(fd);
   if (e.kind == FdKind::kKernel || e.kind == FdKind::kHidden) return nullptr;
+  return CurrentBackend();
+}
+
+// For a bridge (bridge.h): the backend, with `e` made the entry of the stack socket behind it,
+// whose address and options the fd answers with. Null for any other fd.
+StackBackend* BridgeOf(int fd, FdEntry& e) {
+  if (shake::shim::InsideShim()) return nullptr;
+  shake::shim::FdTable* t = shake::shim::Fds();
+  if (t == nullptr || !t->any()) return nullptr;
+  e = t->Get(fd);
+  if (e.kind != FdKind::kBridge) return nullptr;
+  e.kind = FdKind::kStack;
   return CurrentBackend();
 }
 
@@ -103,6 +119,16 @@ void DuplicateFd(int oldfd, int newfd) {
   if (StackBackend* b = TrackerOf(oldfd, e)) {
     shake::shim::Fds()->Set(newfd, e);
     b->Retain(e, newfd);
+  }
+}
+
+// A stack socket made fd 0, 1 or 2 (by dup2 or dup3, or by an accept or connect while that
+// number was free) meets stdin, stdout and stderr, which glibc's stdio reads and writes through
+// its internal calls: it becomes a bridge (bridge.h).
+void BridgeIfStdio(int fd) {
+  FdEntry e;
+  if (fd <= 2 && StackFor(fd, e) != nullptr && e.kind == FdKind::kStack) {
+    shake::shim::BridgeInPlace(fd);
   }
 }
 
@@ -168,7 +194,10 @@ int listen(int fd, int backlog) noexcept {
 
 int connect(int fd, const sockaddr* addr, socklen_t len) {
   if (StackBackend* b = Decider()) {
-    if (Outcome o = b->Connect(fd, addr, len); o.handled) return As<int>(o);
+    if (Outcome o = b->Connect(fd, addr, len); o.handled) {
+      if (o.value == 0) BridgeIfStdio(fd);
+      return As<int>(o);
+    }
   }
   return real::connect(fd, addr, len);
 }
@@ -176,7 +205,10 @@ int connect(int fd, const sockaddr* addr, socklen_t len) {
 int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
   FdEntry e;
   if (StackBackend* b = StackFor(fd, e)) {
-    if (Outcome o = b->Accept(e, fd, addr, len, flags); o.handled) return As<int>(o);
+    if (Outcome o = b->Accept(e, fd, addr, len, flags); o.handled) {
+      BridgeIfStdio(As<int>(o));
+      return As<int>(o);
+    }
   }
   return real::accept4(fd, addr, len, flags);
 }
@@ -184,7 +216,10 @@ int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
 int accept(int fd, sockaddr* addr, socklen_t* len) {
   FdEntry e;
   if (StackBackend* b = StackFor(fd, e)) {
-    if (Outcome o = b->Accept(e, fd, addr, len, 0); o.handled) return As<int>(o);
+    if (Outcome o = b->Accept(e, fd, addr, len, 0); o.handled) {
+      BridgeIfStdio(As<int>(o));
+      return As<int>(o);
+    }
   }
   return real::accept(fd, addr, len);
 }
@@ -394,6 +429,10 @@ int getsockopt(int fd, int level, int name, void* value, socklen_t* len) noexcep
   if (StackBackend* b = StackFor(fd, e)) {
     if (Outcome o = b->GetSockOpt(e, fd, level, name, value, len); o.handled) return As<int>(o);
   }
+  if (StackBackend* b = BridgeOf(fd, e)) {
+    Outcome o = b->GetSockOpt(e, -1, level, name, value, len);
+    if (o.handled && !(o.value < 0 && errno == EBADF)) return As<int>(o);
+  }
   return real::getsockopt(fd, level, name, value, len);
 }
 
@@ -401,6 +440,14 @@ int setsockopt(int fd, int level, int name, const void* value, socklen_t len) no
   FdEntry e;
   if (StackBackend* b = StackFor(fd, e)) {
     if (Outcome o = b->SetSockOpt(e, fd, level, name, value, len); o.handled) return As<int>(o);
+  }
+  if (StackBackend* b = BridgeOf(fd, e)) {
+    // Timeouts act where the program blocks: on the kernel end too.
+    if (level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO)) {
+      if (real::setsockopt(fd, level, name, value, len) != 0) return -1;
+    }
+    Outcome o = b->SetSockOpt(e, -1, level, name, value, len);
+    if (o.handled && !(o.value < 0 && errno == EBADF)) return As<int>(o);
   }
   int r = real::setsockopt(fd, level, name, value, len);
   if (r == 0) {
@@ -414,6 +461,10 @@ int getsockname(int fd, sockaddr* addr, socklen_t* len) noexcept {
   if (StackBackend* b = StackFor(fd, e)) {
     if (Outcome o = b->GetSockName(e, fd, addr, len); o.handled) return As<int>(o);
   }
+  if (StackBackend* b = BridgeOf(fd, e)) {
+    Outcome o = b->GetSockName(e, -1, addr, len);
+    if (o.handled && !(o.value < 0 && errno == EBADF)) return As<int>(o);
+  }
   return real::getsockname(fd, addr, len);
 }
 
@@ -421,6 +472,14 @@ int getpeername(int fd, sockaddr* addr, socklen_t* len) noexcept {
   FdEntry e;
   if (StackBackend* b = StackFor(fd, e)) {
     if (Outcome o = b->GetPeerName(e, fd, addr, len); o.handled) return As<int>(o);
+  }
+  if (StackBackend* b = BridgeOf(fd, e)) {
+    Outcome o = b->GetPeerName(e, -1, addr, len);
+    if (o.handled && !(o.value < 0 && errno == EBADF)) return As<int>(o);
+    if (o.handled) {  // the connection behind the bridge has ended
+      errno = ENOTCONN;
+      return -1;
+    }
   }
   return real::getpeername(fd, addr, len);
 }
@@ -595,6 +654,7 @@ int dup2(int oldfd, int newfd) noexcept {
   if (r >= 0) {
     if (had) ReleaseFd(newfd);
     DuplicateFd(oldfd, r);
+    BridgeIfStdio(r);
   }
   return r;
 }
@@ -606,6 +666,7 @@ int dup3(int oldfd, int newfd, int flags) noexcept {
   if (r >= 0) {
     if (had) ReleaseFd(newfd);
     DuplicateFd(oldfd, r);
+    BridgeIfStdio(r);
   }
   return r;
 }
@@ -682,6 +743,25 @@ class HandoffEnv {
   size_t bytes_ = 0;
 };
 
+// The stack fds that posix_spawn_file_actions_adddup2 named as sources, per actions object:
+// they reach the child even when close-on-exec here.
+struct Dup2Source {
+  const void* actions;
+  int fd;
+};
+std::mutex g_dup2_mu;
+std::vector<Dup2Source>* g_dup2 = nullptr;  // never freed: used until the last spawn
+
+std::vector<int> Dup2Sources(const posix_spawn_file_actions_t* actions) {
+  std::vector<int> out;
+  std::lock_guard<std::mutex> l(g_dup2_mu);
+  if (g_dup2 == nullptr) return out;
+  for (const Dup2Source& d : *g_dup2) {
+    if (d.actions == actions) out.push_back(d.fd);
+  }
+  return out;
+}
+
 StackBackend* ExecBackend() {
   if (!AnyStackFd()) return nullptr;
   return CurrentBackend();
@@ -691,6 +771,7 @@ StackBackend* ExecBackend() {
 template <typename F>
 int ExecWithHandoff(char* const* envp, F&& exec_fn) {
   StackBackend* b = ExecBackend();
+  if (b != nullptr) shake::shim::BridgeForExec(shake::shim::EnvPreloadsShake(envp));
   const char* entry = b != nullptr ? b->PrepareExec() : nullptr;
   if (entry == nullptr) return exec_fn(envp);
   int r;
@@ -708,7 +789,15 @@ template <typename F>
 int SpawnWithHandoff(pid_t* pid, const posix_spawn_file_actions_t* actions, char* const* envp,
                      F&& spawn_fn) {
   StackBackend* b = ExecBackend();
-  const char* entry = b != nullptr ? b->PrepareSpawn(actions != nullptr) : nullptr;
+  if (b == nullptr) return spawn_fn(pid, envp);
+  // File actions renumber fds where no hand-off can follow, and a child without libshake
+  // cannot take one: their stack sockets reach the child as bridges. A preloaded child without
+  // file actions takes its stack sockets over, except 0..2, which its stdio reaches.
+  const bool handoff = actions == nullptr && shake::shim::EnvPreloadsShake(envp);
+  using shake::shim::SpawnSwap;
+  SpawnSwap swap(handoff ? SpawnSwap::Scope::kStdio : SpawnSwap::Scope::kInherited,
+                 actions != nullptr ? Dup2Sources(actions) : std::vector<int>{});
+  const char* entry = handoff ? b->PrepareSpawn(false) : nullptr;
   if (entry == nullptr) return spawn_fn(pid, envp);
   pid_t child = -1;
   int r;
@@ -808,6 +897,135 @@ int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t*
     return real::posix_spawnp(p, file, actions, attr, argv, e);
   });
 }
+
+int posix_spawn_file_actions_adddup2(posix_spawn_file_actions_t* actions, int fd, int newfd) {
+  const int r = real::posix_spawn_file_actions_adddup2(actions, fd, newfd);
+  FdEntry e;
+  if (r == 0 && StackFor(fd, e) != nullptr) {
+    std::lock_guard<std::mutex> l(g_dup2_mu);
+    if (g_dup2 == nullptr) g_dup2 = new std::vector<Dup2Source>();
+    g_dup2->push_back(Dup2Source{actions, fd});
+  }
+  return r;
+}
+
+int posix_spawn_file_actions_destroy(posix_spawn_file_actions_t* actions) {
+  {
+    std::lock_guard<std::mutex> l(g_dup2_mu);
+    if (g_dup2 != nullptr) {
+      std::erase_if(*g_dup2, [&](const Dup2Source& d) { return d.actions == actions; });
+    }
+  }
+  return real::posix_spawn_file_actions_destroy(actions);
+}
+
+// ---- stdio and the shell: code that libshake does not see ----------------------------------
+
+// fdopen: stdio reads and writes the fd through libc's internal calls, so a stack socket
+// becomes a bridge first (bridge.h); when that is impossible the call fails as the kernel's
+// would for want of a resource, after one line on stderr.
+FILE* fdopen(int fd, const char* mode) noexcept {
+  FdEntry e;
+  if (StackFor(fd, e) != nullptr && e.kind == FdKind::kStack) {
+    if (!shake::shim::BridgeInPlace(fd) && StackFor(fd, e) != nullptr) {
+      if (errno == 0) errno = ENOMEM;
+      return nullptr;
+    }
+  }
+  return real::fdopen(fd, mode);
+}
+
+// system and popen spawn through glibc's internal posix_spawn: the child gets bridges at the
+// numbers of the stack sockets it inherits. system waits for the bridge to have moved what the
+// child wrote before it returns, so that the caller's next write follows it, as with a kernel
+// socket.
+int system(const char* command) {
+  if (command == nullptr || ExecBackend() == nullptr) return real::system(command);
+  shake::shim::SpawnSwap swap(shake::shim::SpawnSwap::Scope::kInherited);
+  const int r = real::system(command);
+  const int err = errno;
+  swap.Restore();
+  swap.WaitDrained(2000);
+  errno = err;
+  return r;
+}
+
+namespace {
+struct PopenDone {
+  FILE* f;
+  int done;
+};
+std::mutex g_popen_mu;
+std::vector<PopenDone>* g_popen = nullptr;
+}  // namespace
+
+FILE* popen(const char* command, const char* mode) {
+  if (ExecBackend() == nullptr) return real::popen(command, mode);
+  shake::shim::SpawnSwap swap(shake::shim::SpawnSwap::Scope::kInherited);
+  FILE* f = real::popen(command, mode);
+  const int err = errno;
+  swap.Restore();
+  const int done = swap.TakeDone();
+  if (f != nullptr && done >= 0) {
+    std::lock_guard<std::mutex> l(g_popen_mu);
+    if (g_popen == nullptr) g_popen = new std::vector<PopenDone>();
+    g_popen->push_back(PopenDone{f, done});
+  } else if (done >= 0) {
+    real::close(done);
+  }
+  errno = err;
+  return f;
+}
+
+// pclose: as system, waits for the bridge of the child's inherited stack sockets.
+int pclose(FILE* f) {
+  int done = -1;
+  {
+    std::lock_guard<std::mutex> l(g_popen_mu);
+    if (g_popen != nullptr) {
+      for (auto it = g_popen->begin(); it != g_popen->end(); ++it) {
+        if (it->f == f) {
+          done = it->done;
+          g_popen->erase(it);
+          break;
+        }
+      }
+    }
+  }
+  const int r = real::pclose(f);
+  if (done >= 0) {
+    const int err = errno;
+    pollfd q{done, POLLIN, 0};
+    char c;
+    while (real::poll(&q, 1, 2000) == 1 && real::read(done, &c, 1) > 0) {
+    }
+    real::close(done);
+    errno = err;
+  }
+  return r;
+}
+
+// ---- Signals -------------------------------------------------------------------------------
+
+// sigaction: the program's handlers go in behind a trampoline that notes which signal ended a
+// blocking call's wait, so that it restarts as the kernel's would (shim/signals.cc).
+int sigaction(int sig, const struct sigaction* act, struct sigaction* old) noexcept {
+  return shake::shim::Sigaction(sig, act, old);
+}
+
+// glibc's signal (BSD semantics: SA_RESTART, the signal blocked in its handler) calls its
+// internal sigaction, which interposition does not reach; it is rebuilt on the one above.
+sighandler_t signal(int sig, sighandler_t handler) noexcept {
+  struct sigaction a {}, o {};
+  a.sa_handler = handler;
+  sigemptyset(&a.sa_mask);
+  if (sigaddset(&a.sa_mask, sig) < 0) return SIG_ERR;
+  a.sa_flags = SA_RESTART;
+  if (sigaction(sig, &a, &o) != 0) return SIG_ERR;
+  return o.sa_handler;
+}
+
+sighandler_t bsd_signal(int sig, sighandler_t handler) noexcept { return signal(sig, handler); }
 
 // ---- glibc's fortified (_FORTIFY_SOURCE) entry points --------------------------------------
 

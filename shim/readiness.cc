@@ -37,6 +37,7 @@
 #include "shim/guard.h"
 #include "shim/real.h"
 #include "shim/runtime.h"
+#include "shim/signals.h"
 
 namespace shake::shim {
 namespace {
@@ -276,6 +277,7 @@ bool Waiter::Watch(Session& s, SocketRec& rec) {
 
 int Waiter::Sleep(Instant deadline, const sigset_t* mask, pollfd* extra, nfds_t n) {
   Shared& sh = *b_.sh_;
+  SignalsBeforeWait();  // RestartAfterSignal asks which signals came during this sleep
   pollfd small[66];
   std::unique_ptr<pollfd[]> big;
   pollfd* p = small;
@@ -343,13 +345,18 @@ void Waiter::Done(Session& s) {
 }
 
 bool Backend::RestartAfterSignal() const {
-  // The signal that ended the wait is not known here: restart only if every handler the
-  // program installed asks for it, as most programs' handlers that use SA_RESTART do.
   const int saved = errno;
   struct Restore {
     int e;
     ~Restore() { errno = e; }
   } restore{saved};
+  // The signals delivered during the wait, when their handlers went through sigaction
+  // (signals.cc): restart if each of them has SA_RESTART, as the kernel does.
+  bool known = false;
+  const bool all = DeliveredAllRestart(&known);
+  if (known) return all;
+  // Not known (a handler installed around libshake): restart only if every handler the
+  // program installed asks for it.
   for (int sig = 1; sig < 65; ++sig) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     struct sigaction sa {};

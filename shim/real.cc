@@ -147,6 +147,12 @@ int fb_posix_spawn(pid_t*, const char*, const posix_spawn_file_actions_t*,
   return ENOSYS;
 }
 constexpr auto fb_posix_spawnp = fb_posix_spawn;
+int fb_posix_spawn_file_actions_adddup2(posix_spawn_file_actions_t*, int, int) { return ENOSYS; }
+int fb_posix_spawn_file_actions_destroy(posix_spawn_file_actions_t*) { return 0; }
+FILE* fb_fdopen(int, const char*) { return errno = ENOSYS, nullptr; }
+int fb_system(const char*) { return errno = ENOSYS, -1; }
+FILE* fb_popen(const char*, const char*) { return errno = ENOSYS, nullptr; }
+int fb_pclose(FILE*) { return errno = ENOSYS, -1; }
 
 // Set on the thread running Resolve(), so that calls dlsym makes come back to the fallbacks.
 // initial-exec: libshake is loaded at startup (LD_PRELOAD), so its TLS is static and touching

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <poll.h>
+#include <stdio.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/epoll.h>
@@ -122,7 +123,15 @@
      char* const*, char* const*),                                                               \
     (pid_t * pid, const char* p, const posix_spawn_file_actions_t* fa,                          \
      const posix_spawnattr_t* at, char* const* a, char* const* e),                              \
-    (pid, p, fa, at, a, e))
+    (pid, p, fa, at, a, e))                                                                     \
+  X(int, posix_spawn_file_actions_adddup2, (posix_spawn_file_actions_t*, int, int),             \
+    (posix_spawn_file_actions_t * fa, int fd, int to), (fa, fd, to))                            \
+  X(int, posix_spawn_file_actions_destroy, (posix_spawn_file_actions_t*),                       \
+    (posix_spawn_file_actions_t * fa), (fa))                                                    \
+  X(FILE*, fdopen, (int, const char*), (int fd, const char* m), (fd, m))                        \
+  X(int, system, (const char*), (const char* c), (c))                                           \
+  X(FILE*, popen, (const char*, const char*), (const char* c, const char* m), (c, m))           \
+  X(int, pclose, (FILE*), (FILE * f), (f))
 
 namespace shake::shim::real {
 

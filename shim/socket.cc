@@ -117,7 +117,7 @@ void Backend::DropRefLocked(Session& s, uint32_t index, int slot) {
 }
 
 void Backend::Retain(FdEntry e, int) {
-  if (!attached()) return;
+  if (!attached() || e.kind == FdKind::kBridge) return;
   Session s(*this);
   Shared& sh = s.sh();
   if (e.kind == FdKind::kEpoll) {
@@ -130,7 +130,7 @@ void Backend::Retain(FdEntry e, int) {
 }
 
 void Backend::Release(FdEntry e, int fd) {
-  if (e.kind == FdKind::kHidden || !attached()) return;
+  if (e.kind == FdKind::kHidden || e.kind == FdKind::kBridge || !attached()) return;
   if (ArenaLock::HeldByThisThread()) {  // a signal handler inside our own locked section
     if (t_deferred_n < 16) t_deferred[t_deferred_n++] = Deferred{e, fd};
     return;
