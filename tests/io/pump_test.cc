@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <bit>
 #include <vector>
 
@@ -166,6 +167,24 @@ struct Frames final : FrameReceiver {
   }
 };
 
+// A GsoPairDevice on one end of a datagram socketpair; the test reads the other, `peer`.
+struct GsoPair {
+  static std::array<int, 2> Open() {
+    std::array<int, 2> sv = {-1, -1};
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv.data()), 0);
+    int size = 1 << 20;
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    return sv;
+  }
+  ~GsoPair() {
+    close(sv[0]);
+    close(sv[1]);
+  }
+  std::array<int, 2> sv = Open();
+  GsoPairDevice dev{sv[0]};
+  int peer() const { return sv[1]; }
+};
+
 void Put(FrameSink& sink, const std::vector<std::byte>& f) {
   std::span<std::byte> b = sink.Acquire(f.size());
   ASSERT_GE(b.size(), f.size());
@@ -176,11 +195,8 @@ void Put(FrameSink& sink, const std::vector<std::byte>& f) {
 // The TX order among libshake's processes lets batches of different flows leave side by side:
 // a sealed batch names the flows of its frames, as hash buckets.
 TEST(Pump, ASealedBatchNamesTheFlowBucketsOfItsFrames) {
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-  int size = 1 << 20;
-  setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-  GsoPairDevice dev(sv[0]);
+  GsoPair pair;
+  GsoPairDevice& dev = pair.dev;
   Pump pump(dev);
   auto seal = [&](const std::vector<std::vector<std::byte>>& frames) {
     for (const auto& f : frames) Put(pump.sink(Instant::FromNanos(1)), f);
@@ -201,16 +217,11 @@ TEST(Pump, ASealedBatchNamesTheFlowBucketsOfItsFrames) {
   std::vector<std::byte> arp(42);
   wire::Store16(arp, 12, 0x0806);
   EXPECT_EQ(seal({arp}), 1u) << "a frame that is not IPv4 is bucket 0";
-  close(sv[0]);
-  close(sv[1]);
 }
 
 TEST(Pump, ABurstOfSegmentsLeavesAsOneSuperFrameThatCutsBackIntoThem) {
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-  int size = 1 << 20;
-  setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-  GsoPairDevice dev(sv[0]);
+  GsoPair pair;
+  GsoPairDevice& dev = pair.dev;
   Pump pump(dev);
   // Four full segments, a short one with PSH, then one that does not continue (a gap).
   std::vector<std::vector<std::byte>> sent;
@@ -224,7 +235,7 @@ TEST(Pump, ABurstOfSegmentsLeavesAsOneSuperFrameThatCutsBackIntoThem) {
   pump.Flush();
   std::vector<std::vector<std::byte>> wire;
   std::byte buf[70000];
-  for (ssize_t n; (n = recv(sv[1], buf, sizeof buf, MSG_DONTWAIT)) > 0;) wire.emplace_back(buf, buf + n);
+  for (ssize_t n; (n = recv(pair.peer(), buf, sizeof buf, MSG_DONTWAIT)) > 0;) wire.emplace_back(buf, buf + n);
   ASSERT_EQ(wire.size(), 2u);  // the super-frame, and the segment after the gap on its own
   EXPECT_EQ(pump.stats().tx_coalesced, 4u);
   const VnetHeader h = VnetHeader::Parse(wire[0]);
@@ -263,8 +274,6 @@ TEST(Pump, ABurstOfSegmentsLeavesAsOneSuperFrameThatCutsBackIntoThem) {
     EXPECT_EQ(a, b) << "segment " << i;
   }
   EXPECT_EQ(std::vector<std::byte>(wire[1].begin() + VnetHeader::kSize, wire[1].end()), gap);
-  close(sv[0]);
-  close(sv[1]);
 }
 
 }  // namespace

@@ -44,11 +44,8 @@ pid=$$
 nc="h10a-c-$pid" ns="h10a-s-$pid"
 kaddr=198.18.60.1 saddr=198.18.60.2
 
-skip() {
-  echo "attack_test: SKIP: $1"
-  [[ "${CI:-}" == true ]] && { echo "attack_test: CI=true: not skipping" >&2; exit 1; }
-  exit 77
-}
+me=attack_test
+. "$(dirname "$0")/../lib/netns.sh"
 [[ $(id -u) -eq 0 ]] || skip "not root: namespaces, veth and raw sockets need CAP_NET_ADMIN"
 for p in ip nft nginx python3 sha256sum; do
   command -v $p >/dev/null || skip "$p is not installed"
@@ -63,19 +60,8 @@ else
 fi
 work=$(mktemp -d /tmp/h10a-attack.XXXXXX)
 
-cleanup() {
-  for n in "$ns" "$nc"; do
-    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
-  done
-  sleep 0.2
-  for n in "$ns" "$nc"; do ip netns del "$n" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 set -e
-for n in "$nc" "$ns"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+own_namespaces "$work" "$nc" "$ns"
 ip link add h10ac0 netns "$nc" type veth peer name h10as0 netns "$ns"
 ip -n "$nc" link set h10ac0 name c0
 ip -n "$ns" link set h10as0 name s0

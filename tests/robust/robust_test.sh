@@ -29,11 +29,8 @@ pid=$$
 nc="h10r-c-$pid" nr="h10r-r-$pid" ns="h10r-s-$pid"
 kaddr=198.18.50.1 saddr=198.18.50.2
 
-skip() {
-  echo "robust_test: SKIP: $1"
-  [[ "${CI:-}" == true ]] && { echo "robust_test: CI=true: not skipping" >&2; exit 1; }
-  exit 77
-}
+me=robust_test
+. "$(dirname "$0")/../lib/netns.sh"
 [[ $(id -u) -eq 0 ]] || skip "not root: namespaces and veth need CAP_NET_ADMIN"
 for p in ip curl nginx redis-server redis-cli python3 sha256sum; do
   command -v $p >/dev/null || skip "$p is not installed"
@@ -46,20 +43,10 @@ else
 fi
 work=$(mktemp -d /tmp/h10r-robust.XXXXXX)
 
-cleanup() {
-  [[ -n "${relay_pid:-}" ]] && kill "$relay_pid" 2>/dev/null
-  for n in "$ns" "$nr" "$nc"; do
-    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
-  done
-  sleep 0.2
-  for n in "$ns" "$nr" "$nc"; do ip netns del "$n" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+before_cleanup() { [[ -n "${relay_pid:-}" ]] && kill "$relay_pid" 2>/dev/null; }
 
 set -e
-for n in "$nc" "$nr" "$ns"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+own_namespaces "$work" "$ns" "$nr" "$nc"
 ip link add h10rc0 netns "$nc" type veth peer name h10rr0 netns "$nr"
 ip link add h10rs0 netns "$ns" type veth peer name h10rr1 netns "$nr"
 ip -n "$nc" link set h10rc0 name c0
@@ -215,28 +202,6 @@ row exit.orphan "shake python3 sendall(1 MiB); close(); os._exit(0), 5% loss eac
 [[ $ok -eq $orphan_runs ]] || fail "exit.orphan: $ok of $orphan_runs"
 
 # --- flood.syn: spoofed SYNs at >= 50,000/s against shake nginx, legitimate clients meanwhile
-cat >"$work/legit.py" <<'PY'
-import socket, sys, time
-host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-ok = tried = 0
-end = time.time() + seconds
-while time.time() < end and tried < 100000:
-    tried += 1
-    try:
-        s = socket.create_connection((host, port), timeout=3)
-        s.settimeout(3)
-        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        buf = b""
-        while True:
-            d = s.recv(65536)
-            if not d: break
-            buf += d
-        s.close()
-        if buf.startswith(b"HTTP/1.1 200") and buf.endswith(b"hello\n"): ok += 1
-    except OSError:
-        pass
-print(f"{ok} {tried}")
-PY
 echo hello >"$work/www/index.html"
 if [[ $profile == long ]]; then flood_s=20; else flood_s=5; fi
 start_relay --seed 1 || fail relay
@@ -246,7 +211,7 @@ sleep 1
 ip netns exec "$nc" timeout $((flood_s + 10)) "$flood" $saddr 8080 198.18.51.0 60000 "$flood_s" $((60000 * flood_s)) >"$work/flood.out" 2>&1 &
 fpid=$!
 sleep 0.3
-legit=$(ip netns exec "$nc" timeout $((flood_s + 30)) "$py" "$work/legit.py" $saddr 8080 "$((flood_s - 1))")
+legit=$(ip netns exec "$nc" timeout $((flood_s + 30)) "$py" "$(dirname "$0")/legit_client.py" $saddr 8080 "$((flood_s - 1))")
 wait "$fpid"
 stat_json=$(ip netns exec "$ns" timeout 10 "$shake" stat --json 2>&1)
 counters=$(stop_relay)

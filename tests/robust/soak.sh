@@ -35,23 +35,15 @@ pid=$$
 nc="soak-c-$pid" ns="soak-s-$pid"
 kaddr=198.18.56.1 saddr=198.18.56.2
 
-skip() { echo "soak: SKIP: $1"; exit 77; }
+me=soak
+. "$(dirname "$0")/../lib/netns.sh"
 [[ $(id -u) -eq 0 ]] || skip "not root: namespaces and veth need CAP_NET_ADMIN"
 for p in ip nginx redis-server redis-cli redis-benchmark wrk ab python3; do
   command -v $p >/dev/null || skip "$p is not installed"
 done
 work=$(mktemp -d /tmp/soak.XXXXXX)
-cleanup() {
-  for n in "$ns" "$nc"; do ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null; done
-  sleep 0.2
-  for n in "$ns" "$nc"; do ip netns del "$n" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 set -e
-for n in "$nc" "$ns"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+own_namespaces "$work" "$nc" "$ns"
 ip link add soakc0 netns "$nc" type veth peer name soaks0 netns "$ns"
 ip -n "$nc" link set soakc0 name c0
 ip -n "$ns" link set soaks0 name s0

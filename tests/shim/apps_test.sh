@@ -35,33 +35,17 @@ ns="shkapps-$$"
 py=$(command -v python3)
 py=$(readlink -f "$py")  # pyenv shims are shell scripts; preload the interpreter itself
 
-skip() {
-  echo "apps_test: SKIP: $1"
-  [[ "${CI:-}" == true ]] && { echo "apps_test: CI=true: not skipping" >&2; exit 1; }
-  exit 77
-}
+me=apps_test
+. "$(dirname "$0")/../lib/netns.sh"
 [[ $(id -u) -eq 0 ]] || skip "not root: the namespace and TUN device need CAP_NET_ADMIN"
 for p in ip curl nginx ab wrk tcpdump redis-server redis-cli redis-benchmark; do command -v $p >/dev/null || skip "$p is not installed"; done
 work=$(mktemp -d /tmp/shkapps.XXXXXX)  # after the skips: they exit before the cleanup trap
 
-cleanup() {
+before_cleanup() {  # nginx and the servers first, by their pid files
   for pidf in "$work"/*.pid; do [[ -f "$pidf" ]] && kill "$(cat "$pidf")" 2>/dev/null; done
-  sleep 0.2
-  ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
-  ip netns del "$ns" 2>/dev/null
-  rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-for old in $(ip netns list 2>/dev/null | awk '{print $1}'); do
-  if [[ "$old" =~ ^shkapps-([0-9]+)$ ]] && ! kill -0 "${BASH_REMATCH[1]}" 2>/dev/null; then
-    ip netns del "$old" 2>/dev/null
-  fi
-done
 set -e
-ip netns add "$ns"
-ip -n "$ns" link set lo up
+own_namespaces "$work" "$ns"
 ip -n "$ns" tuntap add dev shk0 mode tun
 ip -n "$ns" addr add 198.18.10.1/24 dev shk0
 ip -n "$ns" link set shk0 up

@@ -30,33 +30,15 @@ ns="h13ss-$$"
 py=$(readlink -f "$(command -v python3)")
 me=many_programs_test
 
-skip() {
-  echo "$me: SKIP: $1"
-  [[ "${CI:-}" == true ]] && { echo "$me: CI=true: not skipping" >&2; exit 1; }
-  exit 77
-}
+. "$(dirname "$0")/../lib/netns.sh"
 [[ $(id -u) -eq 0 ]] || skip "not root: the namespace and TUN device need CAP_NET_ADMIN"
 for p in ip curl nginx ab redis-server redis-cli redis-benchmark sockperf nft tcpdump; do
   command -v $p >/dev/null || skip "$p is not installed"
 done
 work=$(mktemp -d /tmp/h13ss.XXXXXX)
 
-cleanup() {
-  ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
-  sleep 0.2
-  ip netns del "$ns" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-for old in $(ip netns list 2>/dev/null | awk '{print $1}'); do
-  if [[ "$old" =~ ^h13ss-([0-9]+)$ ]] && ! kill -0 "${BASH_REMATCH[1]}" 2>/dev/null; then
-    ip netns pids "$old" | xargs -r kill -9; ip netns del "$old" 2>/dev/null
-  fi
-done
 set -e
-ip netns add "$ns"
-ip -n "$ns" link set lo up
+own_namespaces "$work" "$ns"
 ip -n "$ns" tuntap add dev shk0 mode tun
 ip -n "$ns" addr add 198.18.40.1/24 dev shk0
 ip -n "$ns" link set shk0 up
