@@ -157,8 +157,20 @@ stat_under_load() {  # device address tag
   in_ns timeout 60 ab -q -n 200000 -c 20 -t 6 "http://$a:8080/index.html" >"$work/ab-stat" 2>&1 &
   local abp=$!
   sleep 1.5
-  in_ns "$shake" stat --device "$dev" >"$work/stat.txt" 2>&1
-  stat_json "$dev" >"$work/stat.json" 2>&1
+  # Short connections are ESTABLISHED for microseconds among thousands in TIME-WAIT: a snapshot
+  # may catch none, so each view is taken again (up to 5 times, bounded by ab's 6 s) until one
+  # shows an ESTABLISHED connection on 8080 or the tries run out.
+  local i
+  for i in 1 2 3 4 5; do
+    in_ns "$shake" stat --device "$dev" >"$work/stat.txt" 2>&1
+    grep -qE "^ESTABLISHED .* $a:8080 " "$work/stat.txt" && break
+    sleep 0.2
+  done
+  for i in 1 2 3 4 5; do
+    stat_json "$dev" >"$work/stat.json" 2>&1
+    grep -qE '"state":"ESTABLISHED","local":"'"$a"':8080"' "$work/stat.json" && break
+    sleep 0.2
+  done
   kill -INT $abp 2>/dev/null; wait $abp
   sed -n '1,3p' "$work/stat.txt" | sed "s/^/$me:   stat: /"
   local nginx_pids
