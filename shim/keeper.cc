@@ -256,9 +256,11 @@ Channel* Keeper::Tx() {
 
 void Keeper::Rebalance() {
   if (shared_) {
-    // One descriptor for all: the keeper reads it as frames come only when no process is
-    // attached (the backstop covers attached ones).
-    Watch(*own_, conns_.empty());
+    // One descriptor for all: the keeper reads it as frames come only while no process has
+    // claimed a slot (the backstop covers attached ones). `shake stat` connections claim none.
+    bool claimed = false;
+    for (const auto& [fd, c] : conns_) claimed |= c.slot >= 0;
+    Watch(*own_, !claimed);
     return;
   }
   if (LiveMembers()) {
@@ -287,7 +289,8 @@ void Keeper::Rebalance() {
     } else {
       std::string err;
       std::unique_ptr<io::Device> d =
-          io::OpenDevice(sh_->device, &err, {.fanout_group = sh_->fanout_group});
+          io::OpenDevice(sh_->device, &err,
+                         {.fanout_group = sh_->fanout_group, .only_ipv4 = sh_->addr});
       if (d) {
         own_ = MakeChannel(real::fcntl(d->fd(), F_DUPFD_CLOEXEC, 10), sh_->fanout_group);
         own_receiving_ = own_ != nullptr;
@@ -524,6 +527,7 @@ void Keeper::Serve(int fd) {
                static_cast<uint32_t>(m.claim.slot) < sh_->limits.procs) {
       it->second.slot = m.claim.slot;
       it->second.generation = m.claim.generation;
+      Rebalance();  // a process now reads the shared descriptor: the keeper stops
     } else if (m.type == LinkType::kStat && n == sizeof(LinkStat)) {
       Stat(fd, m.stat.json != 0);
     }
@@ -617,7 +621,10 @@ void Keeper::GiveChannel(int fd) {
   LinkChannelReply r;
   std::string err;
   std::unique_ptr<io::Device> d;
-  if (!shared_) d = io::OpenDevice(sh_->device, &err, {.fanout_group = sh_->fanout_group});
+  if (!shared_) {
+    d = io::OpenDevice(sh_->device, &err,
+                       {.fanout_group = sh_->fanout_group, .only_ipv4 = sh_->addr});
+  }
   const int mine = d ? real::fcntl(d->fd(), F_DUPFD_CLOEXEC, 10) : -1;
   d.reset();
   if (mine < 0) {

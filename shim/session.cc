@@ -86,7 +86,9 @@ Session::~Session() {
   const Instant next = b_.stack_->Poll(now(), b_.pump_->sink(now()));
   if (g_trace != nullptr) g_trace->Flush();
   sh.deadline.store(next.nanos(), std::memory_order_relaxed);
-  if (next.nanos() + kKeeperSlackNs < sh.keeper_wake.load(std::memory_order_relaxed)) {
+  // No timer (Never) asks nothing of the keeper; its INT64_MAX must not wrap in the sum.
+  if (!next.is_never() &&
+      next.nanos() + kKeeperSlackNs < sh.keeper_wake.load(std::memory_order_relaxed)) {
     int64_t asked = sh.rung_deadline.load(std::memory_order_relaxed);
     while (next.nanos() < asked &&
            !sh.rung_deadline.compare_exchange_weak(asked, next.nanos(), std::memory_order_relaxed)) {
