@@ -24,7 +24,8 @@ std::unique_ptr<Device> OpenDevice(const std::string& spec, std::string* error,
     return PacketDevice::Open(PacketOptions{.name = name,
                                             .inherited_fd = o.inherited_fd,
                                             .fanout_group = o.fanout_group,
-                                            .receive = !o.send_only},
+                                            .receive = !o.send_only,
+                                            .only_ipv4 = o.only_ipv4},
                               error);
   }
   *error = "device \"" + spec + "\": expected tun:IFNAME or packet:IFNAME";

@@ -103,6 +103,9 @@ struct DeviceOptions {
   int fanout_group = -1;
   // packet: only. A socket that receives nothing (PacketOptions::receive).
   bool send_only = false;
+  // packet: only. Not 0: the socket queues only ARP and the IPv4 frames addressed to this
+  // address (host order; PacketOptions::only_ipv4).
+  uint32_t only_ipv4 = 0;
   // tun: only. A virtio_net_hdr on every read and write and TSO/checksum offload on the device
   // (IFF_VNET_HDR, TUNSETOFFLOAD): the kernel hands over TCP super-frames and takes them.
   bool offload = false;

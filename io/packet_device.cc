@@ -71,6 +71,22 @@ std::unique_ptr<PacketDevice> PacketDevice::Open(const PacketOptions& options,
     if (setsockopt(dev->fd_, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) {
       return fail("SO_ATTACH_FILTER", errno);
     }
+  } else if (options.only_ipv4 != 0) {
+    // Classic BPF over the Ethernet frame: the EtherType at 12, the IPv4 destination at 30.
+    // A fanout member's filter runs after the group picked it, so every member needs it.
+    sock_filter ours[] = {
+        {BPF_LD | BPF_H | BPF_ABS, 0, 0, 12},
+        {BPF_JMP | BPF_JEQ | BPF_K, 3, 0, ETH_P_ARP},          // ARP: keep
+        {BPF_JMP | BPF_JEQ | BPF_K, 0, 3, ETH_P_IP},           // neither: drop
+        {BPF_LD | BPF_W | BPF_ABS, 0, 0, 30},
+        {BPF_JMP | BPF_JEQ | BPF_K, 0, 1, options.only_ipv4},  // not ours: drop
+        {BPF_RET | BPF_K, 0, 0, 0x40000},                      // keep the whole frame
+        {BPF_RET | BPF_K, 0, 0, 0},
+    };
+    sock_fprog prog{static_cast<unsigned short>(sizeof ours / sizeof ours[0]), ours};
+    if (setsockopt(dev->fd_, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) {
+      return fail("SO_ATTACH_FILTER", errno);
+    }
   }
   sockaddr_ll sll{};
   sll.sll_family = AF_PACKET;

@@ -33,6 +33,10 @@ struct PacketOptions {
   // false: a socket only for sending: a filter drops every frame before it is queued, so it
   // can be shared by any number of processes without anyone having to read it.
   bool receive = true;
+  // Not 0 (an IPv4 address, host order): a filter lets only ARP and IPv4 frames to this
+  // address be queued, so the interface's other traffic (the host's own, on a shared NIC)
+  // neither fills the socket nor wakes its reader. The kernel still gets its copy of each.
+  uint32_t only_ipv4 = 0;
 };
 
 class PacketDevice final : public Device {

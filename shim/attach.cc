@@ -339,6 +339,7 @@ bool Backend::CreateStack(std::string* error) {
   std::unique_ptr<io::Device> dev =
       io::OpenDevice(spec, &derr,
                      {.fanout_group = config_.device == DeviceKind::kPacket ? int{fanout} : -1,
+                      .only_ipv4 = config_.addr,
                       .offload = true});
   if (!dev) {
     *error = derr;

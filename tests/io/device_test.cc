@@ -3,19 +3,24 @@
 // with the ppoll fallback.
 #include <fcntl.h>
 #include <linux/filter.h>
+#include <linux/if_ether.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <thread>
+#include <vector>
 
 #include "io/clock.h"
 #include "io/engine.h"
+#include "io/offload.h"
 #include "io/packet_device.h"
 #include "io/pcap.h"
 #include "io/tun_device.h"
@@ -148,6 +153,53 @@ TEST(PacketDevice, AnswersArpAndPingOnVethAndIgnoresOwnFrames) {
   ASSERT_EQ(testing::Run({"tcpdump", "-nn", "-e", "-r", pcap_path}, &out), 0) << out;
   EXPECT_NE(out.find("198.18.1.2 > 198.18.1.1: ICMP echo reply"), std::string::npos) << out;
   EXPECT_NE(out.find("Reply 198.18.1.2 is-at"), std::string::npos) << out;
+}
+
+// Frames queued on a packet socket, by IPv4 destination (0 for ARP): read without waiting.
+std::map<uint32_t, int> QueuedByDestination(int fd) {
+  std::map<uint32_t, int> seen;
+  std::vector<std::byte> buf(70000);
+  for (int i = 0; i < 1000; ++i) {
+    const ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    if (n < 0) break;
+    const auto at = [&](size_t k) { return static_cast<uint32_t>(buf[VnetHeader::kSize + k]); };
+    if (static_cast<size_t>(n) < VnetHeader::kSize + 34) continue;
+    const uint32_t type = at(12) << 8 | at(13);
+    if (type == ETH_P_ARP) ++seen[0];
+    if (type == ETH_P_IP) ++seen[at(30) << 24 | at(31) << 16 | at(32) << 8 | at(33)];
+  }
+  return seen;
+}
+
+TEST(PacketDevice, QueuesOnlyArpAndFramesToItsAddress) {
+  SHAKE_REQUIRE_NETNS();
+  Topology topo;
+  const auto a = topo.AddNamespace("pa"), b = topo.AddNamespace("pb");
+  topo.Veth(a, "v0", b, "v1");
+  topo.Exec(a, "ip addr add 198.18.1.1/24 dev v0");
+  std::string error;
+  const uint32_t ours = Ipv4Addr(198, 18, 1, 2).value();
+  auto only = testing::InNamespace(b, [&] {
+    return PacketDevice::Open(PacketOptions{.name = "v1", .only_ipv4 = ours}, &error);
+  });
+  ASSERT_TRUE(only) << error;
+  auto all = testing::InNamespace(
+      b, [&] { return PacketDevice::Open(PacketOptions{.name = "v1"}, &error); });
+  ASSERT_TRUE(all) << error;
+  const std::string mac = only->mac().ToString();
+  // .2 is the stack's, .9 another host's behind the same interface; nobody answers either.
+  topo.Exec(a, "ip neigh replace 198.18.1.9 lladdr " + mac + " dev v0");
+  testing::Ping(a, "198.18.1.2", 3, 10);  // no static entry: ARP first, then the requests
+  topo.Exec(a, "ip neigh replace 198.18.1.2 lladdr " + mac + " dev v0");
+  testing::Ping(a, "198.18.1.2", 3, 10);
+  testing::Ping(a, "198.18.1.9", 3, 10);
+  const std::map<uint32_t, int> kept = QueuedByDestination(only->fd());
+  const std::map<uint32_t, int> control = QueuedByDestination(all->fd());
+  const uint32_t other = Ipv4Addr(198, 18, 1, 9).value();
+  EXPECT_GE(control.count(other) ? control.at(other) : 0, 3) << "the frames to .9 were sent";
+  EXPECT_EQ(kept.count(other), 0u) << "a frame to another address was queued";
+  EXPECT_GE(kept.count(ours) ? kept.at(ours) : 0, 3);
+  EXPECT_GE(kept.count(0) ? kept.at(0) : 0, 1) << "ARP must pass";
 }
 
 // seccomp: io_uring_setup fails with EPERM, as under a container runtime's default profile.
