@@ -364,6 +364,9 @@ uint16_t Tcb::AdvertisedWindow(bool syn) {
     return field;
   }
   size_t wnd = std::min<size_t>(free_space, size_t{65535} << rcv_wscale_);
+  // Under memory pressure the window stops growing: as Linux clamps rcv_ssthresh to four
+  // advertised MSS (tcp_adjust_rcv_ssthresh), no more than that is offered beyond what was.
+  if (host_.memory().under_pressure()) wnd = std::min<size_t>(wnd, 4 * size_t{local_mss});
   // Never shrink the window we already offered (RFC 9293 3.8.6.2.2).
   const size_t offered = rcv_adv_ > rcv_nxt ? static_cast<size_t>(rcv_adv_ - rcv_nxt) : 0;
   if (wnd < offered) {
