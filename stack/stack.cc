@@ -272,6 +272,7 @@ struct Stack::Impl final : TcpHost {
     if (t.memory_waiter) return;
     t.memory_waiter = true;
     memory_waiters.push_back(t.index);
+    budget.Hold();
   }
   // Once the account falls below the limit, the writers it held back may write again (Linux
   // wakes them from sk_stream_write_space as memory is freed).

@@ -33,8 +33,11 @@ class MemoryBudget final : public std::pmr::memory_resource {
   size_t low() const { return low_; }
   bool under_pressure() const { return pressure_; }
   bool over_limit() const { return limit_ != 0 && allocated_ >= limit_; }
-  // True once after the account fell below the limit, having reached it: the host then wakes
-  // the writers the limit held back.
+  // A writer was held back by the limit (Tcb::SendSpace): its host wants to hear when memory
+  // is freed below the limit.
+  void Hold() { held_ = true; }
+  // True once after memory was freed below the limit since it held something back: the host
+  // then wakes the writers the limit held back.
   bool TakeRelief() {
     const bool r = relief_;
     relief_ = false;
@@ -74,7 +77,7 @@ class MemoryBudget final : public std::pmr::memory_resource {
   size_t allocated_ = 0;
   size_t peak_ = 0;
   bool pressure_ = false;
-  bool held_ = false;    // the account reached the limit and has not fallen below it since
+  bool held_ = false;    // the limit held something back, and no memory was freed below it since
   bool relief_ = false;  // it has now: not yet taken
 };
 

@@ -1020,11 +1020,15 @@ bool Tcb::TimeWaitAcceptsSyn(const TcpHeader& h) const {
 size_t Tcb::SendSpace() const {
   const size_t cap = send_capacity();
   size_t space = send_q_.size() < cap ? cap - send_q_.size() : 0;
-  if (host_.memory().over_limit()) {
-    // Linux tcp_wmem_schedule over tcp_mem's limit: a socket queues only into memory it holds
-    // already, and one that holds none may still queue a little (tcp_wmem[0] there; here the
-    // queue's first, small chunk) to make progress.
-    const size_t room = send_q_.memory() == 0 ? ByteQueue::kSmallChunkSize : send_q_.Room();
+  const MemoryBudget& m = host_.memory();
+  if (m.limit() != 0) {
+    // Linux tcp_wmem_schedule, which charges tcp_mem as the queue grows: a socket queues into
+    // memory it holds already and what the limit leaves (so one write cannot take the stack
+    // far past it), and one that holds none may always queue a little (tcp_wmem[0] there;
+    // here the queue's first, small chunk) to make progress.
+    const size_t headroom = m.over_limit() ? 0 : m.limit() - m.allocated();
+    const size_t room = send_q_.memory() == 0 ? std::max(headroom, ByteQueue::kSmallChunkSize)
+                                              : send_q_.Room() + headroom;
     space = std::min(space, room);
   }
   return space;
