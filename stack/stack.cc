@@ -1272,6 +1272,12 @@ void Stack::Close(Instant now, SocketId id) {
       } else {
         t->ShutdownWrite(now);
         t->Orphaned(now);
+        if (t->OrphanOutOfMemory()) {
+          // Linux tcp_close: closed while the stack's memory is at its limit, with more than
+          // a minimum still to send, the connection is reset (TCPAbortOnMemory).
+          s.stats.tcp_abort_on_memory++;
+          t->RequestAbort();
+        }
       }
       s.MarkDirty(*t);
       s.Reschedule(*t);

@@ -181,6 +181,12 @@ class Tcb {
   void RequestAbort() { abort_pending_ = true; }
   // The application let go of the socket: an orphan in FIN-WAIT-2 gets a deadline.
   void Orphaned(Instant now);
+  // Linux tcp_check_oom's memory half: an orphan that holds more than a minimum of send queue
+  // while the stack's memory is at its limit is reset (at close and at its timers).
+  bool OrphanOutOfMemory() const {
+    return orphan() && host_.memory().over_limit() &&
+           send_q_.memory() > ByteQueue::kSmallChunkSize;
+  }
   // Socket options changed: timers that depend on them start over.
   void OptionsChanged() { keepalive_deadline_ = Instant::Never(); }
   // An ICMP error for this connection (RFC 5927 checks already done by the host).

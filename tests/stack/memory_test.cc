@@ -284,6 +284,66 @@ TEST_F(MemoryTest, AtTheLimitSendsTakeOnlyHeldMemoryAndWritersWakeOnRelief) {
   EXPECT_EQ(*r, data.size());
 }
 
+TEST_F(MemoryTest, AtTheLimitAnOrphanHoldingSendMemoryIsResetAtItsTimer) {
+  Make(20'000, 30'000, 60'000);
+  Conn a = Accept(40001);
+  Seg shut = Data(a, 1, 1, 0);
+  shut.window = 0;
+  h_->Deliver(shut);
+  std::vector<std::byte> data(20'000, std::byte{'z'});
+  auto r = h_->stack().Send(a.id, data);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, data.size());
+  h_->Flush();
+  h_->stack().Close(h_->now(), a.id);  // an orphan in FIN-WAIT-1 with 20,000 bytes unsent
+  h_->Flush();
+  EXPECT_EQ(counters().tcp_abort_on_memory, 0u) << "below the limit, the orphan lives on";
+  Conn b = Accept(40002);
+  Hoard(b, 60'000);
+  const size_t held = use().allocated;
+  // The persist timer fires: Linux's tcp_out_of_resources resets the orphan.
+  bool reset = false;
+  for (int i = 0; i < 40 && !reset; ++i) {
+    for (const Seg& s : h_->Advance(Duration::Seconds(5))) {
+      reset = reset || (s.dst_port == 40001 && (s.flags & f::kRst) != 0);
+    }
+  }
+  EXPECT_TRUE(reset);
+  EXPECT_EQ(counters().tcp_abort_on_memory, 1u);
+  EXPECT_LE(use().allocated + 2 * kChunk, held) << "its send queue was given back";
+}
+
+TEST_F(MemoryTest, AtTheLimitClosingWithMuchUnsentResets) {
+  Make(20'000, 30'000, 60'000);
+  Conn a = Accept(40001);
+  Seg shut = Data(a, 1, 1, 0);
+  shut.window = 0;
+  h_->Deliver(shut);
+  std::vector<std::byte> data(20'000, std::byte{'z'});
+  ASSERT_TRUE(h_->stack().Send(a.id, data).ok());
+  h_->Flush();
+  Conn b = Accept(40002);
+  Hoard(b, 60'000);
+  h_->stack().Close(h_->now(), a.id);
+  bool reset = false;
+  for (const Seg& s : h_->Flush()) {
+    reset = reset || (s.dst_port == 40001 && (s.flags & f::kRst) != 0);
+  }
+  EXPECT_TRUE(reset) << "Linux's tcp_close resets an orphan it cannot afford";
+  EXPECT_EQ(counters().tcp_abort_on_memory, 1u);
+}
+
+TEST_F(MemoryTest, ClosingGivesOutOfOrderDataBack) {
+  Make(0, 0, 1'000'000);
+  Conn a = Accept(40001);
+  const size_t idle = use().allocated;
+  h_->Deliver(Data(a, 3 * kChunk, 1, 1000));
+  EXPECT_GT(use().allocated, idle + kChunk);
+  h_->stack().Close(h_->now(), a.id);
+  h_->Flush();
+  EXPECT_LE(use().allocated, idle);
+}
+
 TEST_F(MemoryTest, WithoutALimitNothingIsDropped) {
   Make(0, 0, 0);
   Conn a = Accept(40001);
