@@ -62,14 +62,16 @@ else
 fi
 work=$(mktemp -d /tmp/h10a-attack.XXXXXX)
 
+# veth_pair N KADDR: cN (KADDR/24, kernel) in the client namespace -- sN (no address) in the
+# server's
+veth_pair() {
+  ip link add h10ac$1 netns "$nc" type veth peer name h10as$1 netns "$ns" &&
+    ip -n "$nc" link set h10ac$1 name c$1 && ip -n "$ns" link set h10as$1 name s$1 &&
+    ip -n "$nc" addr add $2/24 dev c$1 && ip -n "$nc" link set c$1 up && ip -n "$ns" link set s$1 up
+}
 set -e
 own_namespaces "$work" "$nc" "$ns"
-ip link add h10ac0 netns "$nc" type veth peer name h10as0 netns "$ns"
-ip -n "$nc" link set h10ac0 name c0
-ip -n "$ns" link set h10as0 name s0
-ip -n "$nc" addr add $kaddr/24 dev c0
-ip -n "$nc" link set c0 up
-ip -n "$ns" link set s0 up
+veth_pair 0 $kaddr
 ip netns exec "$nc" sysctl -qw net.ipv4.ip_local_port_range="50000 60999"
 ip netns exec "$nc" nft -f - <<'NFT'
 table ip h10a {
@@ -335,12 +337,7 @@ grep -q "sent=$half_open " "$work/attack.halfopen.out" || fail "attack.halfopen:
 # stack.sim.memory.) Its own veth pair, in 198.18.84.0/24.
 if [[ $profile == long ]]; then mc_hoards=24 mc_zw=1000; else mc_hoards=12 mc_zw=500; fi
 mc_cap=$((8 << 20)) kaddr2=198.18.84.1 saddr2=198.18.84.2
-ip link add h10ac1 netns "$nc" type veth peer name h10as1 netns "$ns"
-ip -n "$nc" link set h10ac1 name c1
-ip -n "$ns" link set h10as1 name s1
-ip -n "$nc" addr add $kaddr2/24 dev c1
-ip -n "$nc" link set c1 up
-ip -n "$ns" link set s1 up
+veth_pair 1 $kaddr2 || fail "attack.memcap: no second veth pair"
 sh_m=("$shake" --device packet:s1 --addr "$saddr2/24" --gateway $kaddr2 --)
 # A bad value is one line naming the variable and the fix, and the program does not run.
 bad=$(SHAKE_MEM_MAX=lots ip netns exec "$ns" timeout 10 "${sh_m[@]}" true 2>&1); brc=$?

@@ -119,6 +119,17 @@ class MemoryTest : public ::testing::Test {
     hoard_end_ = off - kChunk + 1000;
     return off;
   }
+  // The peer of `c` shuts its window, and `n` bytes are queued to it (all accepted).
+  void QueueBehindShutWindow(const Conn& c, size_t n) {
+    Seg shut = Data(c, 1, 1, 0);
+    shut.window = 0;
+    h_->Deliver(shut);
+    std::vector<std::byte> data(n, std::byte{'z'});
+    auto r = h_->stack().Send(c.id, data);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(*r, n);
+    h_->Flush();
+  }
   // Fills the holes of the hoard in order, reading as it goes: the memory is given back.
   void Release(const Conn& c) {
     uint64_t got = 0;
@@ -287,14 +298,7 @@ TEST_F(MemoryTest, AtTheLimitSendsTakeOnlyHeldMemoryAndWritersWakeOnRelief) {
 TEST_F(MemoryTest, AtTheLimitAnOrphanHoldingSendMemoryIsResetAtItsTimer) {
   Make(20'000, 30'000, 60'000);
   Conn a = Accept(40001);
-  Seg shut = Data(a, 1, 1, 0);
-  shut.window = 0;
-  h_->Deliver(shut);
-  std::vector<std::byte> data(20'000, std::byte{'z'});
-  auto r = h_->stack().Send(a.id, data);
-  ASSERT_TRUE(r.ok());
-  EXPECT_EQ(*r, data.size());
-  h_->Flush();
+  QueueBehindShutWindow(a, 20'000);
   h_->stack().Close(h_->now(), a.id);  // an orphan in FIN-WAIT-1 with 20,000 bytes unsent
   h_->Flush();
   EXPECT_EQ(counters().tcp_abort_on_memory, 0u) << "below the limit, the orphan lives on";
@@ -316,12 +320,7 @@ TEST_F(MemoryTest, AtTheLimitAnOrphanHoldingSendMemoryIsResetAtItsTimer) {
 TEST_F(MemoryTest, AtTheLimitClosingWithMuchUnsentResets) {
   Make(20'000, 30'000, 60'000);
   Conn a = Accept(40001);
-  Seg shut = Data(a, 1, 1, 0);
-  shut.window = 0;
-  h_->Deliver(shut);
-  std::vector<std::byte> data(20'000, std::byte{'z'});
-  ASSERT_TRUE(h_->stack().Send(a.id, data).ok());
-  h_->Flush();
+  QueueBehindShutWindow(a, 20'000);
   Conn b = Accept(40002);
   Hoard(b, 60'000);
   h_->stack().Close(h_->now(), a.id);
