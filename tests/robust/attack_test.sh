@@ -330,9 +330,11 @@ grep -q "sent=$half_open " "$work/attack.halfopen.out" || fail "attack.halfopen:
 # guarantee (a connection holding no send memory may always queue 2 KiB, as Linux's
 # tcp_wmem[0]), its memory within that and the control blocks; the limit drops segments
 # (tcp_ofo_mem_drops) and holds sends (tcp_send_mem_limited); >= 99% of the legitimate requests
-# succeed; the download is sha256-exact; nginx is alive (nothing aborted); and its shutdown,
-# closing the attack's connections at the limit, resets those it cannot afford
-# (tcp_abort_on_memory) until the limit is no longer reached. (The rest go as their timers
+# succeed; the download is sha256-exact; nginx is alive (nothing aborted); and after its
+# shutdown the limit is no longer reached: the hoards' out-of-order data goes back as they are
+# closed, and a connection closed at the limit with much unsent is reset (tcp_abort_on_memory,
+# 0 to 81 in the runs so far, as the closes fall before or after the account drops below the
+# limit). (The rest go as their timers
 # say, as on Linux; the recovery from pressure itself is tests/stack's memory_test and
 # stack.sim.memory.) Its own veth pair, in 198.18.84.0/24.
 if [[ $profile == long ]]; then mc_hoards=24 mc_zw=1000; else mc_hoards=12 mc_zw=500; fi
@@ -417,7 +419,6 @@ if [[ $up -eq 1 ]]; then
   [[ $ltried -gt 0 && $((lok * 100)) -ge $((ltried * 99)) ]] || fail "attack.memcap: $lok of $ltried legitimate requests"
   [[ $big_sum == "$want_mid" ]] || fail "attack.memcap: the download's sha256 differs: $big_sum"
   (( bnow < mc_cap )) || fail "attack.memcap: $bnow B held after nginx's shutdown, at the limit $mc_cap"
-  [[ $(mcounter "$ma" tcp_abort_on_memory) -gt 0 ]] || fail "attack.memcap: no connection closed at the limit was reset"
   [[ $alive -eq 1 ]] || fail "attack.memcap: the nginx master is gone"
 else
   fail "attack.memcap: shake nginx with SHAKE_MEM_MAX=8M did not answer"
