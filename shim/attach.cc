@@ -358,6 +358,7 @@ bool Backend::CreateStack(std::string* error) {
     return false;
   }
   if (getrandom(&sc.seed, sizeof sc.seed, 0) < 0) sc.seed = 1;
+  sc.tcp.memory_limit = static_cast<size_t>(config_.mem_max);  // pressure and low: tcp_mem's ratios
   int memfd = -1;
   Arena* a = Arena::Create(kArenaSize, &memfd);
   if (a == nullptr || !a->fixed()) {
@@ -572,7 +573,7 @@ bool InstallStackBackend(const Config& config) {
     g_backend = nullptr;
     return false;
   }
-  InstallBackend(b);
+  InstallBackend(GuardBackend(b));
   return true;
 }
 

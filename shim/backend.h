@@ -112,6 +112,10 @@ class StackBackend {
 StackBackend* CurrentBackend();
 void InstallBackend(StackBackend* backend);
 
+// `b` with the shared arena's exhaustion (std::bad_alloc) mapped to ENOBUFS or ENOMEM at each
+// call, as the kernel answers when it has no memory (guarded_backend.cc).
+StackBackend* GuardBackend(StackBackend* b);
+
 // Installs the stack-backed backend (attach.cc) for `config`. The stack is joined at the first
 // socket routed through the device, or at once when this image was handed sockets across exec.
 bool InstallStackBackend(const Config& config);

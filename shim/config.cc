@@ -52,6 +52,29 @@ bool ParseNumber(const std::string& s, uint64_t lo, uint64_t hi, uint64_t& out) 
   return true;
 }
 
+}  // namespace
+
+bool ParseSize(const std::string& s, uint64_t lo, uint64_t hi, uint64_t& out) {
+  if (s.empty() || s.size() > 16) return false;
+  std::string digits = s;
+  uint64_t unit = 1;
+  switch (digits.back()) {
+    case 'k': case 'K': unit = uint64_t{1} << 10; break;
+    case 'm': case 'M': unit = uint64_t{1} << 20; break;
+    case 'g': case 'G': unit = uint64_t{1} << 30; break;
+    default: break;
+  }
+  if (unit != 1) digits.pop_back();
+  uint64_t v = 0;
+  if (!ParseNumber(digits, 0, uint64_t{1} << 34, v)) return false;
+  v *= unit;
+  if (v < lo || v > hi) return false;
+  out = v;
+  return true;
+}
+
+namespace {
+
 uint32_t Mask(int prefix) {
   return prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
 }
@@ -185,6 +208,14 @@ std::optional<ConfigError> ParseConfig(Getenv getenv_fn, Config& out) {
     if (var == "SHAKE_MAX_PROCS") out.max_procs = static_cast<uint32_t>(x);
     if (var == "SHAKE_KEEPER_IDLE") out.keeper_idle_s = static_cast<int>(x);
     if (var == "SHAKE_SPIN_US") out.spin_us = static_cast<uint32_t>(x);
+  }
+  if (auto v = get("SHAKE_MEM_MAX"); v && !v->empty()) {
+    if (!ParseSize(*v, Config::kMemMaxLeast, Config::kMemMaxMost, out.mem_max)) {
+      return Error("SHAKE_MEM_MAX", *v, "not a size in range",
+                   "give the most memory the stack's connections may hold, in bytes or with K, "
+                   "M or G, from 1M to 8G (e.g. SHAKE_MEM_MAX=256M), or unset it for 1G",
+                   EINVAL);
+    }
   }
   if (auto v = get("SHAKE_PCAP")) out.pcap = *v;
   if (auto v = get("SHAKE_TRACE")) out.trace = *v;

@@ -40,6 +40,15 @@ struct Config {
   // this long first (the opt-in latency mode); 0 = sleep at once. poll, select and blocking
   // calls do not spin.
   uint32_t spin_us = 0;
+  // SHAKE_MEM_MAX: the most memory the connections of a stack this process creates may hold
+  // for data (send and receive queues), as Linux's tcp_mem[2]; pressure begins at 2/3 of it
+  // and ends at 1/2, tcp_mem's default ratios (TcpConfig::memory_limit). Well below the
+  // shared arena's 16 GiB, which also holds the control blocks and tables, so the arena
+  // cannot run dry on data.
+  uint64_t mem_max = kMemMaxDefault;
+  static constexpr uint64_t kMemMaxDefault = uint64_t{1} << 30;
+  static constexpr uint64_t kMemMaxLeast = uint64_t{1} << 20;
+  static constexpr uint64_t kMemMaxMost = uint64_t{8} << 30;
 
   bool configured() const { return device != DeviceKind::kNone; }
 };
@@ -68,6 +77,8 @@ std::optional<ConfigError> CheckHost(const Config& c);
 
 // Parsers, exposed for tests and the launcher.
 bool ParseIpv4(const std::string& s, uint32_t& out);
+// A byte count, optionally with K, M or G (binary multiples), within [lo, hi].
+bool ParseSize(const std::string& s, uint64_t lo, uint64_t hi, uint64_t& out);
 std::string FormatIpv4(uint32_t addr);
 std::optional<LogLevel> ParseLogLevel(const std::string& s);
 const char* LogLevelName(LogLevel l);

@@ -30,6 +30,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -315,14 +316,20 @@ bool Keeper::Empty() {
 void Keeper::Pass(Channel* c) {
   lock_->lock();
   const Instant now = io::MonotonicNow();
-  if (c != nullptr) {
-    c->pump->Drain(now, *handler_, 256);
-    sh_->last_drain.store(now.nanos(), std::memory_order_relaxed);
-  }
   Channel* tx = Tx();
   io::Pump* out = tx != nullptr ? tx->pump.get() : nullptr;
   Instant next = Instant::Never();
-  if (out != nullptr) next = sh_->stack->Poll(now, out->sink(now));
+  try {
+    if (c != nullptr) {
+      c->pump->Drain(now, *handler_, 256);
+      sh_->last_drain.store(now.nanos(), std::memory_order_relaxed);
+    }
+    if (out != nullptr) next = sh_->stack->Poll(now, out->sink(now));
+  } catch (const std::bad_alloc&) {
+    // The shared arena is exhausted: the frame being handled is lost, as a kernel out of
+    // memory drops one, and the keeper tries again shortly instead of dying.
+    next = now + Duration::Millis(10);
+  }
   if (trace_) trace_->Flush();
   sh_->deadline.store(next.nanos(), std::memory_order_relaxed);
   // What the stack answered while `c` was drained (ACKs, and the data and FINs those ACKs let

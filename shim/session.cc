@@ -2,6 +2,8 @@
 // handler asked for while its thread held the lock.
 #include <errno.h>
 
+#include <new>
+
 #include "io/clock.h"
 #include "shim/backend_impl.h"
 #include "shim/doorbell.h"
@@ -83,7 +85,14 @@ Session::~Session() {
   const int saved = errno;
   Shared& sh = *b_.sh_;
   ReentrancyGuard guard;
-  const Instant next = b_.stack_->Poll(now(), b_.pump_->sink(now()));
+  Instant next = now();
+  try {
+    next = b_.stack_->Poll(now(), b_.pump_->sink(now()));
+  } catch (const std::bad_alloc&) {
+    // The arena is exhausted (guarded_backend.cc): what Poll did not finish waits for the
+    // keeper's next pass, soon.
+    next = now() + Duration::Millis(10);
+  }
   if (g_trace != nullptr) g_trace->Flush();
   sh.deadline.store(next.nanos(), std::memory_order_relaxed);
   // No timer (Never) asks nothing of the keeper; its INT64_MAX must not wrap in the sum.

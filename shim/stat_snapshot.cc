@@ -91,6 +91,7 @@ std::string StatSnapshot(Shared& sh, size_t arena_live, bool json) {
   size_t connections = 0;
   for (size_t n : states) connections += n;
   const size_t memory = arena_live > sh.tables_bytes ? arena_live - sh.tables_bytes : 0;
+  const MemoryUse mu = st.Memory();
   std::vector<std::pair<int, int32_t>> procs;
   for (uint32_t p = 0; p < sh.limits.procs; ++p) {
     if (sh.procs[p].pid != 0) procs.emplace_back(static_cast<int>(p), sh.procs[p].pid);
@@ -110,6 +111,9 @@ std::string StatSnapshot(Shared& sh, size_t arena_live, bool json) {
     Append(o, ",\"keeper_pid\":%d,\"memory_bytes\":%zu,\"arena_live_bytes\":%zu,"
               "\"tables_bytes\":%zu,\"connections\":%zu",
            sh.keeper_pid, memory, arena_live, sh.tables_bytes, connections);
+    Append(o, ",\"buffer_bytes\":%zu,\"buffer_peak_bytes\":%zu,\"buffer_pressure_bytes\":%zu,"
+              "\"buffer_limit_bytes\":%zu,\"memory_pressure\":%s",
+           mu.allocated, mu.peak, mu.pressure, mu.limit, mu.under_pressure ? "true" : "false");
     o += ",\"states\":{";
     for (size_t i = 0; i < states.size(); ++i) {
       if (i) o += ',';
@@ -158,6 +162,8 @@ std::string StatSnapshot(Shared& sh, size_t arena_live, bool json) {
          sh.has_gateway ? Ip(sh.gateway).c_str() : "", sh.keeper_pid, memory, connections);
   if (connections != 0) Append(o, ", %zu each", memory / connections);
   o += ")\n";
+  Append(o, "buffers %zu bytes (peak %zu), pressure at %zu, limit %zu%s\n", mu.allocated, mu.peak,
+         mu.pressure, mu.limit, mu.under_pressure ? ", UNDER PRESSURE" : "");
   o += "processes:";
   for (const auto& [slot, pid] : procs) Append(o, " %d(%s)", pid, comm(pid).c_str());
   o += procs.empty() ? " none\n" : "\n";

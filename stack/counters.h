@@ -78,7 +78,14 @@ constexpr std::string_view DropName(Drop d) {
   X(tcp_loss_probes) X(tcp_loss_probe_recoveries)                                           \
   /* SYN cookies (RFC 4987 3.6; Linux's SyncookiesSent, SyncookiesRecv, SyncookiesFailed): */ \
   /* cookie SYN-ACKs sent, final ACKs whose cookie was valid, and ACKs whose was not */     \
-  X(tcp_syncookies_sent) X(tcp_syncookies_recv) X(tcp_syncookies_failed)
+  X(tcp_syncookies_sent) X(tcp_syncookies_recv) X(tcp_syncookies_failed)                   \
+  /* TcpConfig::memory_limit (Linux's tcp_mem): out-of-order segments (TCPOFODrop) and */   \
+  /* in-order ones (TCPRcvQDrop) dropped unstored because the stack's memory was at its */  \
+  /* limit, sends cut short by it, and times the memory rose above the pressure level */    \
+  /* (TCPMemoryPressures); orphans reset at the limit to give their memory back */        \
+  /* (TCPAbortOnMemory) */                                                                  \
+  X(tcp_ofo_mem_drops) X(tcp_rcvq_drops) X(tcp_send_mem_limited) X(tcp_mem_pressures)       \
+  X(tcp_abort_on_memory)
 
 struct Counters {
 #define SHAKE_X(name) uint64_t name = 0;

@@ -120,6 +120,8 @@ struct Stack::Impl final : TcpHost {
   Impl(const StackConfig& c, std::pmr::memory_resource* m)
       : config(c),
         mem(m),
+        budget(m, MemoryLow(c.tcp), MemoryPressure(c.tcp), c.tcp.memory_limit, &stats),
+        memory_waiters(m),
         tcbs(m),
         generations(m),
         free_slots(m),
@@ -139,9 +141,21 @@ struct Stack::Impl final : TcpHost {
     }
   }
 
+  // The levels of TcpConfig::memory_limit, with Linux's default tcp_mem ratios where unset.
+  static size_t MemoryPressure(const TcpConfig& t) {
+    return t.memory_pressure != 0 ? t.memory_pressure : t.memory_limit / 3 * 2;
+  }
+  static size_t MemoryLow(const TcpConfig& t) {
+    return t.memory_low != 0 ? t.memory_low : t.memory_limit / 2;
+  }
+
   StackConfig config;
   std::pmr::memory_resource* mem;
   Counters stats;
+  // What the control blocks take for data is charged here (they allocate through it).
+  MemoryBudget budget;
+  // Slots of sockets whose sends the memory limit cut short, woken when it is relieved.
+  std::pmr::vector<uint32_t> memory_waiters;
   StackObserver* observer = nullptr;
   bool tracing = true;  // TraceEvents go to the observer (SetTracing)
   bool Tracing() const { return observer != nullptr && tracing; }
@@ -164,6 +178,7 @@ struct Stack::Impl final : TcpHost {
   // ---- TcpHost ----
   const TcpConfig& tcp_config() const override { return config.tcp; }
   Counters& counters() override { return stats; }
+  const MemoryBudget& memory() const override { return budget; }
   uint32_t TimestampClock(Instant now) const override {
     return static_cast<uint32_t>(now.nanos() / 1000000);
   }
@@ -194,7 +209,7 @@ struct Stack::Impl final : TcpHost {
       generations.push_back(0);
     }
     void* p = mem->allocate(sizeof(Tcb), alignof(Tcb));
-    Tcb* t = new (p) Tcb(*this, mem);
+    Tcb* t = new (p) Tcb(*this, &budget);
     t->index = slot;
     t->generation = generations[slot] & ((1u << (32 - kIndexBits)) - 1);
     t->local_mss = static_cast<uint16_t>(config.mtu - 40);
@@ -251,6 +266,25 @@ struct Stack::Impl final : TcpHost {
     } else {
       timers.Set(t.index, when);
     }
+  }
+  // A send the memory limit cut short: the socket hears when memory is freed.
+  void NoteMemoryWaiter(Tcb& t) {
+    if (t.memory_waiter) return;
+    t.memory_waiter = true;
+    memory_waiters.push_back(t.index);
+    budget.Hold();
+  }
+  // Once the account falls below the limit, the writers it held back may write again (Linux
+  // wakes them from sk_stream_write_space as memory is freed).
+  void WakeMemoryWaiters() {
+    if (!budget.TakeRelief() || memory_waiters.empty()) return;
+    for (uint32_t slot : memory_waiters) {
+      Tcb* t = slot < tcbs.size() ? tcbs[slot] : nullptr;
+      if (t == nullptr || !t->memory_waiter) continue;
+      t->memory_waiter = false;
+      ReadinessChanged(*t);
+    }
+    memory_waiters.clear();
   }
   void MarkDirty(Tcb& t) {
     if (t.dirty) return;
@@ -983,6 +1017,7 @@ void Stack::Receive(Instant now, std::span<const std::byte> frame, FrameSink& ou
     s.HandleIp(now, frame, out, checksum_trusted);
   }
   s.ReapZombies();
+  s.WakeMemoryWaiters();
 }
 
 Instant Stack::Poll(Instant now, FrameSink& out) {
@@ -1008,6 +1043,7 @@ Instant Stack::Poll(Instant now, FrameSink& out) {
   }
   s.reassembler.Expire(now);
   s.ReapZombies();
+  s.WakeMemoryWaiters();
   return NextDeadline();
 }
 
@@ -1138,6 +1174,7 @@ Result<size_t> Stack::Send(SocketId id, std::span<const std::byte> data, SendFla
   if (st != TcpState::kEstablished && st != TcpState::kCloseWait) return Error(EPIPE);
   if (data.empty()) return size_t{0};
   const size_t n = t->Write(data, flags.more, flags.eor);
+  if (t->TakeMemoryLimited()) s.NoteMemoryWaiter(*t);
   if (n == 0) {
     if (t->chrono_due()) s.MarkDirty(*t);  // the next output notes the sndbuf-limited time
     return Error(EAGAIN);
@@ -1159,7 +1196,10 @@ Result<size_t> Stack::Recv(SocketId id, std::span<std::byte> buf, bool peek) {
   if (t->readable() != 0) {
     if (buf.empty()) return size_t{0};
     const size_t n = t->Read(buf, peek);
-    if (!peek) s.MarkDirty(*t);  // a window update may be due
+    if (!peek) {
+      s.MarkDirty(*t);  // a window update may be due
+      s.WakeMemoryWaiters();
+    }
     return n;
   }
   if (t->pending_error() != 0) return Error(t->TakeError());
@@ -1232,6 +1272,12 @@ void Stack::Close(Instant now, SocketId id) {
       } else {
         t->ShutdownWrite(now);
         t->Orphaned(now);
+        if (t->OrphanOutOfMemory()) {
+          // Linux tcp_close: closed while the stack's memory is at its limit, with more than
+          // a minimum still to send, the connection is reset (TCPAbortOnMemory).
+          s.stats.tcp_abort_on_memory++;
+          t->RequestAbort();
+        }
       }
       s.MarkDirty(*t);
       s.Reschedule(*t);
@@ -1304,6 +1350,18 @@ void Stack::SetObserver(StackObserver* observer) { impl_->observer = observer; }
 void Stack::SetTracing(bool on) { impl_->tracing = on; }
 
 const Counters& Stack::counters() const { return impl_->stats; }
+
+MemoryUse Stack::Memory() const {
+  const MemoryBudget& b = impl_->budget;
+  MemoryUse u;
+  u.allocated = b.allocated();
+  u.peak = b.peak();
+  u.limit = b.limit();
+  u.pressure = b.limit() != 0 ? b.pressure_level() : 0;
+  u.low = b.limit() != 0 ? b.low() : 0;
+  u.under_pressure = b.under_pressure();
+  return u;
+}
 
 void Stack::VisitConnections(const std::function<void(SocketId, const SocketInfo&)>& fn) const {
   for (const Tcb* t : impl_->tcbs) {

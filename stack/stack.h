@@ -130,6 +130,18 @@ struct TcpConfig {
   // echoed with ECE until the sender's CWR, and an ECE reduces cwnd as a loss would, at most
   // once per window (Linux's CWR state, with PRR). Linux's default: accept, never ask.
   EcnMode ecn = EcnMode::kPassive;
+  // The stack-wide memory for connections' data, as Linux's tcp_mem (in bytes, not pages):
+  // what every connection's send queue, receive queue (out-of-order bytes and their ranges
+  // included) and transmit records hold, together. Above memory_pressure, until the account
+  // falls back to memory_low, advertised windows and send buffers stop growing; at
+  // memory_limit a segment that needs new memory is dropped before it is stored (counted in
+  // tcp_ofo_mem_drops and tcp_rcvq_drops; the peer retransmits it) and a send takes only what
+  // fits in memory its connection holds (tcp_send_mem_limited; EAGAIN, so a blocking caller
+  // waits for writability, as sk_stream_wait_memory). Zero: no limit. A zero memory_pressure
+  // or memory_low is 2/3 or 1/2 of memory_limit, the ratios of Linux's default tcp_mem.
+  size_t memory_limit = 0;
+  size_t memory_pressure = 0;
+  size_t memory_low = 0;
 };
 
 struct StackConfig {
@@ -144,6 +156,16 @@ struct StackConfig {
   Duration arp_cache_ttl = Duration::Seconds(60);
   std::array<uint8_t, 16> isn_secret{};  // RFC 6528's secret key; the host fills it from its RNG
   uint64_t seed = 0;                     // ephemeral port order and timestamp offsets
+};
+
+// The memory account of TcpConfig::memory_limit, for `shake stat` and tests.
+struct MemoryUse {
+  size_t allocated = 0;  // bytes the connections hold now
+  size_t peak = 0;       // the most they held at once
+  size_t low = 0;        // the levels in force (0: no limit)
+  size_t pressure = 0;
+  size_t limit = 0;
+  bool under_pressure = false;
 };
 
 using SocketId = uint32_t;
@@ -365,6 +387,7 @@ class Stack {
   void SetTracing(bool on);
 
   const Counters& counters() const;
+  MemoryUse Memory() const;
   // Calls fn(id, info) for every control block: sockets (listeners included) with their id,
   // orphans (closed sockets still in FIN-WAIT, LAST-ACK, TIME-WAIT...) with kNoSocket. For
   // `shake stat`; O(blocks).

@@ -70,6 +70,20 @@ std::byte* ByteQueue::ChunkFor(size_t offset, bool allocate) {
   return c;
 }
 
+bool ByteQueue::NeedsMemory(size_t offset, size_t n) const {
+  if (n == 0) return false;
+  const size_t pos = head_ + offset;
+  const size_t end = pos + n;
+  if (chunk_size_ == kSmallChunkSize) {
+    // Past the small chunk, ChunkFor moves to a large one (Grow).
+    return end > kSmallChunkSize || count_ == 0 || one_ == nullptr;
+  }
+  for (size_t i = pos / chunk_size_; i <= (end - 1) / chunk_size_; ++i) {
+    if (i >= count_ || Slot(i) == nullptr) return true;
+  }
+  return false;
+}
+
 void ByteQueue::Append(std::span<const std::byte> data) {
   WriteAt(size_, data);
   size_ += data.size();

@@ -48,6 +48,13 @@ class ByteQueue {
 
   // Bytes of chunk memory held (for accounting).
   size_t memory() const { return count_ * chunk_size_; }
+  // Whether writing [offset, offset + n) would take a chunk the queue does not hold yet.
+  bool NeedsMemory(size_t offset, size_t n) const;
+  // Bytes Append can take into chunks already held (none while the queue holds no chunk).
+  size_t Room() const {
+    const size_t end = head_ + extent_;
+    return memory() > end ? memory() - end : 0;
+  }
 
  private:
   std::byte* ChunkFor(size_t offset, bool allocate);

@@ -82,6 +82,22 @@ RecvBuffer::Accepted RecvBuffer::Insert(SeqNum seq, std::span<const std::byte> d
   return result;
 }
 
+bool RecvBuffer::NeedsMemory(SeqNum seq, size_t len, size_t window_limit,
+                             bool* in_order) const {
+  // The same trimming as Insert.
+  SeqNum left = seq;
+  SeqNum right = seq + static_cast<uint32_t>(len);
+  const SeqNum win_end = rcv_nxt_ + static_cast<uint32_t>(window_limit);
+  if (left < rcv_nxt_) left = rcv_nxt_;
+  if (right > win_end) right = win_end;
+  *in_order = left == rcv_nxt_;
+  if (!(left < right)) return false;
+  const size_t offset = queue_.size() + static_cast<size_t>(left - rcv_nxt_);
+  const size_t n = static_cast<size_t>(right - left);
+  if (!*in_order && ranges_ == nullptr) return true;
+  return queue_.NeedsMemory(offset, n);
+}
+
 void RecvBuffer::AddRange(SeqNum left, SeqNum right) {
   if (ranges_ == nullptr) {
     ranges_ = static_cast<Range*>(mem_->allocate(kMaxRanges * sizeof(Range), alignof(Range)));

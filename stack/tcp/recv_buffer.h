@@ -46,6 +46,10 @@ class RecvBuffer {
   // where window_limit counts from rcv_nxt. Returns what changed.
   Accepted Insert(SeqNum seq, std::span<const std::byte> data, size_t window_limit);
 
+  // Whether Insert of the same arguments would take memory the buffer does not hold yet (a
+  // chunk, or the range table); `in_order` tells whether the new bytes start at rcv_nxt.
+  bool NeedsMemory(SeqNum seq, size_t len, size_t window_limit, bool* in_order) const;
+
   size_t Read(std::span<std::byte> out, bool peek);
   // Up to `max` SACK blocks, most recent first.
   size_t SackBlocks(std::span<wire::SackBlock> out) const;

@@ -44,6 +44,8 @@ void Tcb::ExpandSendBuffer() {
   // rounded up to a power of two, plus the sk_buff (256). For an MSS of 1448 that is 46,080
   // bytes at first. A connection whose window stays shut (zero-window persist) keeps that
   // much, not the whole send_buffer.
+  // Linux tcp_should_expand_sndbuf: not while the stack is under memory pressure.
+  if (snd_buf_ != 0 && host_.memory().under_pressure()) return;
   const size_t mss = std::max<size_t>(snd_mss_, 536);
   const size_t per_segment = std::bit_ceil(mss + 512) + 256;
   const size_t segments = std::max<size_t>(
@@ -889,6 +891,24 @@ void Tcb::ProcessData(Instant now, const TcpHeader& h, wire::Bytes payload, Fram
       return;
     }
     const size_t space = recv_capacity() > recv_.readable() ? recv_capacity() - recv_.readable() : 0;
+    bool in_order = false;
+    if (host_.memory().over_limit() && recv_.NeedsMemory(h.seq, payload.size(), space, &in_order)) {
+      // The stack's memory is at its limit (Linux tcp_try_rmem_schedule failing): a segment
+      // that needs new memory is dropped before it is stored, and the peer retransmits it.
+      // Out of order it always goes (TCPOFODrop); in order only while the application has
+      // data to read, whose reading frees memory: into an empty receive queue it is taken
+      // (Linux's sk_forced_mem_schedule), so a connection always makes progress. Linux sends
+      // no ACK for either.
+      if (!in_order) {
+        host_.counters().tcp_ofo_mem_drops++;
+        return;
+      }
+      if (recv_.readable() != 0) {
+        host_.counters().tcp_rcvq_drops++;
+        host_.ReadinessChanged(*this);  // sk_data_ready: the reader frees the memory
+        return;
+      }
+    }
     const bool had_hole = recv_.has_out_of_order();
     const auto got = recv_.Insert(h.seq, payload, space);
     if (got.in_order != 0) {
@@ -999,11 +1019,28 @@ bool Tcb::TimeWaitAcceptsSyn(const TcpHeader& h) const {
 
 size_t Tcb::SendSpace() const {
   const size_t cap = send_capacity();
-  return send_q_.size() < cap ? cap - send_q_.size() : 0;
+  size_t space = send_q_.size() < cap ? cap - send_q_.size() : 0;
+  const MemoryBudget& m = host_.memory();
+  if (m.limit() != 0) {
+    // Linux tcp_wmem_schedule, which charges tcp_mem as the queue grows: a socket queues into
+    // memory it holds already and what the limit leaves (so one write cannot take the stack
+    // far past it), and one that holds none may always queue a little (tcp_wmem[0] there;
+    // here the queue's first, small chunk) to make progress.
+    const size_t headroom = m.over_limit() ? 0 : m.limit() - m.allocated();
+    const size_t room = send_q_.memory() == 0 ? std::max(headroom, ByteQueue::kSmallChunkSize)
+                                              : send_q_.Room() + headroom;
+    space = std::min(space, room);
+  }
+  return space;
 }
 
 size_t Tcb::Write(std::span<const std::byte> data, bool more, bool eor) {
   const size_t n = std::min(data.size(), SendSpace());
+  const size_t cap = send_capacity();
+  if (n < data.size() && n < (send_q_.size() < cap ? cap - send_q_.size() : 0)) {
+    host_.counters().tcp_send_mem_limited++;
+    send_mem_limited_ = true;
+  }
   // Linux tcp_add_write_queue_tail: data entering an empty unsent queue starts the busy
   // chronograph; a write that must wait for room (sk_stream_wait_memory) the sndbuf one.
   if (n != 0 && !(data_end() > snd_max_)) chrono_busy_due_ = true;

@@ -33,6 +33,7 @@
 #include "stack/stack.h"
 #include "stack/tcp/byte_queue.h"
 #include "stack/tcp/congestion.h"
+#include "stack/tcp/memory_budget.h"
 #include "stack/tcp/recv_buffer.h"
 #include "stack/tcp/rtt.h"
 #include "stack/tcp/tx_records.h"
@@ -88,6 +89,8 @@ class TcpHost {
   virtual bool CanEstablish(Tcb& tcb) = 0;
   // The millisecond clock behind TSval (RFC 7323 section 5.4).
   virtual uint32_t TimestampClock(Instant now) const = 0;
+  // The stack-wide account the control block's memory is charged to (TcpConfig::memory_limit).
+  virtual const MemoryBudget& memory() const = 0;
 };
 
 // What the SYN (or SYN-ACK) we received offered.
@@ -116,6 +119,7 @@ class Tcb {
   Instant scheduled = Instant::Never();  // deadline the host's timer heap holds for us
   bool dirty = false;                    // queued for output at the next Poll
   bool reaping = false;                  // queued to be freed at the end of the current call
+  bool memory_waiter = false;            // in the host's list of writers the memory limit held
   SocketOptions options;
   uint16_t local_mss = 1460;  // the MSS we advertise: the device MTU less 40
 
@@ -155,6 +159,13 @@ class Tcb {
 
   // ---- application calls ----
   size_t SendSpace() const;
+  // True once after a Write that the stack's memory limit cut short (the host wakes the
+  // socket when memory is freed).
+  bool TakeMemoryLimited() {
+    const bool r = send_mem_limited_;
+    send_mem_limited_ = false;
+    return r;
+  }
   // Queues data; `more` is MSG_MORE: the output this write triggers holds a partial segment.
   // `eor`: MSG_EOR, the data ends a record (no segment crosses its end).
   size_t Write(std::span<const std::byte> data, bool more = false, bool eor = false);
@@ -170,6 +181,12 @@ class Tcb {
   void RequestAbort() { abort_pending_ = true; }
   // The application let go of the socket: an orphan in FIN-WAIT-2 gets a deadline.
   void Orphaned(Instant now);
+  // Linux tcp_check_oom's memory half: an orphan that holds more than a minimum of send queue
+  // while the stack's memory is at its limit is reset (at close and at its timers).
+  bool OrphanOutOfMemory() const {
+    return orphan() && host_.memory().over_limit() &&
+           send_q_.memory() > ByteQueue::kSmallChunkSize;
+  }
   // Socket options changed: timers that depend on them start over.
   void OptionsChanged() { keepalive_deadline_ = Instant::Never(); }
   // An ICMP error for this connection (RFC 5927 checks already done by the host).
@@ -525,6 +542,7 @@ class Tcb {
   uint8_t rx_ecn_ = 0;  // the ECN field of the segment being processed
   bool from_cookie_ = false;  // opened by OpenFromCookie: the SYN-ACK's send time is unknown
   bool abort_pending_ = false;
+  bool send_mem_limited_ = false;  // the last Write was cut short by the memory limit
 };
 
 }  // namespace shake

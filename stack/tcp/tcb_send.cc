@@ -364,6 +364,9 @@ uint16_t Tcb::AdvertisedWindow(bool syn) {
     return field;
   }
   size_t wnd = std::min<size_t>(free_space, size_t{65535} << rcv_wscale_);
+  // Under memory pressure the window stops growing: as Linux clamps rcv_ssthresh to four
+  // advertised MSS (tcp_adjust_rcv_ssthresh), no more than that is offered beyond what was.
+  if (host_.memory().under_pressure()) wnd = std::min<size_t>(wnd, 4 * size_t{local_mss});
   // Never shrink the window we already offered (RFC 9293 3.8.6.2.2).
   const size_t offered = rcv_adv_ > rcv_nxt ? static_cast<size_t>(rcv_adv_ - rcv_nxt) : 0;
   if (wnd < offered) {
@@ -765,6 +768,9 @@ Duration Tcb::FinWait2Timeout() const {
 }
 
 void Tcb::Orphaned(Instant now) {
+  // Data held out of order can no longer be read: any byte past RCV.NXT now draws a reset
+  // (ProcessData), so its memory goes back to the stack at once.
+  recv_.Clear();
   if (state_ == TcpState::kFinWait2 && state_deadline_.is_never()) {
     state_deadline_ = now + FinWait2Timeout();
   }
@@ -936,6 +942,15 @@ void Tcb::RetransmitTimeout(Instant now, FrameSink& out) {
     return;
   }
 
+  // Linux tcp_out_of_resources (tcp_check_oom): an orphan whose timer fires while the stack's
+  // memory is at its limit, and that holds more than a minimum of send buffer (its peer is
+  // slow or gone, e.g. a window shut for good), is reset to give the memory back
+  // (TCPAbortOnMemory).
+  if (OrphanOutOfMemory()) {
+    host_.counters().tcp_abort_on_memory++;
+    Abort(now, &out, ENOMEM);
+    return;
+  }
   const bool user_timeout_hit = options.user_timeout != Duration::Zero() && retries_ > 0 &&
                                 now - first_retransmit_ >= options.user_timeout;
   if (kind == RtoKind::kPersist) {

@@ -26,6 +26,8 @@
 #     memory_bytes) and the server's proportional RSS (Pss of nginx and the keeper, /proc) stay
 #     within the cap stated in the row; the stack's own caps hold (the 32 out-of-order ranges,
 #     tcp_ooo_dropped; the SYN queue at the listener's backlog, with SYN cookies beyond it).
+#   attack.memcap   the hoard (several at once) and the zero-window attack together against a
+#     shake nginx whose stack has SHAKE_MEM_MAX=8M: see the case.
 #
 # Topology (198.18.60.0/24; removed on exit, also on failure):
 #   ns h10a-c-PID (kernel c0 198.18.60.1/24: clients and tcp_attack) -- veth --
@@ -60,14 +62,16 @@ else
 fi
 work=$(mktemp -d /tmp/h10a-attack.XXXXXX)
 
+# veth_pair N KADDR: cN (KADDR/24, kernel) in the client namespace -- sN (no address) in the
+# server's
+veth_pair() {
+  ip link add h10ac$1 netns "$nc" type veth peer name h10as$1 netns "$ns" &&
+    ip -n "$nc" link set h10ac$1 name c$1 && ip -n "$ns" link set h10as$1 name s$1 &&
+    ip -n "$nc" addr add $2/24 dev c$1 && ip -n "$nc" link set c$1 up && ip -n "$ns" link set s$1 up
+}
 set -e
 own_namespaces "$work" "$nc" "$ns"
-ip link add h10ac0 netns "$nc" type veth peer name h10as0 netns "$ns"
-ip -n "$nc" link set h10ac0 name c0
-ip -n "$ns" link set h10as0 name s0
-ip -n "$nc" addr add $kaddr/24 dev c0
-ip -n "$nc" link set c0 up
-ip -n "$ns" link set s0 up
+veth_pair 0 $kaddr
 ip netns exec "$nc" sysctl -qw net.ipv4.ip_local_port_range="50000 60999"
 ip netns exec "$nc" nft -f - <<'NFT'
 table ip h10a {
@@ -317,6 +321,108 @@ check_resource attack.halfopen $half_cap $(( (half_cap >> 10) + 16384 ))
 grep -q "sent=$half_open " "$work/attack.halfopen.out" || fail "attack.halfopen: the generator did not send $half_open SYNs"
 (( peak_sr <= 512 )) || fail "attack.halfopen: $peak_sr connections in SYN-RECEIVED, above the backlog + 1 (Linux's reqsk_queue_is_full)"
 [[ $cs -gt 0 ]] || fail "attack.halfopen: no SYN cookie sent"
+
+# attack.memcap: the hoard and the zero-window attack at once against a second shake nginx
+# whose stack has a small memory limit (SHAKE_MEM_MAX=8M; it would need ~30 MB for them:
+# ~1.1 MB a hoard, ~46 KB a zero-window connection), while a kernel client fetches a 256 KiB
+# file and the legitimate client makes its requests; then nginx's fast shutdown. Must hold: a
+# bad SHAKE_MEM_MAX is one line; the stack's buffers stay within the limit and the progress
+# guarantee (a connection holding no send memory may always queue 2 KiB, as Linux's
+# tcp_wmem[0]), its memory within that and the control blocks; the limit drops segments
+# (tcp_ofo_mem_drops) and holds sends (tcp_send_mem_limited); >= 99% of the legitimate requests
+# succeed; the download is sha256-exact; nginx is alive (nothing aborted); and after its
+# shutdown the limit is no longer reached: the hoards' out-of-order data goes back as they are
+# closed, and a connection closed at the limit with much unsent is reset (tcp_abort_on_memory,
+# 0 to 81 in the runs so far, as the closes fall before or after the account drops below the
+# limit). (The rest go as their timers
+# say, as on Linux; the recovery from pressure itself is tests/stack's memory_test and
+# stack.sim.memory.) Its own veth pair, in 198.18.84.0/24.
+if [[ $profile == long ]]; then mc_hoards=24 mc_zw=1000; else mc_hoards=12 mc_zw=500; fi
+mc_cap=$((8 << 20)) kaddr2=198.18.84.1 saddr2=198.18.84.2
+veth_pair 1 $kaddr2 || fail "attack.memcap: no second veth pair"
+sh_m=("$shake" --device packet:s1 --addr "$saddr2/24" --gateway $kaddr2 --)
+# A bad value is one line naming the variable and the fix, and the program does not run.
+bad=$(SHAKE_MEM_MAX=lots ip netns exec "$ns" timeout 10 "${sh_m[@]}" true 2>&1); brc=$?
+[[ $brc -ne 0 && $(wc -l <<<"$bad") -eq 1 && $bad == *SHAKE_MEM_MAX=lots*1M*8G* ]] ||
+  fail "attack.memcap: SHAKE_MEM_MAX=lots gave exit $brc and: $bad"
+nginx_conf memcap 8081 2
+head -c $((256 << 10)) /dev/urandom >"$work/www/mid"
+want_mid=$(sha256sum <"$work/www/mid" | cut -d' ' -f1)
+SHAKE_MEM_MAX=8M ip netns exec "$ns" timeout 20 "${sh_m[@]}" nginx -c "$work/memcap.conf" -p "$work"
+up=0
+for _ in $(seq 50); do
+  ip netns exec "$nc" timeout 2 "$py" -c "import urllib.request as u; u.urlopen('http://$saddr2:8081/index.html', timeout=1)" 2>/dev/null && { up=1; break; }
+  sleep 0.2
+done
+# mget JSON EXPR: as jget, for the stack on s1
+mget() { "$py" -c 'import json,sys; s=[x for x in json.load(sys.stdin)["stacks"] if x["device"]=="packet:s1"][0]; print(eval(sys.argv[1]))' "$2" <<<"$1" 2>/dev/null || echo 0; }
+mcounter() { mget "$1" "s['counters'].get('$2', 0)"; }
+if [[ $up -eq 1 ]]; then
+  mb=$(stat_json)
+  mc_base=$(mget "$mb" "s['memory_bytes']")
+  mc_limit=$(mget "$mb" "s['buffer_limit_bytes']")
+  [[ $mc_limit -eq $mc_cap ]] || fail "attack.memcap: the stack's limit is $mc_limit, not SHAKE_MEM_MAX's $mc_cap"
+  rm -f "$work/stop"
+  # a sampler of the stack's memory: the largest total seen, every 0.3 s
+  ( maxm=0; while [[ ! -e "$work/stop" ]] && (( SECONDS < 400 )); do
+      m=$(mget "$(stat_json)" "s['memory_bytes']"); (( m > maxm )) && maxm=$m; sleep 0.3
+    done; echo $maxm >"$work/memcap.peak" ) &
+  msp=$!
+  pids=()
+  for i in $(seq $mc_hoards); do
+    ip netns exec "$nc" timeout $((attack_s + 30)) "$attack" hoard $kaddr2 $((40100 + i)) $saddr2 8081 \
+      500 "$attack_s" >"$work/memcap.hoard.$i" 2>&1 &
+    pids+=($!)
+  done
+  ip netns exec "$nc" timeout $((attack_s + 30)) "$attack" zerowin $kaddr2 42000 $saddr2 8081 \
+    $mc_zw /big $((attack_s * 2)) >"$work/memcap.zerowin" 2>&1 &
+  pids+=($!)
+  sleep 1
+  ip netns exec "$nc" timeout $((attack_s + 30)) "$py" "$here/legit_client.py" $saddr2 8081 \
+    $((attack_s * 2)) >"$work/memcap.legit" &
+  lpid=$!
+  ip netns exec "$nc" timeout $((attack_s + 40)) "$py" "$here/memcap_get.py" $saddr2 8081 /mid \
+    $((attack_s + 30)) >"$work/memcap.big" 2>"$work/memcap.big.progress" &
+  bpid=$!
+  sleep 2
+  mm=$(stat_json)  # under attack
+  wait "$bpid"; wait "$lpid"
+  for p in "${pids[@]}"; do wait "$p"; done
+  touch "$work/stop"; wait "$msp"
+  alive=0
+  kill -0 "$(cat "$work/memcap.pid" 2>/dev/null)" 2>/dev/null && alive=1
+  mz=$(stat_json)
+  # The attackers vanish without a word (nftables drops their resets), so their connections
+  # live on as the kernel's would; nginx's fast shutdown closes them, and closed at the limit
+  # with data unsent they are reset (tcp_abort_on_memory): the account falls back below the
+  # pressure level.
+  kill -TERM "$(cat "$work/memcap.pid")" 2>/dev/null
+  sleep 0.5
+  ma=$(stat_json)
+  for _ in $(seq 10); do (( $(mget "$ma" "s['buffer_bytes']") < mc_cap )) && break; sleep 0.5; ma=$(stat_json); done
+  read -r lok ltried <"$work/memcap.legit" || { lok=0 ltried=0; }
+  mc_peak_total=$(cat "$work/memcap.peak" 2>/dev/null || echo 0)
+  bpeak=$(mget "$ma" "s['buffer_peak_bytes']") bnow=$(mget "$ma" "s['buffer_bytes']")
+  bpress=$(mget "$ma" "s['buffer_pressure_bytes']") press_end=$(mget "$ma" "s['memory_pressure']")
+  mconns=$(mget "$mm" "s['connections']")
+  ofo=$(mcounter "$ma" tcp_ofo_mem_drops) rq=$(mcounter "$ma" tcp_rcvq_drops)
+  sl=$(mcounter "$ma" tcp_send_mem_limited) mp=$(mcounter "$ma" tcp_mem_pressures)
+  big_sum=$(head -c 80 "$work/memcap.big")
+  guarantee=$(( (mc_zw + mc_hoards + 64) * 2048 + (64 << 10) ))
+  bcap=$(( mc_cap + guarantee ))
+  tcap=$(( bcap + (mc_zw + mc_hoards + ltried) * tw_allow ))
+  row attack.memcap "$mc_hoards hoards (500 out-of-order segments each) and $mc_zw zero-window GETs of ${big_mib} MiB at once against shake nginx with SHAKE_MEM_MAX=8M, a kernel client downloading 256 KiB and fresh requests beside them; then nginx's fast shutdown" \
+    "$(cat "$work/memcap.zerowin"); $mconns connections under attack; buffers peak $bpeak B (limit $mc_cap, + guarantee $guarantee), $(mget "$mz" "s['buffer_bytes']") B when the attackers stopped, $bnow B after nginx's shutdown, pressure $press_end then (level $bpress), tcp_abort_on_memory $(mcounter "$ma" tcp_abort_on_memory); stack memory $mc_base -> peak $mc_peak_total B (cap $tcap); tcp_ofo_mem_drops $ofo, tcp_rcvq_drops $rq, tcp_send_mem_limited $sl, tcp_mem_pressures $mp; legitimate $lok of $ltried; download sha256 $([[ $big_sum == "$want_mid" ]] && echo equal || echo "DIFFERS ($big_sum)"); nginx master alive $alive" 0
+  (( bpeak <= bcap )) || fail "attack.memcap: buffers peaked at $bpeak, cap $bcap"
+  (( mc_peak_total - mc_base <= tcap )) || fail "attack.memcap: stack memory grew $((mc_peak_total - mc_base)), cap $tcap"
+  [[ $ofo -gt 0 && $sl -gt 0 ]] || fail "attack.memcap: the limit was not reached (ofo drops $ofo, sends limited $sl)"
+  [[ $ltried -gt 0 && $((lok * 100)) -ge $((ltried * 99)) ]] || fail "attack.memcap: $lok of $ltried legitimate requests"
+  [[ $big_sum == "$want_mid" ]] || fail "attack.memcap: the download's sha256 differs: $big_sum"
+  (( bnow < mc_cap )) || fail "attack.memcap: $bnow B held after nginx's shutdown, at the limit $mc_cap"
+  [[ $alive -eq 1 ]] || fail "attack.memcap: the nginx master is gone"
+else
+  fail "attack.memcap: shake nginx with SHAKE_MEM_MAX=8M did not answer"
+fi
 
 [[ -f "$work/shaked.pid" ]] && kill -QUIT "$(cat "$work/shaked.pid")" 2>/dev/null
 echo "attack_test: profile $profile, $failures failure(s), ${SECONDS}s"

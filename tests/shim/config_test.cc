@@ -119,7 +119,20 @@ INSTANTIATE_TEST_SUITE_P(
                  {"SHAKE_GATEWAY", "gw"}},
                 "SHAKE_GATEWAY", "not an IPv4 address"},
         BadCase{{{"SHAKE_LOG", "verbose"}}, "SHAKE_LOG", "error, warn, info, debug"},
-        BadCase{{{"SHAKE_FALLBACK", "yes"}}, "SHAKE_FALLBACK", "SHAKE_FALLBACK=kernel"}));
+        BadCase{{{"SHAKE_FALLBACK", "yes"}}, "SHAKE_FALLBACK", "SHAKE_FALLBACK=kernel"},
+        BadCase{{{"SHAKE_MEM_MAX", "lots"}}, "SHAKE_MEM_MAX", "from 1M to 8G"},
+        BadCase{{{"SHAKE_MEM_MAX", "512K"}}, "SHAKE_MEM_MAX", "from 1M to 8G"},
+        BadCase{{{"SHAKE_MEM_MAX", "9G"}}, "SHAKE_MEM_MAX", "from 1M to 8G"},
+        BadCase{{{"SHAKE_MEM_MAX", "16MB"}}, "SHAKE_MEM_MAX", "SHAKE_MEM_MAX=256M"}));
+
+TEST(Config, MemMaxTakesBytesOrKMG) {
+  EXPECT_EQ(Parse({}).config.mem_max, uint64_t{1} << 30) << "the default, 1 GiB";
+  EXPECT_EQ(Parse({{"SHAKE_MEM_MAX", "16M"}}).config.mem_max, uint64_t{16} << 20);
+  EXPECT_EQ(Parse({{"SHAKE_MEM_MAX", "8g"}}).config.mem_max, uint64_t{8} << 30);
+  EXPECT_EQ(Parse({{"SHAKE_MEM_MAX", "2048k"}}).config.mem_max, uint64_t{2} << 20);
+  EXPECT_EQ(Parse({{"SHAKE_MEM_MAX", "1048576"}}).config.mem_max, uint64_t{1} << 20);
+  EXPECT_FALSE(Parse({{"SHAKE_MEM_MAX", "16M"}}).error);
+}
 
 TEST(Config, LauncherAliasNamesTheFlagAndTheVariable) {
   Parsed p = Parse({{"SHAKE_DEVICE", kTun}, {"SHAKE_ADDR", "198.18.0.2"}});
