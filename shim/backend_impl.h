@@ -77,6 +77,10 @@ class Session {
   // Puts the output produced so far on the device, then reads what came back meanwhile: the
   // work the kernel does in the caller's context on the way out of a send or close.
   void Serve();
+  // Reads what is waiting on the device without sending first: before a close, so that a FIN
+  // that has arrived is seen, as the kernel would have processed it on arrival (the close is
+  // then a passive one, LAST-ACK, not the active one that leaves TIME-WAIT here).
+  void Pull();
 
  private:
   Backend& b_;

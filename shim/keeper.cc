@@ -665,6 +665,14 @@ void Keeper::Drop(int fd) {
   conns_.erase(it);
   epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
   close(fd);
+  // What already came for the process is read before its sockets are closed, as the kernel
+  // would have on arrival: a FIN waiting there makes the close a passive one (LAST-ACK), not
+  // an active one that holds TIME-WAIT for a minute.
+  if (c.chan) {
+    Pass(c.chan.get());
+  } else if (shared_ && own_) {
+    Pass(own_.get());
+  }
   if (c.chan) {
     // The process's channel may still hold frames of its flows; until another process reads a
     // channel of its own, the keeper reads this one.

@@ -69,6 +69,12 @@ void Session::Serve() {
   Backend& b = b_;
   b.stack_->Poll(now(), b.pump_->sink(now()));
   b.pump_->Flush();
+  Pull();
+}
+
+void Session::Pull() {
+  ReentrancyGuard guard;
+  Backend& b = b_;
   if (b.channel_own_) {
     if (t_read_pending || !TakeRead(*b.sh_, b.slot_)) return;
     b.pump_->Drain(now(), *b.handler_, kServeBatch);

@@ -141,6 +141,7 @@ void Backend::Release(FdEntry e, int fd) {
     return;
   }
   if (s.sh().Rec(e.socket) == nullptr) return;
+  s.Pull();   // a FIN already waiting on the device is the peer's close, before ours
   DropRefLocked(s, IndexOf(e.socket), slot_);
   s.Serve();  // the FIN or RST leaves now, and an answer already there is handled
 }
