@@ -20,6 +20,10 @@
 #include "shim/launcher/commands.h"
 #include "shim/launcher/elf_probe.h"
 
+#ifndef SHAKE_SANITIZER_RUNTIME
+#define SHAKE_SANITIZER_RUNTIME ""
+#endif
+
 #ifndef SHAKE_INSTALL_LIBDIR
 #define SHAKE_INSTALL_LIBDIR "/usr/lib/x86_64-linux-gnu"
 #endif
@@ -187,6 +191,12 @@ int RunMain(int argc, char** argv) {
   if (const char* old = getenv("LD_PRELOAD"); old && *old) {
     if (strstr(old, lib.c_str()) != nullptr) preload = old;
     else preload += std::string(" ") + old;
+  }
+  // A sanitizer build's libshake needs the sanitizer's runtime as the first library of every
+  // program it is preloaded into (empty in other builds).
+  if (const std::string runtime = SHAKE_SANITIZER_RUNTIME;
+      !runtime.empty() && preload.compare(0, runtime.size(), runtime) != 0) {
+    preload = runtime + " " + preload;
   }
   setenv("LD_PRELOAD", preload.c_str(), 1);
 
