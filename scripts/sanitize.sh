@@ -9,10 +9,12 @@
 # tsan: a ThreadSanitizer build of the shim's threaded cases: shim_tx_turn_test, and the suite's
 #   cases with threads (blocking accept, shutdown and signals against a blocked recv, poll woken
 #   from another thread, connect/close from many threads) natively and through the launcher.
-# In the preloaded programs the sanitizer's runtime comes first in LD_PRELOAD (the runtime must be
-# the first library; its interceptors then forward into libshake's): the launcher and libshake's
-# keeper spawn of a sanitizer build put it there themselves (shim/CMakeLists.txt), and every
-# program the suite execs (sh, bash, true) runs with the runtime too. Reports of the preloaded
+# In the preloaded programs the sanitizer's runtime is in LD_PRELOAD, ASan's first (ASan must be
+# the first library; its interceptors then forward into libshake's), TSan's after libshake (TSan
+# ignores what happens inside the blocking calls it intercepts, libshake's lock and atomics
+# included): the launcher and libshake's keeper spawn of a sanitizer build put it there
+# themselves (shim/CMakeLists.txt), and every program the suite execs (sh, bash, true) runs with
+# the runtime too. Reports of the preloaded
 # programs and the keeper go to files (log_path; the keeper's stderr is /dev/null), and any report
 # anywhere fails the pass. Only the targets a pass needs are built. Each pass ends with one line:
 #   sanitize: <pass>: N of M clean, S s
@@ -120,7 +122,7 @@ if [[ $mode == asan ]]; then
 else
   suite_env=(TSAN_OPTIONS="$TSAN_OPTIONS:$suite_opts")
   legs=(native launcher)
-  suite_args=(--launcher "$shake")
+  suite_args=(--launcher "$shake")  # a preload leg passes the sockets to the kernel: no threads of ours
   gtest=(-- --gtest_filter="$threaded_cases")
 fi
 t0=$SECONDS

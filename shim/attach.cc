@@ -47,6 +47,9 @@
 #ifndef SHAKE_SANITIZER_RUNTIME
 #define SHAKE_SANITIZER_RUNTIME ""
 #endif
+#ifndef SHAKE_SANITIZER_RUNTIME_FIRST
+#define SHAKE_SANITIZER_RUNTIME_FIRST 1
+#endif
 #ifndef SHAKE_KEEPER_PATH
 #define SHAKE_KEEPER_PATH "/usr/libexec/libshake/shake-keeper"
 #endif
@@ -130,10 +133,14 @@ bool SpawnKeeper(int memfd, int devfd, const Arena& arena, const Config& c, std:
   snprintf(arena_env, sizeof arena_env, "SHAKE_KEEPER_ARENA=%llx:%llx",
            static_cast<unsigned long long>(arena.base()),
            static_cast<unsigned long long>(arena.size()));
-  // A sanitizer build's keeper needs the sanitizer's runtime first, and its options: the keeper's
-  // stderr is /dev/null, so its ASan, LSan and TSan reports reach only the log_path they name.
+  // A sanitizer build's keeper needs the sanitizer's runtime (ASan's first, TSan's after
+  // libshake: shim/CMakeLists.txt), and its options: the keeper's stderr is /dev/null, so its
+  // ASan, LSan and TSan reports reach only the log_path they name.
   const std::string runtime = SHAKE_SANITIZER_RUNTIME;
-  const std::string preload = "LD_PRELOAD=" + (runtime.empty() ? lib : runtime + " " + lib);
+  const std::string preload =
+      "LD_PRELOAD=" + (runtime.empty()                   ? lib
+                       : SHAKE_SANITIZER_RUNTIME_FIRST ? runtime + " " + lib
+                                                       : lib + " " + runtime);
   // UBSan writes to stderr whatever its log_path: SHAKE_KEEPER_STDERR names a file (appended to)
   // for the keeper's stderr instead.
   std::vector<std::string> sanitizer_env;
