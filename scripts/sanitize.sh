@@ -14,9 +14,11 @@
 # ignores what happens inside the blocking calls it intercepts, libshake's lock and atomics
 # included): the launcher and libshake's keeper spawn of a sanitizer build put it there
 # themselves (shim/CMakeLists.txt), and every program the suite execs (sh, bash, true) runs with
-# the runtime too. Reports of the preloaded
-# programs and the keeper go to files (log_path; the keeper's stderr is /dev/null), and any report
-# anywhere fails the pass. Only the targets a pass needs are built. Each pass ends with one line:
+# the runtime too. ASan, LSan and TSan reports of the preloaded programs and the keeper go to
+# files (log_path); UBSan's go to stderr, the suite's log, or for the keeper the file
+# SHAKE_KEEPER_STDERR names (its stderr is otherwise /dev/null). Any report anywhere fails the
+# pass; no suppression is in use (scripts/lsan.supp or scripts/tsan.supp would be read, each
+# entry with its reason). Only the targets a pass needs are built. Each pass ends with one line:
 #   sanitize: <pass>: N of M clean, S s
 # Not covered: TSan cannot see races between the processes of a family (the arena is shared
 # memory across fork; TSan models one process), nor the non-threaded suite cases (left to ASan).
