@@ -2,7 +2,7 @@
 # The test command: installs dependencies, builds from scratch, runs every test.
 #   scripts/test.sh            # everything
 #   FUZZ_SECONDS=0 scripts/test.sh   # skip the fuzzing pass
-#   SANITIZE=0 scripts/test.sh       # skip the ASan+UBSan pass (scripts/sanitize.sh)
+#   SANITIZE=0 scripts/test.sh       # skip the sanitizer passes (scripts/sanitize.sh asan, tsan)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Root is needed (apt-get, network namespaces, TUN devices): a user with sudo is asked for it
@@ -36,10 +36,15 @@ if [ "$status" != 0 ]; then
   exit "$status"  # the fuzzing pass runs only after a green ctest
 fi
 
-# The stack, io and shim unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer.
+# The stack, io and shim unit tests and the shim suite through libshake again under
+# AddressSanitizer and UndefinedBehaviorSanitizer, then the shim's threaded cases under
+# ThreadSanitizer. Both passes run, and either failing fails the run.
 if [ "${SANITIZE:-1}" != 0 ]; then
-  rm -rf "$build-asan"
-  scripts/sanitize.sh "$build-asan"
+  rm -rf "$build-asan" "$build-tsan"
+  sanitize_status=0
+  scripts/sanitize.sh asan "$build-asan" || sanitize_status=1
+  scripts/sanitize.sh tsan "$build-tsan" || sanitize_status=1
+  if [ "$sanitize_status" != 0 ]; then exit 1; fi
 fi
 
 # libFuzzer targets, built with clang, each run for FUZZ_SECONDS.

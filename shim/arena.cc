@@ -16,6 +16,38 @@ namespace shake::shim {
 namespace {
 __attribute__((tls_model("initial-exec"))) thread_local int t_lock_depth = 0;
 constexpr size_t kHeader = 4096;
+
+// Where Create tries to place the arena: 4 GiB-aligned bases in [kArenaLo, kArenaHi), a range a
+// fresh image leaves empty. A sanitizer owns parts of the address space, so its builds use a
+// range inside what it leaves to the program (ranges read from GCC 12's runtimes on x86_64).
+#if defined(__SANITIZE_THREAD__)
+#define SHAKE_ARENA_TSAN 1
+#elif defined(__SANITIZE_ADDRESS__)
+#define SHAKE_ARENA_ASAN 1
+#elif defined(__has_feature)  // clang
+#if __has_feature(thread_sanitizer)
+#define SHAKE_ARENA_TSAN 1
+#elif __has_feature(address_sanitizer)
+#define SHAKE_ARENA_ASAN 1
+#endif
+#endif
+#if defined(SHAKE_ARENA_TSAN)
+// TSan lets the program map only [4 KiB, 512 GiB), [0x5500'0000'0000, 0x5680'0000'0000) (PIE
+// images) and [0x7e80'0000'0000, 2^47); it drops an mmap hint elsewhere, and a mapping placed
+// outside these ranges kills the process. The low range is empty in a PIE image: bases below
+// 432 GiB keep a 16 GiB arena under 448 GiB, where a TSan libshake's text goes (SHAKE_LIB_BASE
+// in shim/CMakeLists.txt).
+constexpr uintptr_t kArenaLo = uintptr_t{64} << 30;
+constexpr uintptr_t kArenaHi = uintptr_t{432} << 30;
+#elif defined(SHAKE_ARENA_ASAN)
+// ASan's shadow of high memory ends at 0x1000'7fff'7fff, inside the first 4 GiB above 16 TiB.
+constexpr uintptr_t kArenaLo = uintptr_t{17} << 40;
+constexpr uintptr_t kArenaHi = uintptr_t{49} << 40;
+#else
+constexpr uintptr_t kArenaLo = uintptr_t{16} << 40;
+constexpr uintptr_t kArenaHi = uintptr_t{48} << 40;
+#endif
+constexpr uintptr_t kArenaSlots = (kArenaHi - kArenaLo) >> 32;
 }  // namespace
 
 int ArenaResource::ClassOf(size_t bytes) {
@@ -105,11 +137,12 @@ Arena* Arena::Create(size_t size, int* memfd) {
   constexpr int kFlags = MAP_SHARED | MAP_NORESERVE;
   void* p = MAP_FAILED;
   bool fixed = false;
-  // A handful of random places in [16 TiB, 48 TiB); bounded.
+  // A handful of random places in [kArenaLo, kArenaHi) ([16 TiB, 48 TiB) outside sanitizer
+  // builds); bounded.
   for (int attempt = 0; attempt < 8 && p == MAP_FAILED; ++attempt) {
     uint64_t r = 0;
     if (getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) break;
-    const uintptr_t want = (uintptr_t{16} << 40) + (r % 8192) * (uintptr_t{1} << 32);
+    const uintptr_t want = kArenaLo + (r % kArenaSlots) * (uintptr_t{1} << 32);
     p = mmap(reinterpret_cast<void*>(want), size, PROT_READ | PROT_WRITE,
              kFlags | MAP_FIXED_NOREPLACE, fd, 0);
     if (p != MAP_FAILED && reinterpret_cast<uintptr_t>(p) != want) {  // a kernel before 4.17

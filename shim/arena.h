@@ -7,7 +7,8 @@
 // every process of the family. Memory is reserved with MAP_NORESERVE and committed page by page
 // as it is first touched.
 //
-// Exec: the arena is placed at a random 4 GiB-aligned address between 16 and 48 TiB, a range a
+// Exec: the arena is placed at a random 4 GiB-aligned address between 16 and 48 TiB (in ASan and
+// TSan builds, a range inside what the sanitizer leaves to the program: arena.cc), a range a
 // fresh image leaves empty (executables, libraries, heap and stacks sit elsewhere), so that a new
 // image given the memfd (Attach) can map it at the same address and its pointers stay valid.
 // If no such place is free, Create maps it anywhere and fixed() is false (no exec hand-off).

@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "io/clock.h"
 #include "io/trace_log.h"
@@ -42,6 +43,12 @@
 
 #ifndef SHAKE_LIB_BASE
 #define SHAKE_LIB_BASE 0
+#endif
+#ifndef SHAKE_SANITIZER_RUNTIME
+#define SHAKE_SANITIZER_RUNTIME ""
+#endif
+#ifndef SHAKE_SANITIZER_RUNTIME_FIRST
+#define SHAKE_SANITIZER_RUNTIME_FIRST 1
 #endif
 #ifndef SHAKE_KEEPER_PATH
 #define SHAKE_KEEPER_PATH "/usr/libexec/libshake/shake-keeper"
@@ -126,22 +133,45 @@ bool SpawnKeeper(int memfd, int devfd, const Arena& arena, const Config& c, std:
   snprintf(arena_env, sizeof arena_env, "SHAKE_KEEPER_ARENA=%llx:%llx",
            static_cast<unsigned long long>(arena.base()),
            static_cast<unsigned long long>(arena.size()));
-  const std::string preload = "LD_PRELOAD=" + lib;
+  // A sanitizer build's keeper needs the sanitizer's runtime (ASan's first, TSan's after
+  // libshake: shim/CMakeLists.txt), and its options: the keeper's stderr is /dev/null, so its
+  // ASan, LSan and TSan reports reach only the log_path they name.
+  const std::string runtime = SHAKE_SANITIZER_RUNTIME;
+  const std::string preload =
+      "LD_PRELOAD=" + (runtime.empty()                   ? lib
+                       : SHAKE_SANITIZER_RUNTIME_FIRST ? runtime + " " + lib
+                                                       : lib + " " + runtime);
+  // UBSan writes to stderr whatever its log_path: SHAKE_KEEPER_STDERR names a file (appended to)
+  // for the keeper's stderr instead.
+  std::vector<std::string> sanitizer_env;
+  int err_fd = -1;
+  if (!runtime.empty()) {
+    for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS"}) {
+      if (const char* v = getenv(name)) sanitizer_env.push_back(std::string(name) + "=" + v);
+    }
+    if (const char* path = getenv("SHAKE_KEEPER_STDERR"); path != nullptr && *path != '\0') {
+      err_fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, path,
+                                        O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    }
+  }
   std::string idle = "SHAKE_KEEPER_IDLE=";
   if (c.keeper_idle_s >= 0) idle += std::to_string(c.keeper_idle_s);
   const std::string log = std::string("SHAKE_LOG=") + LogLevelName(c.log);
   const char* keeper_log = getenv("SHAKE_KEEPER_LOG");
   const std::string klog = std::string("SHAKE_KEEPER_LOG=") + (keeper_log ? keeper_log : "");
-  char* const envp[] = {const_cast<char*>(preload.c_str()), const_cast<char*>(arena_env),
-                        const_cast<char*>(idle.c_str()),    const_cast<char*>(log.c_str()),
-                        const_cast<char*>(klog.c_str()),
-                        const_cast<char*>("SHAKE_KEEPER=1"), nullptr};
+  std::vector<char*> envp = {const_cast<char*>(preload.c_str()), const_cast<char*>(arena_env),
+                             const_cast<char*>(idle.c_str()),    const_cast<char*>(log.c_str()),
+                             const_cast<char*>(klog.c_str()),
+                             const_cast<char*>("SHAKE_KEEPER=1")};
+  for (std::string& v : sanitizer_env) envp.push_back(v.data());
+  envp.push_back(nullptr);
   char* const argv[] = {const_cast<char*>("shake-keeper"), nullptr};
   const int null_fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR));
   const pid_t child = real::fork();
   if (child < 0) {
     *error = std::string("fork: ") + strerrorname_np(errno);
     if (null_fd >= 0) real::close(null_fd);
+    if (err_fd >= 0) real::close(err_fd);
     return false;
   }
   if (child == 0) {
@@ -162,14 +192,15 @@ bool SpawnKeeper(int memfd, int devfd, const Arena& arena, const Config& c, std:
     if (m < 0 || d < 0 || null_fd < 0) _exit(126);
     real::dup2(null_fd, 0);
     real::dup2(null_fd, 1);
-    real::dup2(null_fd, 2);
+    real::dup2(err_fd >= 0 ? err_fd : null_fd, 2);
     real::dup2(m, 3);
     real::dup2(d, 4);
     real::close_range(5, ~0u, 0);
-    real::execve(keeper.c_str(), argv, envp);
+    real::execve(keeper.c_str(), argv, envp.data());
     _exit(127);
   }
   if (null_fd >= 0) real::close(null_fd);
+  if (err_fd >= 0) real::close(err_fd);
   int status = 0;
   while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }

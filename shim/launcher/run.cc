@@ -20,6 +20,13 @@
 #include "shim/launcher/commands.h"
 #include "shim/launcher/elf_probe.h"
 
+#ifndef SHAKE_SANITIZER_RUNTIME
+#define SHAKE_SANITIZER_RUNTIME ""
+#endif
+#ifndef SHAKE_SANITIZER_RUNTIME_FIRST
+#define SHAKE_SANITIZER_RUNTIME_FIRST 1
+#endif
+
 #ifndef SHAKE_INSTALL_LIBDIR
 #define SHAKE_INSTALL_LIBDIR "/usr/lib/x86_64-linux-gnu"
 #endif
@@ -187,6 +194,16 @@ int RunMain(int argc, char** argv) {
   if (const char* old = getenv("LD_PRELOAD"); old && *old) {
     if (strstr(old, lib.c_str()) != nullptr) preload = old;
     else preload += std::string(" ") + old;
+  }
+  // A sanitizer build's libshake needs the sanitizer's runtime in every program it is preloaded
+  // into: ASan's as the first library, TSan's after libshake (shim/CMakeLists.txt says why).
+  // Empty in other builds.
+  if (const std::string runtime = SHAKE_SANITIZER_RUNTIME; !runtime.empty()) {
+    if (SHAKE_SANITIZER_RUNTIME_FIRST && preload.compare(0, runtime.size(), runtime) != 0) {
+      preload = runtime + " " + preload;
+    } else if (!SHAKE_SANITIZER_RUNTIME_FIRST && preload.find(runtime) == std::string::npos) {
+      preload += " " + runtime;
+    }
   }
   setenv("LD_PRELOAD", preload.c_str(), 1);
 

@@ -11,6 +11,9 @@
 #                              to A's kernel address, which is right while libshake passes
 #                              sockets through; once the stack serves them, set it to the stack's
 #                              address (198.18.7.2 in TUN mode).
+#   SHAKE_SUITE_PRELOAD_SELF=IP  the same for the preload leg alone (default SHAKE_SUITE_SHIM_SELF):
+#                              one run can then have a passing-through preload leg and a
+#                              launcher leg on the stack (scripts/sanitize.sh does)
 #   CI=true                    a missing privilege is a failure, not a skip
 #
 # Topology (addresses from 198.18.0.0/15 only; nothing leaves the two namespaces):
@@ -146,10 +149,13 @@ if ((topology)); then
   native=(ip netns exec "$ns_a" env "${common[@]}" SHAKE_SUITE_SELF="$A_ADDR")
   shim_env=(ip netns exec "$ns_a" env "${common[@]}"
             SHAKE_SUITE_SELF="${SHAKE_SUITE_SHIM_SELF:-$A_ADDR}")
+  preload_env=(ip netns exec "$ns_a" env "${common[@]}"
+               SHAKE_SUITE_SELF="${SHAKE_SUITE_PRELOAD_SELF:-${SHAKE_SUITE_SHIM_SELF:-$A_ADDR}}")
 else
   echo "run_suite: no test topology ($reason); tests that need it will skip (fail if CI=true)"
   native=(env SHAKE_SUITE_SKIP_REASON="$reason")
   shim_env=("${native[@]}")
+  preload_env=("${native[@]}")
 fi
 
 run_leg native "${native[@]}" || status=1
@@ -161,7 +167,7 @@ compare() {
   fi
 }
 if [[ -n "$preload" ]]; then
-  run_leg preload "${shim_env[@]}" LD_PRELOAD="$preload" || status=1
+  run_leg preload "${preload_env[@]}" LD_PRELOAD="$preload" || status=1
   compare preload
 fi
 if [[ -n "$launcher" && $topology -eq 0 ]]; then
