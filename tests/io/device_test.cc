@@ -122,12 +122,22 @@ TEST(TunDevice, CreatesDeviceWhenPermitted) {
   EXPECT_NE(out.find("UP"), std::string::npos) << out;
 }
 
-TEST(PacketDevice, AnswersArpAndPingOnVethAndIgnoresOwnFrames) {
-  SHAKE_REQUIRE_NETNS();
+// Two namespaces joined by a veth: the kernel at 198.18.1.1 on v0 in `a`, v1 in `b` for the
+// device under test.
+class PacketVeth : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SHAKE_REQUIRE_NETNS();
+    a = topo.AddNamespace("pa");
+    b = topo.AddNamespace("pb");
+    topo.Veth(a, "v0", b, "v1");
+    topo.Exec(a, "ip addr add 198.18.1.1/24 dev v0");
+  }
   Topology topo;
-  const auto a = topo.AddNamespace("pa"), b = topo.AddNamespace("pb");
-  topo.Veth(a, "v0", b, "v1");
-  topo.Exec(a, "ip addr add 198.18.1.1/24 dev v0");
+  std::string a, b;
+};
+
+TEST_F(PacketVeth, AnswersArpAndPingOnVethAndIgnoresOwnFrames) {
   std::string error;
   auto dev = testing::InNamespace(
       b, [&] { return PacketDevice::Open(PacketOptions{.name = "v1"}, &error); });
@@ -171,12 +181,7 @@ std::map<uint32_t, int> QueuedByDestination(int fd) {
   return seen;
 }
 
-TEST(PacketDevice, QueuesOnlyArpAndFramesToItsAddress) {
-  SHAKE_REQUIRE_NETNS();
-  Topology topo;
-  const auto a = topo.AddNamespace("pa"), b = topo.AddNamespace("pb");
-  topo.Veth(a, "v0", b, "v1");
-  topo.Exec(a, "ip addr add 198.18.1.1/24 dev v0");
+TEST_F(PacketVeth, QueuesOnlyArpAndFramesToItsAddress) {
   std::string error;
   const uint32_t ours = Ipv4Addr(198, 18, 1, 2).value();
   auto only = testing::InNamespace(b, [&] {
