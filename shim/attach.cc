@@ -40,15 +40,10 @@
 #include "shim/log.h"
 #include "shim/real.h"
 #include "shim/runtime.h"
+#include "shim/sanitizer_runtime.h"
 
 #ifndef SHAKE_LIB_BASE
 #define SHAKE_LIB_BASE 0
-#endif
-#ifndef SHAKE_SANITIZER_RUNTIME
-#define SHAKE_SANITIZER_RUNTIME ""
-#endif
-#ifndef SHAKE_SANITIZER_RUNTIME_FIRST
-#define SHAKE_SANITIZER_RUNTIME_FIRST 1
 #endif
 #ifndef SHAKE_KEEPER_PATH
 #define SHAKE_KEEPER_PATH "/usr/libexec/libshake/shake-keeper"

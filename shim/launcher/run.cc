@@ -19,13 +19,8 @@
 #include "shim/config.h"
 #include "shim/launcher/commands.h"
 #include "shim/launcher/elf_probe.h"
+#include "shim/sanitizer_runtime.h"
 
-#ifndef SHAKE_SANITIZER_RUNTIME
-#define SHAKE_SANITIZER_RUNTIME ""
-#endif
-#ifndef SHAKE_SANITIZER_RUNTIME_FIRST
-#define SHAKE_SANITIZER_RUNTIME_FIRST 1
-#endif
 
 #ifndef SHAKE_INSTALL_LIBDIR
 #define SHAKE_INSTALL_LIBDIR "/usr/lib/x86_64-linux-gnu"
