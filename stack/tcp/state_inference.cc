@@ -245,4 +245,82 @@ Outcome Inference::Received(const SegView& s) {
   return o;
 }
 
+std::vector<SegmentMarks> MarkRepeats(std::span<const MarkView> segs) {
+  namespace fl = wire::tcpflag;
+  const auto has = [](uint8_t flags, uint8_t flag) { return (flags & flag) != 0; };
+  const size_t n = segs.size();
+  std::vector<SegmentMarks> marks(n);
+  // A sender that varies its IP identification: the id tells copies from resends.
+  std::array<bool, 2> ids_used{};
+  {
+    std::array<int32_t, 2> first_id{-1, -1};
+    for (const MarkView& w : segs) {
+      const auto x = static_cast<size_t>(w.from & 1);
+      if (w.ip_id < 0) continue;
+      if (first_id[x] < 0) first_id[x] = w.ip_id;
+      else if (w.ip_id != first_id[x]) ids_used[x] = true;
+    }
+  }
+  std::array<bool, 2> have_max{};
+  std::array<SeqNum, 2> snd_max;
+  std::array<int, 2> dup_count{};
+  std::array<int64_t, 2> last_from{-1, -1};
+  for (size_t i = 0; i < n; ++i) {
+    const MarkView& w = segs[i];
+    SegmentMarks& m = marks[i];
+    const auto x = static_cast<size_t>(w.from & 1);
+    for (size_t j = i; j-- > 0 && i - j <= 256;) {
+      const MarkView& o = segs[j];
+      if (o.from != w.from || o.seq != w.seq || o.ack != w.ack || o.flags != w.flags ||
+          o.len != w.len || o.window != w.window) {
+        continue;
+      }
+      const bool same_id = ids_used[x] && w.ip_id >= 0 && w.ip_id == o.ip_id;
+      const bool same_ts = w.ts_val && o.ts_val && *w.ts_val == *o.ts_val && !ids_used[x];
+      if (same_id || same_ts) m.duplicate = true;
+      break;
+    }
+    const uint32_t sl =
+        w.len + (has(w.flags, fl::kSyn) ? 1u : 0u) + (has(w.flags, fl::kFin) ? 1u : 0u);
+    if (!m.duplicate) {
+      if (has(w.flags, fl::kSyn)) {
+        // A SYN-ACK after a bare SYN at the same number is a simultaneous open's answer
+        // (RFC 9293 figure 8), not a retransmission; the same kind again is one.
+        for (size_t j = 0; j < i; ++j) {
+          const MarkView& o = segs[j];
+          if (o.from == w.from && has(o.flags, fl::kSyn) && o.seq == w.seq &&
+              has(o.flags, fl::kAck) == has(w.flags, fl::kAck)) {
+            m.retransmit = true;
+          }
+        }
+      } else if (sl > 0 && have_max[x] && w.seq < snd_max[x]) {
+        m.retransmit = true;
+      }
+      if (w.logged_retransmit) m.retransmit = true;
+    }
+    if (sl > 0 && (!have_max[x] || w.seq + sl > snd_max[x])) {
+      snd_max[x] = w.seq + sl;
+      have_max[x] = true;
+    }
+    // RFC 5681 section 2: a duplicate ACK carries no data, no SYN or FIN, the same
+    // acknowledgment number and window as the last, while data is outstanding.
+    const bool pure_ack = w.len == 0 && has(w.flags, fl::kAck) &&
+                          !has(w.flags, fl::kSyn | fl::kFin | fl::kRst);
+    if (pure_ack && !m.duplicate && last_from[x] >= 0) {
+      const MarkView& o = segs[static_cast<size_t>(last_from[x])];
+      const size_t y = 1 - x;
+      if (has(o.flags, fl::kAck) && o.ack == w.ack && o.window == w.window && have_max[y] &&
+          w.ack < snd_max[y]) {
+        m.dup_ack = ++dup_count[x];
+      } else {
+        dup_count[x] = 0;
+      }
+    } else if (!pure_ack) {
+      dup_count[x] = 0;
+    }
+    last_from[x] = static_cast<int64_t>(i);
+  }
+  return marks;
+}
+
 }  // namespace shake::infer

@@ -20,6 +20,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
 
 #include "stack/base/seqnum.h"
 #include "stack/stack.h"
@@ -84,5 +87,30 @@ class Inference {
   const End& end(int side) const { return end_[static_cast<size_t>(side & 1)]; }
   std::array<End, 2> end_;
 };
+
+// ---- Retransmissions, network duplicates, duplicate ACKs ----------------------------------------
+// Marks on a connection's segments in capture order, from the wire alone (plus a sender's own
+// log saying it retransmitted). A copy the network made repeats a segment exactly, down to the
+// IP identification (when its sender varies it) or the timestamp value; a retransmission
+// resends sequence space below its sender's highest; a duplicate ACK is RFC 5681's (section 2).
+struct MarkView {
+  int from = 0;  // 0 or 1: the sender
+  uint8_t flags = 0;
+  SeqNum seq;
+  SeqNum ack;
+  uint32_t len = 0;
+  uint32_t window = 0;
+  int32_t ip_id = -1;               // -1: unknown
+  std::optional<uint32_t> ts_val;   // the timestamp option's TSval, if present
+  bool logged_retransmit = false;   // the sender's log called it a retransmission
+};
+
+struct SegmentMarks {
+  bool duplicate = false;
+  bool retransmit = false;
+  int dup_ack = 0;  // 1, 2, 3...: the how-manyth duplicate ACK in a row
+};
+
+std::vector<SegmentMarks> MarkRepeats(std::span<const MarkView> segs);
 
 }  // namespace shake::infer

@@ -377,78 +377,22 @@ std::vector<Connection> Build(const Sources& src, const BuildOptions& options,
       }
     }
 
-    // ---- retransmissions, duplicates, dup ACKs -------------------------------------------
-    std::array<bool, 2> ids_used{};
+    // ---- retransmissions, duplicates, dup ACKs (stack/tcp/state_inference) -----------------
     {
-      std::array<int32_t, 2> first_id{-1, -1};
+      std::vector<infer::MarkView> views(n);
       for (size_t i = 0; i < n; ++i) {
-        const int x = c.segs[i].from;
-        const int32_t id = seg_of(i).ip_id;
-        if (id < 0) continue;
-        if (first_id[x] < 0) first_id[x] = id;
-        else if (id != first_id[x]) ids_used[x] = true;
+        const WireSegment& w = c.segs[i].wire;
+        std::optional<uint32_t> ts;
+        if (w.options.timestamp) ts = w.options.timestamp->val;
+        views[i] = {c.segs[i].from, w.flags, w.seq, w.ack, w.len, w.window, w.ip_id, ts,
+                    info[ps[i]].log_retransmit};
       }
-    }
-    std::array<bool, 2> have_max{};
-    std::array<SeqNum, 2> snd_max;
-    std::array<int, 2> dup_count{};
-    std::array<int64_t, 2> last_from{-1, -1};
-    for (size_t i = 0; i < n; ++i) {
-      Segment& s = c.segs[i];
-      const WireSegment& w = s.wire;
-      const int x = s.from;
-      // A copy the network made: identical, down to the IP identification or the timestamp.
-      for (size_t j = i; j-- > 0 && i - j <= 256;) {
-        const WireSegment& o = c.segs[j].wire;
-        if (c.segs[j].from != x || o.seq != w.seq || o.ack != w.ack || o.flags != w.flags ||
-            o.len != w.len || o.window != w.window) {
-          continue;
-        }
-        const bool same_id = ids_used[x] && w.ip_id >= 0 && w.ip_id == o.ip_id;
-        const bool same_ts = w.options.timestamp && o.options.timestamp &&
-                             w.options.timestamp->val == o.options.timestamp->val &&
-                             !ids_used[x];
-        if (same_id || same_ts) s.marks.duplicate = true;
-        break;
+      const std::vector<infer::SegmentMarks> marks = infer::MarkRepeats(views);
+      for (size_t i = 0; i < n; ++i) {
+        c.segs[i].marks.duplicate |= marks[i].duplicate;
+        c.segs[i].marks.retransmit |= marks[i].retransmit;
+        if (marks[i].dup_ack != 0) c.segs[i].marks.dup_ack = marks[i].dup_ack;
       }
-      const uint32_t sl = s.seq_len();
-      if (!s.marks.duplicate) {
-        if (Has(w.flags, f::kSyn)) {
-          // A SYN-ACK after a bare SYN at the same number is a simultaneous open's answer
-          // (RFC 9293 figure 8), not a retransmission; the same kind again is one.
-          for (size_t j = 0; j < i; ++j) {
-            const WireSegment& o = c.segs[j].wire;
-            if (c.segs[j].from == x && Has(o.flags, f::kSyn) && o.seq == w.seq &&
-                Has(o.flags, f::kAck) == Has(w.flags, f::kAck)) {
-              s.marks.retransmit = true;
-            }
-          }
-        } else if (sl > 0 && have_max[x] && w.seq < snd_max[x]) {
-          s.marks.retransmit = true;
-        }
-        if (info[ps[i]].log_retransmit) s.marks.retransmit = true;
-      }
-      if (sl > 0 && (!have_max[x] || w.seq + sl > snd_max[x])) {
-        snd_max[x] = w.seq + sl;
-        have_max[x] = true;
-      }
-      // RFC 5681 section 2: a duplicate ACK carries no data, no SYN or FIN, the same
-      // acknowledgment number and window as the last, while data is outstanding.
-      const bool pure_ack = w.len == 0 && Has(w.flags, f::kAck) &&
-                            !Has(w.flags, f::kSyn | f::kFin | f::kRst);
-      if (pure_ack && !s.marks.duplicate && last_from[x] >= 0) {
-        const WireSegment& o = c.segs[static_cast<size_t>(last_from[x])].wire;
-        const int y = 1 - x;
-        if (Has(o.flags, f::kAck) && o.ack == w.ack && o.window == w.window && have_max[y] &&
-            w.ack < snd_max[y]) {
-          s.marks.dup_ack = ++dup_count[x];
-        } else {
-          dup_count[x] = 0;
-        }
-      } else if (!pure_ack) {
-        dup_count[x] = 0;
-      }
-      last_from[x] = static_cast<int64_t>(i);
     }
 
     // ---- delivery ------------------------------------------------------------------------
