@@ -670,14 +670,12 @@ void Keeper::Drop(int fd) {
   // an active one that holds TIME-WAIT for a minute.
   if (c.chan) {
     Pass(c.chan.get());
-  } else if (shared_ && own_) {
-    Pass(own_.get());
-  }
-  if (c.chan) {
-    // The process's channel may still hold frames of its flows; until another process reads a
-    // channel of its own, the keeper reads this one.
+    // The channel may hold more frames of its flows; until another process reads a channel of
+    // its own, the keeper reads this one.
     c.chan->slot = -1;
     orphans_.push_back(std::move(c.chan));
+  } else if (shared_ && own_) {
+    Pass(own_.get());
   }
   bool ours = false;
   if (c.slot >= 0) {
