@@ -254,11 +254,11 @@ std::vector<SegmentMarks> MarkRepeats(std::span<const MarkView> segs) {
   std::array<bool, 2> ids_used{};
   {
     std::array<int32_t, 2> first_id{-1, -1};
-    for (const MarkView& w : segs) {
-      const auto x = static_cast<size_t>(w.from & 1);
-      if (w.ip_id < 0) continue;
-      if (first_id[x] < 0) first_id[x] = w.ip_id;
-      else if (w.ip_id != first_id[x]) ids_used[x] = true;
+    for (const MarkView& v : segs) {
+      const auto x = static_cast<size_t>(v.seg.from & 1);
+      if (v.ip_id < 0) continue;
+      if (first_id[x] < 0) first_id[x] = v.ip_id;
+      else if (v.ip_id != first_id[x]) ids_used[x] = true;
     }
   }
   std::array<bool, 2> have_max{};
@@ -266,17 +266,18 @@ std::vector<SegmentMarks> MarkRepeats(std::span<const MarkView> segs) {
   std::array<int, 2> dup_count{};
   std::array<int64_t, 2> last_from{-1, -1};
   for (size_t i = 0; i < n; ++i) {
-    const MarkView& w = segs[i];
+    const MarkView& v = segs[i];
+    const SegView& w = v.seg;
     SegmentMarks& m = marks[i];
     const auto x = static_cast<size_t>(w.from & 1);
     for (size_t j = i; j-- > 0 && i - j <= 256;) {
       const MarkView& o = segs[j];
-      if (o.from != w.from || o.seq != w.seq || o.ack != w.ack || o.flags != w.flags ||
-          o.len != w.len || o.window != w.window) {
+      if (o.seg.from != w.from || o.seg.seq != w.seq || o.seg.ack != w.ack ||
+          o.seg.flags != w.flags || o.seg.len != w.len || o.window != v.window) {
         continue;
       }
-      const bool same_id = ids_used[x] && w.ip_id >= 0 && w.ip_id == o.ip_id;
-      const bool same_ts = w.ts_val && o.ts_val && *w.ts_val == *o.ts_val && !ids_used[x];
+      const bool same_id = ids_used[x] && v.ip_id >= 0 && v.ip_id == o.ip_id;
+      const bool same_ts = v.ts_val && o.ts_val && *v.ts_val == *o.ts_val && !ids_used[x];
       if (same_id || same_ts) m.duplicate = true;
       break;
     }
@@ -287,7 +288,7 @@ std::vector<SegmentMarks> MarkRepeats(std::span<const MarkView> segs) {
         // A SYN-ACK after a bare SYN at the same number is a simultaneous open's answer
         // (RFC 9293 figure 8), not a retransmission; the same kind again is one.
         for (size_t j = 0; j < i; ++j) {
-          const MarkView& o = segs[j];
+          const SegView& o = segs[j].seg;
           if (o.from == w.from && has(o.flags, fl::kSyn) && o.seq == w.seq &&
               has(o.flags, fl::kAck) == has(w.flags, fl::kAck)) {
             m.retransmit = true;
@@ -296,7 +297,7 @@ std::vector<SegmentMarks> MarkRepeats(std::span<const MarkView> segs) {
       } else if (sl > 0 && have_max[x] && w.seq < snd_max[x]) {
         m.retransmit = true;
       }
-      if (w.logged_retransmit) m.retransmit = true;
+      if (v.logged_retransmit) m.retransmit = true;
     }
     if (sl > 0 && (!have_max[x] || w.seq + sl > snd_max[x])) {
       snd_max[x] = w.seq + sl;
@@ -309,7 +310,8 @@ std::vector<SegmentMarks> MarkRepeats(std::span<const MarkView> segs) {
     if (pure_ack && !m.duplicate && last_from[x] >= 0) {
       const MarkView& o = segs[static_cast<size_t>(last_from[x])];
       const size_t y = 1 - x;
-      if (has(o.flags, fl::kAck) && o.ack == w.ack && o.window == w.window && have_max[y] &&
+      if (has(o.seg.flags, fl::kAck) && o.seg.ack == w.ack && o.window == v.window &&
+          have_max[y] &&
           w.ack < snd_max[y]) {
         m.dup_ack = ++dup_count[x];
       } else {

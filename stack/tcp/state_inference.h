@@ -94,11 +94,7 @@ class Inference {
 // IP identification (when its sender varies it) or the timestamp value; a retransmission
 // resends sequence space below its sender's highest; a duplicate ACK is RFC 5681's (section 2).
 struct MarkView {
-  int from = 0;  // 0 or 1: the sender
-  uint8_t flags = 0;
-  SeqNum seq;
-  SeqNum ack;
-  uint32_t len = 0;
+  SegView seg;
   uint32_t window = 0;
   int32_t ip_id = -1;               // -1: unknown
   std::optional<uint32_t> ts_val;   // the timestamp option's TSval, if present

@@ -384,7 +384,7 @@ std::vector<Connection> Build(const Sources& src, const BuildOptions& options,
         const WireSegment& w = c.segs[i].wire;
         std::optional<uint32_t> ts;
         if (w.options.timestamp) ts = w.options.timestamp->val;
-        views[i] = {c.segs[i].from, w.flags, w.seq, w.ack, w.len, w.window, w.ip_id, ts,
+        views[i] = {{c.segs[i].from, w.flags, w.seq, w.ack, w.len}, w.window, w.ip_id, ts,
                     info[ps[i]].log_retransmit};
       }
       const std::vector<infer::SegmentMarks> marks = infer::MarkRepeats(views);
