@@ -50,6 +50,7 @@ set +e
 # Not for a program whose pid is wanted from $!: a function in the background is a subshell.
 in_ns() { ip netns exec "$ns" "$@"; }
 export SHAKE_KEEPER_IDLE=2  # seconds (shim/config.cc)
+export SHAKE_KEEPER_LOG="$work/keeper.log"  # its tail is shown when a download fails
 
 mkdir -p "$work/www"
 echo hello >"$work/www/index.html"
@@ -282,25 +283,37 @@ megabyte() {  # device address kernel-device tag
   local ok=0 i got
   loss on "$3" || { echo "$me:   nft failed"; }
   for i in $(seq 20); do
-    ip netns exec "$ns" timeout 30 "${sh[@]}" "$py" -c "
+    ip netns exec "$ns" timeout 40 "${sh[@]}" "$py" -c "
 import os, socket
 l = socket.create_server(('0.0.0.0', 9200)); c, _ = l.accept()
 c.sendall(open('$work/1M', 'rb').read()); c.close(); os._exit(0)" &
     local sp=$!
-    got=$(in_ns timeout 30 "$py" -c "
+    # On failure the client says how far it got and when: connect attempts, bytes, seconds.
+    got=$(in_ns timeout 40 "$py" -c "
 import hashlib, socket, time
-for _ in range(50):
-    try: s = socket.create_connection(('$2', 9200), 2); break
-    except OSError: time.sleep(0.1)
-s.settimeout(20)  # RTO backoff behind 5% loss can leave seconds between segments
-h = hashlib.sha256(); n = 0
-while True:
-    d = s.recv(65536)
-    if not d: break
-    h.update(d); n += len(d)
-print(n, h.hexdigest())")
+t0 = time.monotonic(); h = hashlib.sha256(); n = 0; tries = 0; s = None
+try:
+    while s is None and tries < 50:
+        tries += 1
+        try: s = socket.create_connection(('$2', 9200), 2)
+        except OSError: time.sleep(0.1)
+    s.settimeout(20)  # RTO backoff behind 5% loss can leave seconds between segments
+    while time.monotonic() - t0 < 35:
+        d = s.recv(65536)
+        if not d: break
+        h.update(d); n += len(d)
+    print(n, h.hexdigest())
+except Exception as e:
+    print(n, 'after %.1f s and %d connect attempts: %r' % (time.monotonic() - t0, tries, e))")
     wait $sp
-    [[ $got == "$((1 << 20)) $want1m" ]] && ok=$((ok + 1)) || echo "$me:   run $i: $got"
+    local srv=$?
+    if [[ $got == "$((1 << 20)) $want1m" ]]; then
+      ok=$((ok + 1))
+    else
+      echo "$me:   run $i: server exit $srv, client got: $got"
+      in_ns "$shake" stat --device "$1" 2>&1 | grep -vE 'TIME-WAIT' | head -20 | sed "s/^/$me:     /"
+      tail -n 15 "$work/keeper.log" | sed "s/^/$me:     /"
+    fi
   done
   loss off "$3"
   check "$4: 1 MiB then close and os._exit(0) behind 5% loss both ways: $ok of 20 byte-exact" test $ok -eq 20
